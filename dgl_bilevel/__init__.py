@@ -1,0 +1,50 @@
+"""dgl_bilevel: bilevel graph learning for DGL.
+
+Learn the weights of a graph's edges (or a model that outputs them) in an outer problem,
+through the solution of an inner problem -- a GNN trained by a differentiable optimizer, or
+Laplacian regularisation / label propagation solved exactly -- with exact hypergradients.
+
+    import dgl_bilevel as dbl
+    data = dbl.data.cora("../shared/data")
+    structure = dbl.EdgeWeights(data.graph)
+    inner = dbl.TrainedGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes))
+    result = dbl.fit(data, structure, inner, hypergrad="unrolled", outer_steps=100)
+    result.graph  # a DGLGraph with the learned weights in edata['w']
+"""
+from . import data, hypergrad, models
+from ._dgl import dgl
+from .data import BilevelData
+from .errors import BilevelError, ConfigError, DataError, NonFiniteHypergradientError
+from .hypergrad import Adjoint, FirstOrder, Implicit, Truncated, Unrolled
+from .inner import LabelPropagation, LaplacianRegularization, TrainedGNN
+from .structure import EdgeWeights, GraphStructure
+from .trainer import FitResult, IterationState, evaluate, fit, solve_on_graph
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "data",
+    "hypergrad",
+    "models",
+    "dgl",
+    "BilevelData",
+    "BilevelError",
+    "ConfigError",
+    "DataError",
+    "NonFiniteHypergradientError",
+    "EdgeWeights",
+    "GraphStructure",
+    "TrainedGNN",
+    "LaplacianRegularization",
+    "LabelPropagation",
+    "Unrolled",
+    "Truncated",
+    "FirstOrder",
+    "Implicit",
+    "Adjoint",
+    "fit",
+    "solve_on_graph",
+    "evaluate",
+    "FitResult",
+    "IterationState",
+]

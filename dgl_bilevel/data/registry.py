@@ -1,0 +1,65 @@
+"""Named data sets for the CLI and recipes: how each is loaded and where it is read from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import ConfigError
+from .bilevel_data import BilevelData
+from .files import PathLike, data_root
+from .planetoid import PLANETOID_SUFFIXES, cora
+from .synthetic import cheaters, synthetic1
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    description: str
+    loader: Callable[[Optional[PathLike], int], BilevelData]
+    files: Optional[Callable[[Path], list[Path]]] = None  # None: generated in memory
+
+    def source(self, root: Optional[PathLike]) -> str:
+        if self.files is None:
+            return "generated (seeded)"
+        paths = self.files(data_root(root))
+        missing = [p for p in paths if not p.exists()]
+        where = str(paths[0].parent.resolve())
+        return where + ("" if not missing else f"  [MISSING {len(missing)} file(s)]")
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register(entry: DatasetEntry) -> None:
+    DATASETS[entry.name] = entry
+
+
+register(DatasetEntry(
+    "cora",
+    "Cora citations (2,708 nodes, 7 classes); v_in = Planetoid train, Planetoid val halved into v_out/val",
+    lambda root, seed: cora(root, seed),
+    lambda root: [root / "planetoid" / f"ind.cora.{s}" for s in PLANETOID_SUFFIXES],
+))
+register(DatasetEntry(
+    "cheaters",
+    "paper's cheaters network (256 students, pass/fail), v_in at both ends, v_out in the middle",
+    lambda root, seed: cheaters(seed=seed),
+))
+register(DatasetEntry(
+    "synthetic1-high",
+    "paper's synthetic set 1 (1,536 points, regression), 100 random v_in nodes",
+    lambda root, seed: synthetic1("high", seed=seed),
+))
+register(DatasetEntry(
+    "synthetic1-low",
+    "paper's synthetic set 1 (1,536 points, regression), v_in = 100 nodes nearest the centre",
+    lambda root, seed: synthetic1("low", seed=seed),
+))
+
+
+def load_dataset(name: str, root: Optional[PathLike] = None, seed: int = 0) -> BilevelData:
+    """Load a registered data set by name with the split for ``seed``."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name].loader(root, seed)

@@ -1,0 +1,29 @@
+"""Seeded helpers that carve bilevel node sets out of existing splits."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import DataError
+
+
+def split_in_two(nodes: torch.Tensor, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``nodes`` at random into ``(first, rest)`` with ``round(fraction * len)`` in ``first``.
+
+    The paper splits the Planetoid validation set in half into ``v_out`` and validation;
+    OGB-compliant runs take ``v_out`` out of the training split the same way.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"fraction must be in (0, 1), got {fraction}")
+    nodes = torch.as_tensor(nodes).flatten()
+    k = int(round(fraction * nodes.numel()))
+    if k == 0 or k == nodes.numel():
+        raise DataError(f"splitting {nodes.numel()} nodes with fraction {fraction} leaves one side empty")
+    perm = torch.randperm(nodes.numel(), generator=generator)
+    return nodes[perm[:k]].sort().values, nodes[perm[k:]].sort().values
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``: every random choice in data loading goes through one."""
+    gen = torch.Generator()
+    gen.manual_seed(int(seed))
+    return gen

@@ -1,0 +1,16 @@
+"""Inner problems: what is fitted on the weighted graph at every outer iteration."""
+from .base import INIT_MODES, InnerProblem, LinearSystem, Params, default_adam
+from .gnn import TrainedGNN
+from .label_propagation import LabelPropagation
+from .laplacian import LaplacianRegularization
+
+__all__ = [
+    "InnerProblem",
+    "LinearSystem",
+    "Params",
+    "INIT_MODES",
+    "default_adam",
+    "TrainedGNN",
+    "LaplacianRegularization",
+    "LabelPropagation",
+]

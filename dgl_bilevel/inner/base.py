@@ -1,0 +1,135 @@
+"""The inner-problem interface every hypergradient method works against.
+
+An inner problem has parameters ``params`` (a tuple of tensors: GNN weights, or the node
+predictions ``Y`` of Laplacian regularisation), a differentiable objective
+``g(params, w)`` minimised by ``steps`` updates of a torchopt functional optimizer, and a
+prediction ``predict(params, w)`` on every node. Quadratic problems also expose their
+optimality condition as a linear system ``A(w) Y = b``, which exact adjoints solve directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+import torchopt
+
+from ..errors import ConfigError
+
+Params = tuple
+
+INIT_MODES = ("fresh", "fixed", "warm")
+
+
+def default_adam(lr: float) -> torchopt.base.GradientTransformation:
+    """torchopt Adam with ``eps_root=1e-8``: keeps ``d sqrt(v)/dv`` finite when a gradient is exactly 0,
+    which unrolled differentiation needs (plain Adam gives NaN hypergradients there)."""
+    return torchopt.adam(lr, eps_root=1e-8)
+
+
+@dataclass
+class LinearSystem:
+    """``A(w) Y = b`` with ``A`` symmetric positive definite on the rows marked ``active``.
+
+    Rows outside ``active`` (nodes in components no labelled node reaches) have ``Y = 0`` for
+    every ``w``; solvers keep them at zero.
+    """
+
+    matvec: Callable[[torch.Tensor], torch.Tensor]
+    rhs: torch.Tensor
+    diagonal: torch.Tensor
+    active: Optional[torch.Tensor] = None
+
+
+class InnerProblem:
+    """Base class. Subclasses implement ``bind``, ``initial_params``, ``objective``, ``predict``.
+
+    Args:
+        steps: inner optimisation steps per outer iteration.
+        optimizer: a torchopt ``GradientTransformation`` (functional; must support
+            ``inplace=False`` updates so unrolled differentiation can see through them).
+        init: where each outer iteration starts the inner problem:
+            ``"fresh"`` -- a new random draw every time;
+            ``"fixed"`` -- the same draw every time (what the paper's code does);
+            ``"warm"`` -- the previous outer iteration's solution.
+    """
+
+    def __init__(self, steps: int, optimizer: torchopt.base.GradientTransformation, init: str = "fresh") -> None:
+        if steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {steps}")
+        if init not in INIT_MODES:
+            raise ConfigError(f"init must be one of {INIT_MODES}, got {init!r}")
+        self.steps = int(steps)
+        self.optimizer = optimizer
+        self.init = init
+        self._fixed: Optional[Params] = None
+        self._last: Optional[Params] = None
+        self.data: Any = None
+        self.graph: Any = None
+
+    # ------------------------------------------------------------ to implement
+    def bind(self, data: Any, graph: Any) -> "InnerProblem":
+        """Attach the data set and the support graph; precompute what does not depend on ``w``."""
+        raise NotImplementedError
+
+    def initial_params(self, generator: Optional[torch.Generator]) -> Params:
+        """A fresh random starting point."""
+        raise NotImplementedError
+
+    def objective(self, params: Params, edge_weight: torch.Tensor) -> torch.Tensor:
+        """The inner objective ``g(params, w)`` (scalar), differentiable in both."""
+        raise NotImplementedError
+
+    def predict(self, params: Params, edge_weight: torch.Tensor) -> torch.Tensor:
+        """Outputs on every node (logits or regression values), differentiable in both."""
+        raise NotImplementedError
+
+    @property
+    def is_quadratic(self) -> bool:
+        """True when ``linear_system`` is available (exact adjoints apply)."""
+        return False
+
+    def linear_system(self, edge_weight: torch.Tensor) -> Optional[LinearSystem]:
+        """Quadratic problems: the optimality condition as ``A(w) Y = b``; others return None."""
+        return None
+
+    def solution_to_params(self, solution: torch.Tensor) -> Params:
+        """Quadratic problems: the params whose ``predict`` is the linear system's solution."""
+        return (solution,)
+
+    def describe(self) -> dict:
+        """Settings for logs and result files."""
+        return {"problem": type(self).__name__, "steps": self.steps, "init": self.init}
+
+    # ---------------------------------------------------------------- provided
+    @property
+    def is_bound(self) -> bool:
+        return self.data is not None
+
+    def require_bound(self) -> None:
+        if not self.is_bound:
+            raise ConfigError(f"{type(self).__name__} is not bound to data yet: call .bind(data, graph) first")
+
+    def starting_params(self, generator: Optional[torch.Generator] = None) -> Params:
+        """The starting point for this outer iteration, following ``init``; fresh leaf tensors."""
+        self.require_bound()
+        if self.init == "warm" and self._last is not None:
+            start = self._last
+        elif self.init == "fixed" and self._fixed is not None:
+            start = self._fixed
+        else:
+            start = tuple(p.detach() for p in self.initial_params(generator))
+            if self.init == "fixed":
+                self._fixed = start
+        return tuple(p.detach().clone().requires_grad_(True) for p in start)
+
+    def remember(self, params: Params) -> None:
+        """Record the solution reached (the warm start of the next outer iteration)."""
+        self._last = tuple(p.detach().clone() for p in params)
+
+    def state_dict(self) -> dict:
+        return {"fixed": self._fixed, "last": self._last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._fixed = state.get("fixed")
+        self._last = state.get("last")

@@ -1,0 +1,189 @@
+"""Node models for the trained-GNN inner problem.
+
+Every model is an ``nn.Module`` called as ``model(graph, feat, edge_weight=w)``, like DGL's own
+convolutions, so any ``dgl.nn`` module that takes ``edge_weight`` fits too. Models that set
+``accepts_sparse_features = True`` receive :class:`~dgl_bilevel.ops.SparseFeatures` for sparse
+inputs (Cora's bag of words): they project features *before* aggregating, never aggregating
+the raw high-dimensional features.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._dgl import dgl
+from .errors import ConfigError
+from .ops import Features, project, weighted_sum
+
+
+class Projection(nn.Module):
+    """``feat @ W + b`` for dense or sparse features (a sparse-aware ``nn.Linear``)."""
+
+    accepts_sparse_features = True
+
+    def __init__(self, in_feats: int, out_feats: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_feats, out_feats))
+        self.bias = nn.Parameter(torch.zeros(out_feats)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, feat: Features) -> torch.Tensor:
+        out = project(feat, self.weight)
+        return out if self.bias is None else out + self.bias
+
+
+class SumAggConv(nn.Module):
+    """The paper's eq. (4) layer: ``X W_self + A (X W_neigh) + b`` with weighted sum aggregation.
+
+    This is PyG's ``GraphConv``; here ``[W_self | W_neigh]`` is applied first as one product,
+    so only ``out_feats`` columns are ever aggregated.
+    """
+
+    accepts_sparse_features = True
+
+    def __init__(self, in_feats: int, out_feats: int, bias: bool = True) -> None:
+        super().__init__()
+        self.out_feats = out_feats
+        self.weight = nn.Parameter(torch.empty(in_feats, 2 * out_feats))
+        self.bias = nn.Parameter(torch.zeros(out_feats)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, graph: "dgl.DGLGraph", feat: Features, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        z = project(feat, self.weight)
+        self_part, neigh_part = z[:, : self.out_feats], z[:, self.out_feats :]
+        if edge_weight is None:
+            edge_weight = torch.ones(graph.num_edges(), dtype=z.dtype, device=z.device)
+        out = self_part + weighted_sum(graph, neigh_part, edge_weight)
+        return out if self.bias is None else out + self.bias
+
+
+class SumAggGNN(nn.Module):
+    """A k-layer stack of :class:`SumAggConv` with ELU between layers (the paper's inner GNN)."""
+
+    accepts_sparse_features = True
+
+    def __init__(self, in_feats: int, hidden: int, out_feats: int, num_layers: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
+        dims = [in_feats] + [hidden] * (num_layers - 1) + [out_feats]
+        self.layers = nn.ModuleList(SumAggConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.dropout = dropout
+
+    def forward(self, graph, feat: Features, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = feat
+        for i, layer in enumerate(self.layers):
+            h = layer(graph, h, edge_weight)
+            if i < len(self.layers) - 1:
+                h = F.dropout(F.elu(h), self.dropout, self.training)
+        return h
+
+
+class GCN(nn.Module):
+    """Kipf & Welling's GCN with weighted symmetric normalisation (``dgl.nn.EdgeWeightNorm``).
+
+    The first layer is a sparse-aware projection followed by a weight-free ``GraphConv``,
+    which equals ``GraphConv(in, hidden)`` but never multiplies the raw features densely.
+    """
+
+    accepts_sparse_features = True
+
+    def __init__(self, in_feats: int, hidden: int, out_feats: int, num_layers: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
+        dims = [hidden] * (num_layers - 1) + [out_feats]
+        self.input = Projection(in_feats, dims[0], bias=False)
+        first = dgl.nn.GraphConv(dims[0], dims[0], norm="none", weight=False, allow_zero_in_degree=True)
+        self.convs = nn.ModuleList([first])
+        for a, b in zip(dims[:-1], dims[1:]):
+            self.convs.append(dgl.nn.GraphConv(a, b, norm="none", allow_zero_in_degree=True))
+        self.norm = dgl.nn.EdgeWeightNorm(norm="both")
+        self.dropout = dropout
+
+    def forward(self, graph, feat: Features, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.input(feat)
+        if edge_weight is None:
+            edge_weight = torch.ones(graph.num_edges(), dtype=h.dtype, device=h.device)
+        norm_weight = self.norm(graph, edge_weight)
+        for i, conv in enumerate(self.convs):
+            h = conv(graph, h, edge_weight=norm_weight)
+            if i < len(self.convs) - 1:
+                h = F.dropout(F.elu(h), self.dropout, self.training)
+        return h
+
+
+class GraphSAGE(nn.Module):
+    """``dgl.nn.SAGEConv`` layers (mean aggregator, weighted messages); dense features."""
+
+    accepts_sparse_features = False
+
+    def __init__(
+        self, in_feats: int, hidden: int, out_feats: int, num_layers: int = 2, dropout: float = 0.0, aggregator: str = "mean"
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
+        dims = [in_feats] + [hidden] * (num_layers - 1) + [out_feats]
+        self.convs = nn.ModuleList(dgl.nn.SAGEConv(a, b, aggregator) for a, b in zip(dims[:-1], dims[1:]))
+        self.dropout = dropout
+
+    def forward(self, graph, feat: torch.Tensor, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = feat
+        for i, conv in enumerate(self.convs):
+            h = conv(graph, h, edge_weight=edge_weight)
+            if i < len(self.convs) - 1:
+                h = F.dropout(F.elu(h), self.dropout, self.training)
+        return h
+
+
+class APPNPNet(nn.Module):
+    """An MLP followed by ``dgl.nn.APPNPConv`` propagation (Klicpera et al.), as in the paper's code."""
+
+    accepts_sparse_features = True
+
+    def __init__(
+        self, in_feats: int, hidden: int, out_feats: int, num_layers: int = 2, dropout: float = 0.0, k: int = 10, alpha: float = 0.1
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
+        dims = [hidden] * (num_layers - 1) + [out_feats]
+        self.input = Projection(in_feats, dims[0])
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.propagate = dgl.nn.APPNPConv(k, alpha)
+        self.dropout = dropout
+
+    def forward(self, graph, feat: Features, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.input(feat)
+        for layer in self.hidden:
+            h = layer(F.dropout(F.elu(h), self.dropout, self.training))
+        return self.propagate(graph, h, edge_weight=edge_weight)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "sumagg": SumAggGNN,
+    "gcn": GCN,
+    "sage": GraphSAGE,
+    "appnp": APPNPNet,
+}
+
+
+def build_model(name: str, in_feats: int, hidden: int, out_feats: int, num_layers: int = 2, **kwargs) -> nn.Module:
+    """A model from the zoo by name: ``sumagg`` (paper eq. 4), ``gcn``, ``sage``, ``appnp``."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name](in_feats, hidden, out_feats, num_layers=num_layers, **kwargs)

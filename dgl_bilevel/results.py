@@ -1,0 +1,80 @@
+"""Aggregating per-seed results (mean and unbiased std) and printing them as tables."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+SPLIT_LABELS = {"v_in": "V_in", "v_out": "V_out", "val": "val", "test": "test"}
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and unbiased (n - 1) standard deviation; std is 0 for a single value, NaNs skipped."""
+    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not xs:
+        return float("nan"), float("nan")
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def aggregate(per_seed: Sequence[dict], keys: Sequence[str]) -> dict:
+    """``{key: {"mean": m, "std": s}}`` over the seeds' values of each key."""
+    out = {}
+    for key in keys:
+        m, s = mean_std(r.get(key) for r in per_seed)
+        out[key] = {"mean": m, "std": s}
+    return out
+
+
+def format_value(value: float, percent: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100 * value:.1f}" if percent else f"{value:.4g}"
+
+
+def results_table(per_seed: Sequence[dict], metric: str, title: str = "") -> str:
+    """A plain-text table: one row per seed, then mean +- std; accuracies shown in percent."""
+    percent = metric == "acc"
+    cols = [f"{s}_{metric}" for s in SPLIT_LABELS]
+    header = ["seed"] + [f"{SPLIT_LABELS[s]} {metric}" + (" %" if percent else "") for s in SPLIT_LABELS] + ["best iter", "s/iter"]
+    rows = []
+    for r in per_seed:
+        rows.append(
+            [str(r.get("seed"))]
+            + [format_value(r.get(c), percent) for c in cols]
+            + [str(r.get("best_iteration", "-")), format_value(r.get("median_seconds_per_iteration"), False)]
+        )
+    agg = aggregate(per_seed, cols + ["median_seconds_per_iteration"])
+    rows.append(
+        ["mean+-std"]
+        + [f"{format_value(agg[c]['mean'], percent)} +- {format_value(agg[c]['std'], percent)}" for c in cols]
+        + ["", format_value(agg["median_seconds_per_iteration"]["mean"], False)]
+    )
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    sep = "-" * len(line(header))
+    parts = ([title] if title else []) + [sep, line(header), sep] + [line(r) for r in rows[:-1]] + [sep, line(rows[-1]), sep]
+    return "\n".join(parts)
+
+
+def write_json(path: "str | os.PathLike", payload: dict) -> None:
+    """Write JSON atomically (NaN becomes null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(payload), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _clean(obj):
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj

@@ -1,0 +1,119 @@
+"""Edge refinement: one learnable weight per edge of a given support graph."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from .._dgl import dgl
+from ..errors import ConfigError, DataError
+from .base import GraphStructure
+from .parametrizations import Parametrization, get_parametrization
+
+INITS = ("uniform", "constant", "observed")
+
+
+def undirected_pair_index(graph: "dgl.DGLGraph") -> tuple[torch.Tensor, int]:
+    """For each edge, the index of its unordered pair ``{u, v}``; edges ``u->v`` and ``v->u`` share one."""
+    src, dst = graph.edges()
+    low, high = torch.minimum(src, dst), torch.maximum(src, dst)
+    keys = low.long() * graph.num_nodes() + high.long()
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    return inverse, unique.numel()
+
+
+class EdgeWeights(GraphStructure):
+    """Learnable weights ``w = parametrization(theta)`` on the edges of ``graph``.
+
+    Args:
+        graph: the support (usually the observed graph ``A_obs``).
+        parametrization: ``"sigmoid"`` (paper, default), ``"softplus"``, ``"box"`` or a
+            :class:`Parametrization`; ``low``/``high`` configure ``"box"``.
+        init: how the raw parameter ``theta`` starts:
+            ``"uniform"`` -- ``theta ~ scale * U[0, 1]`` (the paper's code: logits U[0, 1]);
+            ``"constant"`` -- ``theta = value``;
+            ``"observed"`` -- ``theta = parametrization.inverse(w_obs)`` with ``w_obs`` =
+            ``graph.edata[weight_key]`` (or ones);
+            a tensor -- initial *weights*, mapped through ``parametrization.inverse``.
+        scale: multiplies the uniform draw (the paper's cheaters runs use ``1e-5`` with ``box``).
+        value: the constant for ``init="constant"``.
+        tie_undirected: one shared parameter for ``u->v`` and ``v->u`` (keeps the graph symmetric).
+        generator: the random generator for ``"uniform"`` (seeded runs pass one).
+        weight_key: edata key of observed weights for ``init="observed"``.
+    """
+
+    def __init__(
+        self,
+        graph: "dgl.DGLGraph",
+        parametrization: Union[str, Parametrization] = "sigmoid",
+        init: Union[str, torch.Tensor] = "uniform",
+        *,
+        scale: float = 1.0,
+        value: float = 0.0,
+        tie_undirected: bool = False,
+        low: float = 0.0,
+        high: float = float("inf"),
+        generator: Optional[torch.Generator] = None,
+        weight_key: Optional[str] = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if graph.num_edges() == 0:
+            raise DataError("graph has no edges: there are no edge weights to learn")
+        self.graph = graph
+        kwargs = {"low": low, "high": high} if parametrization == "box" else {}
+        self.parametrization = get_parametrization(parametrization, **kwargs)
+        self.tie_undirected = bool(tie_undirected)
+        if self.tie_undirected:
+            pair_index, num_params = undirected_pair_index(graph)
+            self.register_buffer("pair_index", pair_index, persistent=False)
+        else:
+            self.pair_index = None
+            num_params = graph.num_edges()
+        theta = self._initial_theta(init, num_params, scale, value, generator, weight_key, dtype)
+        self.theta = nn.Parameter(theta)
+        self.parametrization.project_(self.theta)
+
+    def _initial_theta(self, init, num_params, scale, value, generator, weight_key, dtype) -> torch.Tensor:
+        if isinstance(init, torch.Tensor):
+            if init.shape != (self.graph.num_edges(),):
+                raise DataError(f"initial weights have shape {tuple(init.shape)}, expected ({self.graph.num_edges()},)")
+            return self._to_params(self.parametrization.inverse(init.to(dtype)))
+        if init == "uniform":
+            return scale * torch.rand(num_params, generator=generator, dtype=dtype)
+        if init == "constant":
+            return torch.full((num_params,), float(value), dtype=dtype)
+        if init == "observed":
+            if weight_key is None:
+                observed = torch.ones(self.graph.num_edges(), dtype=dtype)
+            elif weight_key in self.graph.edata:
+                observed = self.graph.edata[weight_key].to(dtype)
+            else:
+                raise DataError(f"init='observed': graph.edata has no key {weight_key!r}")
+            return self._to_params(self.parametrization.inverse(observed))
+        raise ConfigError(f"unknown init {init!r}; choose from {INITS} or pass a tensor of weights")
+
+    def _to_params(self, per_edge: torch.Tensor) -> torch.Tensor:
+        """Per-edge values -> per-parameter values (averaging the two directions when tied)."""
+        if self.pair_index is None:
+            return per_edge
+        num = int(self.pair_index.max()) + 1
+        total = torch.zeros(num, dtype=per_edge.dtype).index_add_(0, self.pair_index, per_edge)
+        count = torch.zeros(num, dtype=per_edge.dtype).index_add_(0, self.pair_index, torch.ones_like(per_edge))
+        return total / count
+
+    def forward(self) -> torch.Tensor:
+        """Current edge weights, one per support edge, differentiable in ``theta``."""
+        weight = self.parametrization(self.theta)
+        return weight if self.pair_index is None else weight[self.pair_index]
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        self.parametrization.project_(self.theta)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_edges={self.graph.num_edges()}, params={self.theta.numel()}, "
+            f"parametrization={self.parametrization!r}, tie_undirected={self.tie_undirected}"
+        )
