@@ -42,6 +42,13 @@ def edge_difference_product(graph: "dgl.DGLGraph", a: torch.Tensor, b: torch.Ten
     return prod.reshape(prod.shape[0], -1).sum(-1)
 
 
+def edge_dot(graph: "dgl.DGLGraph", a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per edge ``u -> v``: ``<a[u], b[v]>``."""
+    if a.dim() == 1:
+        a, b = a.unsqueeze(-1), b.unsqueeze(-1)
+    return dgl.ops.u_dot_v(graph, a, b).reshape(-1)
+
+
 def weighted_degrees(
     graph: "dgl.DGLGraph", edge_weight: torch.Tensor, reverse: "dgl.DGLGraph | None" = None
 ) -> torch.Tensor:

@@ -218,3 +218,27 @@ def test_cg_reports_residual_and_solves_columns_independently():
     assert torch.equal(x[:, 2], torch.zeros(6, dtype=torch.float64))
     (y,), ninfo = neumann_series(lambda v: (a @ v[0],), (b,), step=1 / 20, maxiter=2000, tol=1e-14)
     assert torch.allclose(y, x, atol=1e-8) and ninfo.residual < 1e-8
+
+
+def test_label_propagation_closed_form_equals_autograd_fallback(tiny):
+    problem = LabelPropagation(alpha=0.7).bind(tiny, tiny.graph)
+    w = _weights(tiny)
+    gen = torch.Generator().manual_seed(3)
+    p = torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    f = torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    closed = problem.edge_gradient(w, p, f)
+    weight = w.clone().requires_grad_(True)
+    system = problem.linear_system(weight)
+    (auto,) = torch.autograd.grad((p * system.rhs).sum() - (p * system.matvec(f)).sum(), weight)
+    assert torch.allclose(closed, auto, rtol=1e-10, atol=1e-12)
+
+
+def test_laplacian_closed_form_equals_autograd_fallback(tiny):
+    problem = LaplacianRegularization(loss="mse", ridge=1e-3).bind(tiny, tiny.graph)
+    w = _weights(tiny)
+    gen = torch.Generator().manual_seed(4)
+    p, y = torch.randn(12, 3, generator=gen, dtype=torch.float64), torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    weight = w.clone().requires_grad_(True)
+    system = problem.linear_system(weight)
+    (auto,) = torch.autograd.grad((p * system.rhs).sum() - (p * system.matvec(y)).sum(), weight)
+    assert torch.allclose(problem.edge_gradient(w, p, y), auto, rtol=1e-10, atol=1e-12)

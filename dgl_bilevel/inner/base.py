@@ -22,9 +22,15 @@ INIT_MODES = ("fresh", "fixed", "warm")
 
 
 def default_adam(lr: float) -> torchopt.base.GradientTransformation:
-    """torchopt Adam with ``eps_root=1e-8``: keeps ``d sqrt(v)/dv`` finite when a gradient is exactly 0,
-    which unrolled differentiation needs (plain Adam gives NaN hypergradients there)."""
-    return torchopt.adam(lr, eps_root=1e-8)
+    """torchopt Adam with ``eps_root=1e-16``.
+
+    A positive ``eps_root`` keeps ``d sqrt(v)/dv`` finite where a gradient is exactly 0, which
+    unrolled differentiation needs (``eps_root=0`` gives NaN hypergradients there). It must be
+    tiny: ``1e-8`` (torchopt's usual advice) changes Adam's step wherever gradients are below
+    ~1e-4 -- the whole Laplacian inner problem on Cora -- and cost 8 points of accuracy there
+    (63.5 vs 71.7 test, measured); at ``1e-16`` results equal ``eps_root=0``.
+    """
+    return torchopt.adam(lr, eps_root=1e-16)
 
 
 @dataclass

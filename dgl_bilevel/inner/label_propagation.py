@@ -19,7 +19,7 @@ import torchopt
 
 from .._dgl import dgl
 from ..errors import ConfigError
-from ..ops import symmetric_weighted_sum, weighted_degrees
+from ..ops import edge_dot, symmetric_weighted_sum, weighted_degrees
 from .base import InnerProblem, LinearSystem, Params
 from .laplacian import _targets
 
@@ -85,6 +85,23 @@ class LabelPropagation(InnerProblem):
             return f - self.alpha * self._propagate(f, edge_weight, inv_sqrt)
 
         return LinearSystem(matvec, (1 - self.alpha) * self.seeds, torch.ones_like(self.seeds), None)
+
+    def edge_gradient(self, edge_weight: torch.Tensor, adjoint: torch.Tensor, solution: torch.Tensor) -> torch.Tensor:
+        """Closed form of ``d/dw_e [p^T b - p^T A(w) F] = alpha d/dw_e [p^T S(w) F]`` per edge ``u -> v``.
+
+        Edge ``e`` adds ``w_e / 2`` to ``W_s[u, v]``, ``W_s[v, u]``, ``d_u`` and ``d_v``, so
+
+            d(p^T S F)/dw_e = (p_u.F_v + p_v.F_u) / (2 sqrt(d_u d_v)) + (g_u + g_v) / 2,
+            g_k = -(p_k.(S F)_k + F_k.(S p)_k) / (2 d_k).
+        """
+        inv_sqrt = self._inv_sqrt_degree(edge_weight)
+        p_scaled, f_scaled = inv_sqrt * adjoint, inv_sqrt * solution
+        cross = edge_dot(self.graph, p_scaled, f_scaled) + edge_dot(self.graph, f_scaled, p_scaled)
+        spread_f = self._propagate(solution, edge_weight, inv_sqrt)
+        spread_p = self._propagate(adjoint, edge_weight, inv_sqrt)
+        node = -0.5 * inv_sqrt.squeeze(-1) ** 2 * ((adjoint * spread_f).sum(-1) + (solution * spread_p).sum(-1))
+        src, dst = self.graph.edges()
+        return self.alpha * 0.5 * (cross + node[src] + node[dst])
 
     def describe(self) -> dict:
         return {**super().describe(), "alpha": self.alpha}

@@ -20,7 +20,7 @@ import torchopt
 
 from .._dgl import dgl
 from ..errors import ConfigError
-from ..ops import edge_difference_product, symmetric_weighted_sum, weighted_degrees
+from ..ops import edge_difference_product, symmetric_weighted_sum, weighted_degrees, weighted_sum
 from .base import InnerProblem, LinearSystem, Params, default_adam
 from ..graphs import reachable_from
 
@@ -82,8 +82,12 @@ class LaplacianRegularization(InnerProblem):
         return (torch.rand(self.data.num_nodes, self.width, generator=generator, dtype=self._dtype),)
 
     def smoothness(self, y: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
-        """``sum_e w_e ||Y_u - Y_v||^2`` over stored edges."""
-        return (edge_weight * edge_difference_product(self.graph, y, y)).sum()
+        """``sum_e w_e ||Y_u - Y_v||^2`` over stored edges, as ``<D_s, |Y|^2> - 2 <Y, W^T Y>``.
+
+        Node-sized intermediates only: unrolling 500 steps keeps no ``[E, C]`` tensor per step.
+        """
+        degree = weighted_degrees(self.graph, edge_weight, self.reverse)
+        return (degree * (y * y).sum(-1)).sum() - 2.0 * (y * weighted_sum(self.graph, y, edge_weight)).sum()
 
     def objective(self, params: Params, edge_weight: torch.Tensor) -> torch.Tensor:
         (y,) = params
