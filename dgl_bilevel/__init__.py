@@ -11,13 +11,14 @@ Laplacian regularisation / label propagation solved exactly -- with exact hyperg
     result = dbl.fit(data, structure, inner, hypergrad="unrolled", outer_steps=100)
     result.graph  # a DGLGraph with the learned weights in edata['w']
 """
-from . import data, hypergrad, models
+from . import data, diagnostics, hypergrad, models
 from ._dgl import dgl
 from .data import BilevelData
 from .errors import BilevelError, ConfigError, DataError, NonFiniteHypergradientError
 from .hypergrad import Adjoint, FirstOrder, Implicit, Truncated, Unrolled
 from .inner import LabelPropagation, LaplacianRegularization, TrainedGNN
-from .structure import EdgeWeights, GraphStructure
+from .regularizers import LogDegree
+from .structure import G2G, EdgeWeights, GraphStructure, knn_support, power_support
 from .trainer import FitResult, IterationState, evaluate, fit, solve_on_graph
 
 __version__ = "0.1.0"
@@ -33,6 +34,10 @@ __all__ = [
     "DataError",
     "NonFiniteHypergradientError",
     "EdgeWeights",
+    "G2G",
+    "power_support",
+    "knn_support",
+    "LogDegree",
     "GraphStructure",
     "TrainedGNN",
     "LaplacianRegularization",

@@ -33,7 +33,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="inner problem: a trained GNN or Laplacian regularisation; default: gnn")
     g.add_argument("--method", choices=METHOD_CHOICES, default="bo",
                    help="a_obs: the inner model on the observed graph (no outer learning); "
-                        "bo: bilevel edge refinement; default: bo")
+                        "bo: bilevel edge refinement; bo+power: refinement on the support of A^r; "
+                        "bo+reg: with the log-degree regulariser; bo+g2g: latent graph learning; default: bo")
     g.add_argument("--seeds", type=int, default=1, help="number of seeds (splits and initialisations); default: 1")
     g.add_argument("--seed-start", type=int, default=0, help="first seed; default: 0")
     g.add_argument("--data-root", default=None,
@@ -66,6 +67,22 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--laplacian-loss", choices=["auto", "ce", "mse"], default="auto",
                    help="Laplacian data term: cross-entropy or squared error (quadratic: exact adjoint); "
                         "default: auto (ce for classification, mse for regression)")
+
+    g = p.add_argument_group("mitigations of gradient scarcity")
+    g.add_argument("--power", type=int, default=2, help="bo+power (and --g2g-support power): r in A^r; default: 2")
+    g.add_argument("--power-budget", type=int, default=5_000_000,
+                   help="refuse an A^r support with more directed edges than this; default: 5000000")
+    g.add_argument("--reg-gamma", type=float, default=1.0, help="bo+reg: gamma of -gamma*log-degree; default: 1")
+    g.add_argument("--reg-reduction", choices=["mean", "sum"], default="mean",
+                   help="bo+reg: mean over nodes (paper's code) or sum (paper's formula); default: mean")
+    g.add_argument("--g2g-hidden", type=int, default=None, help="bo+g2g: hidden width; default: preset (32; cheaters 16)")
+    g.add_argument("--g2g-layers", type=int, default=None, help="bo+g2g: hidden layers; default: preset (1; cheaters 2)")
+    g.add_argument("--g2g-dropout", type=float, default=0.5, help="bo+g2g: input dropout; default: 0.5 (paper's code)")
+    g.add_argument("--g2g-scale", type=float, default=None,
+                   help="bo+g2g: initial scale of the last layer; default: preset (1; cheaters 1e-5)")
+    g.add_argument("--g2g-support", choices=["observed", "power", "knn"], default="observed",
+                   help="bo+g2g: edges that get weights; default: observed")
+    g.add_argument("--knn-k", type=int, default=10, help="--g2g-support knn: neighbours; default: 10")
 
     g = p.add_argument_group("hypergradient")
     g.add_argument("--hypergrad", choices=sorted(METHODS), default=None,
@@ -102,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment and write JSON results",
                          description="Run bilevel edge refinement (or the A_obs baseline) over seeds. " + DEFAULTS_NOTE)
     _add_run_arguments(run)
+    sc = sub.add_parser("scarcity", help="print the hypergradient-vs-distance profile of a run and save its plot",
+                        description="Run a few outer iterations and show how the hypergradient is spread over "
+                                    "edge distances to the labelled nodes (gradient scarcity). " + DEFAULTS_NOTE)
+    _add_run_arguments(sc)
+    sc.add_argument("--iteration", type=int, default=0, help="outer iteration to profile; default: 0")
     ds = sub.add_parser("datasets", help="list data sets and where each is read from")
     ds.add_argument("--data-root", default=None, help="default: $DGL_BILEVEL_DATA or ../shared/data")
     return parser
@@ -125,7 +147,7 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         raise BilevelError(f"--config {args.config}: unknown option(s) {', '.join(unknown)}")
     run_parser_defaults = {a.dest: a.default for a in _run_actions(parser)}
     for key, value in vars(args).items():
-        if key in ("command", "config", "no_progress"):
+        if key in ("command", "config", "no_progress", "iteration"):
             continue
         if key in fields and (key not in values or value != run_parser_defaults.get(key)):
             values[key] = value
@@ -160,8 +182,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "datasets":
             return _datasets(args)
-        from .experiment import run_experiment
+        from .experiment import run_experiment, run_scarcity
 
+        if args.command == "scarcity":
+            run_scarcity(_config_from_args(args, parser), iteration=args.iteration)
+            return 0
         summary = run_experiment(_config_from_args(args, parser))
         return 1 if any(r.get("stopped_early") for r in summary["per_seed"]) else 0
     except BilevelError as exc:

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.bilevel_data import SPLITS, BilevelData
+from .diagnostics.profile import refined_edges
 from .errors import ConfigError, NonFiniteHypergradientError
 from .hypergrad import HypergradMethod, default_method, get_method
 from .inner.base import InnerProblem
@@ -250,6 +251,7 @@ def fit(
                 "outer_loss": float(outer_loss.detach()),
                 "total_loss": float(total.detach()),
                 "inner_objective": solution.inner_objective,
+                "refined_edges": refined_edges(weights),
                 **{f"{split}_{metric}": value for split, value in metrics.items()},
                 **{k: v for k, v in solution.info.items() if isinstance(v, (int, float, bool))},
             }

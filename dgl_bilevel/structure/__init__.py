@@ -1,11 +1,16 @@
 """Outer variables: learnable edge weights on a support graph."""
 from .base import GraphStructure
 from .edge_weights import EdgeWeights, undirected_pair_index
+from .g2g import G2G
 from .parametrizations import Box, Parametrization, Sigmoid, Softplus, get_parametrization
+from .support import knn_support, power_support
 
 __all__ = [
     "GraphStructure",
     "EdgeWeights",
+    "G2G",
+    "power_support",
+    "knn_support",
     "undirected_pair_index",
     "Parametrization",
     "Sigmoid",
