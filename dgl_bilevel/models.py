@@ -62,10 +62,9 @@ class SumAggConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, graph: "dgl.DGLGraph", feat: Features, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        z = project(feat, self.weight)
-        self_part, neigh_part = z[:, : self.out_feats], z[:, self.out_feats :]
+        self_part, neigh_part = torch.split(project(feat, self.weight), self.out_feats, dim=1)
         if edge_weight is None:
-            edge_weight = torch.ones(graph.num_edges(), dtype=z.dtype, device=z.device)
+            edge_weight = torch.ones(graph.num_edges(), dtype=self_part.dtype, device=self_part.device)
         out = self_part + weighted_sum(graph, neigh_part, edge_weight)
         return out if self.bias is None else out + self.bias
 

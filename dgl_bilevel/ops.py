@@ -1,11 +1,19 @@
 """Differentiable graph and feature operations shared by the inner problems.
 
-Everything that touches edges goes through DGL's message-passing kernels, whose
-double backward is exact (DESIGN.md section 2); no dense N x N matrix is ever formed.
+The hot operation, the weighted neighbourhood sum ``A(w)^T h``, runs on torch's sparse CSR
+kernels: DGL 2.1's CPU ``u_mul_e`` SpMM with a per-edge scalar is 10-25x slower than its
+``copy_u`` path and than torch's CSR product (65 ms vs 4 ms on a 2.3M-edge graph with 16
+features; measured, see docs/benchmarks.md). The CSR structure is built once per graph from
+the DGL graph's edges; its gradient with respect to the edge weights is an SDDMM
+(``torch.sparse.sampled_addmm``). Both backward passes are themselves built from these
+operations, so the sum is differentiable to any order (unrolled and implicit hypergradients
+need second derivatives). Everything else that touches edges (degrees, edge differences)
+uses DGL's kernels. No dense N x N matrix is ever formed.
 """
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Union
 
 import torch
@@ -13,14 +21,120 @@ import torch
 from ._dgl import dgl
 
 
+class _CSRPlan:
+    """CSR index structures of ``A^T`` (rows = destinations) and ``A`` (rows = sources) for a graph.
+
+    ``order[k]`` is the edge id stored at CSR position ``k``, so values are ``w[order]``.
+    """
+
+    def __init__(self, graph: "dgl.DGLGraph") -> None:
+        src, dst = graph.edges()
+        n = graph.num_nodes()
+        self.shape = (n, n)
+        self.num_edges = graph.num_edges()
+        self.by_dst = self._csr(dst, src, n)
+        self.by_src = self._csr(src, dst, n)
+
+    @staticmethod
+    def _csr(rows: torch.Tensor, cols: torch.Tensor, n: int):
+        order = torch.argsort(rows * n + cols, stable=True)
+        crow = torch.zeros(n + 1, dtype=torch.long)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+        return crow, cols[order].contiguous(), order
+
+    def matrix(self, direction: str, edge_weight: torch.Tensor) -> torch.Tensor:
+        crow, col, order = self.by_dst if direction == "dst" else self.by_src
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, col, edge_weight.detach()[order], self.shape, check_invariants=False)
+
+
+_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _plan(graph: "dgl.DGLGraph") -> _CSRPlan:
+    plan = _PLANS.get(graph)
+    if plan is None or plan.num_edges != graph.num_edges() or plan.shape[0] != graph.num_nodes():
+        plan = _PLANS[graph] = _CSRPlan(graph)
+    return plan
+
+
+def _flip(direction: str) -> str:
+    return "src" if direction == "dst" else "dst"
+
+
+class _WeightedSum(torch.autograd.Function):
+    """``out = A(w)^T h`` (direction ``"dst"``) or ``A(w) h`` (``"src"``)."""
+
+    @staticmethod
+    def forward(ctx, feat, edge_weight, plan, direction):
+        ctx.save_for_backward(feat, edge_weight)
+        ctx.plan, ctx.direction = plan, direction
+        return plan.matrix(direction, edge_weight) @ feat
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        feat, edge_weight = ctx.saved_tensors
+        plan, direction = ctx.plan, ctx.direction
+        grad_feat = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_feat = _WeightedSum.apply(grad_out, edge_weight, plan, _flip(direction))
+        if ctx.needs_input_grad[1]:
+            # d out[r] / d w_e = feat[c] for the edge e at (row r, col c)
+            grad_weight = _EdgeDot.apply(grad_out, feat, plan, direction)
+        return grad_feat, grad_weight, None, None
+
+
+class _EdgeDot(torch.autograd.Function):
+    """Per edge at CSR position (row r, col c) of ``direction``: ``<a[r], b[c]>``, in edge-id order."""
+
+    @staticmethod
+    def forward(ctx, a, b, plan, direction):
+        ctx.save_for_backward(a, b)
+        ctx.plan, ctx.direction = plan, direction
+        crow, col, order = plan.by_dst if direction == "dst" else plan.by_src
+        a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            mask = torch.sparse_csr_tensor(crow, col, torch.zeros(col.numel(), dtype=a.dtype), plan.shape,
+                                           check_invariants=False)
+            values = torch.sparse.sampled_addmm(mask, a2.contiguous(), b2.t().contiguous(), beta=0.0).values()
+        out = torch.empty_like(values)
+        out[order] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_edges):
+        a, b = ctx.saved_tensors
+        plan, direction = ctx.plan, ctx.direction
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:  # sum_e g_e <a[r_e], b[c_e]>  ->  d/da[r] = sum_e g_e b[c_e]
+            grad_a = _WeightedSum.apply(b.reshape(b.shape[0], -1), grad_edges, plan, direction).reshape(a.shape)
+        if ctx.needs_input_grad[1]:
+            grad_b = _WeightedSum.apply(a.reshape(a.shape[0], -1), grad_edges, plan, _flip(direction)).reshape(b.shape)
+        return grad_a, grad_b, None, None
+
+
 def weighted_sum(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
-    """``out[v] = sum over edges u -> v of edge_weight[e] * feat[u]`` (A^T feat with A[u, v] = w_e).
+    """``out[v] = sum over edges u -> v of edge_weight[e] * feat[u]`` (``A^T feat`` with ``A[u, v] = w_e``).
 
     Differentiable in ``feat`` and ``edge_weight``, to any order.
     """
     if feat.dim() == 1:
         return weighted_sum(graph, feat.unsqueeze(-1), edge_weight).squeeze(-1)
-    return dgl.ops.u_mul_e_sum(graph, feat, edge_weight.view(-1, *([1] * (feat.dim() - 1))))
+    shape = feat.shape
+    flat = feat.reshape(shape[0], -1)
+    out = _WeightedSum.apply(flat, edge_weight.to(flat.dtype), _plan(graph), "dst")
+    return out.reshape(graph.num_nodes(), *shape[1:])
+
+
+def weighted_sum_reverse(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
+    """``out[u] = sum over edges u -> v of edge_weight[e] * feat[v]`` (``A feat``)."""
+    if feat.dim() == 1:
+        return weighted_sum_reverse(graph, feat.unsqueeze(-1), edge_weight).squeeze(-1)
+    shape = feat.shape
+    out = _WeightedSum.apply(feat.reshape(shape[0], -1), edge_weight.to(feat.dtype), _plan(graph), "src")
+    return out.reshape(graph.num_nodes(), *shape[1:])
 
 
 def symmetric_weighted_sum(

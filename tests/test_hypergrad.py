@@ -242,3 +242,17 @@ def test_laplacian_closed_form_equals_autograd_fallback(tiny):
     system = problem.linear_system(weight)
     (auto,) = torch.autograd.grad((p * system.rhs).sum() - (p * system.matvec(y)).sum(), weight)
     assert torch.allclose(problem.edge_gradient(w, p, y), auto, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("problem", [
+    lambda: TrainedGNN(SumAggGNN(5, 4, 3), steps=12),
+    lambda: LaplacianRegularization(loss="ce", steps=25, lr=0.1),
+], ids=["gnn", "laplacian"])
+def test_checkpointed_unrolling_equals_the_full_autograd_graph(tiny, problem):
+    w = _weights(tiny)
+    plain, _ = hypergradient(problem(), Unrolled(checkpoint=False), tiny, w)
+    lean, _ = hypergradient(problem(), Unrolled(checkpoint=True), tiny, w)
+    assert relative_error(lean, plain) < 1e-12
+    t_plain, _ = hypergradient(problem(), Truncated(4, checkpoint=False), tiny, w)
+    t_lean, _ = hypergradient(problem(), Truncated(4, checkpoint=True), tiny, w)
+    assert relative_error(t_lean, t_plain) < 1e-12

@@ -74,3 +74,20 @@ def test_zoo_builds_and_weights_matter(name, cls):
 def test_unknown_model():
     with pytest.raises(ConfigError, match="unknown model"):
         build_model("gat", 5, 4, 3)
+
+
+@pytest.mark.parametrize("multigraph", [False, True])
+def test_weighted_sum_equals_dgl_message_passing_to_second_order(multigraph):
+    from dgl_bilevel.ops import weighted_sum, weighted_sum_reverse
+
+    if multigraph:
+        g = dgl.graph((torch.tensor([0, 0, 1, 1, 2]), torch.tensor([1, 1, 2, 2, 2])), num_nodes=4)
+    else:
+        g = dgl.graph((torch.tensor([0, 1, 2, 3, 3, 0, 2]), torch.tensor([1, 2, 3, 0, 1, 2, 2])), num_nodes=5)
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(g.num_nodes(), 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(g.num_edges(), generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.allclose(weighted_sum(g, h, w), dgl.ops.u_mul_e_sum(g, h, w.view(-1, 1)))
+    assert torch.allclose(weighted_sum_reverse(g, h, w), dgl.ops.u_mul_e_sum(dgl.reverse(g), h, w.view(-1, 1)))
+    assert torch.autograd.gradgradcheck(lambda a, b: weighted_sum(g, a, b), (h, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: weighted_sum_reverse(g, a, b), (h, w))

@@ -8,19 +8,36 @@ import torch
 from ..errors import ConfigError
 from ..inner.base import InnerProblem, Params
 from .base import HypergradMethod, Monitor, Solution, optimize
+from .checkpointed import unroll_checkpointed
+
+
+def _differentiable_steps(problem, edge_weight, params, steps, state, monitor, checkpoint):
+    if checkpoint and steps > 0 and edge_weight.requires_grad:
+        return unroll_checkpointed(problem, edge_weight, params, steps, state=state, monitor=monitor)
+    return optimize(problem, edge_weight, params, steps, differentiable=True, state=state, monitor=monitor)
 
 
 class Unrolled(HypergradMethod):
     """Back-propagate through all ``problem.steps`` inner updates (exact for the finite trajectory).
 
-    Memory grows linearly with the number of steps: every intermediate iterate is kept.
+    Args:
+        checkpoint: keep only each step's parameters and optimizer state and recompute one step
+            at a time in the backward pass (default): memory O(steps x parameters) instead of
+            O(steps x activations), for about one extra gradient evaluation per step. ``False``
+            keeps the whole trajectory on torch's autograd graph.
     """
 
     name = "unrolled"
 
+    def __init__(self, checkpoint: bool = True) -> None:
+        self.checkpoint = bool(checkpoint)
+
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
-        params, _, value = optimize(problem, edge_weight, params, problem.steps, differentiable=True, monitor=monitor)
+        params, _, value = _differentiable_steps(problem, edge_weight, params, problem.steps, None, monitor, self.checkpoint)
         return Solution(params, value, {"differentiated_steps": problem.steps})
+
+    def describe(self) -> dict:
+        return {"hypergrad": self.name, "checkpoint": self.checkpoint}
 
 
 class Truncated(HypergradMethod):
@@ -32,20 +49,21 @@ class Truncated(HypergradMethod):
 
     name = "truncated"
 
-    def __init__(self, k: int = 10) -> None:
+    def __init__(self, k: int = 10, checkpoint: bool = True) -> None:
         if k < 0:
             raise ConfigError(f"truncation length k must be >= 0, got {k}")
         self.k = int(k)
+        self.checkpoint = bool(checkpoint)
 
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
         k = min(self.k, problem.steps)
         params, state, value = optimize(problem, edge_weight, params, problem.steps - k, differentiable=False, monitor=monitor)
         if k:
-            params, _, value = optimize(problem, edge_weight, params, k, differentiable=True, state=state, monitor=monitor)
+            params, _, value = _differentiable_steps(problem, edge_weight, params, k, state, monitor, self.checkpoint)
         return Solution(params, value, {"differentiated_steps": k})
 
     def describe(self) -> dict:
-        return {"hypergrad": self.name, "k": self.k}
+        return {"hypergrad": self.name, "k": self.k, "checkpoint": self.checkpoint}
 
 
 class FirstOrder(Truncated):
