@@ -25,7 +25,6 @@ from .hypergrad import METHODS as HYPERGRAD_METHODS
 from .hypergrad import HypergradMethod, default_method, get_method
 from .inner import LaplacianRegularization, TrainedGNN
 from .inner.base import InnerProblem
-from .losses import metric_name
 from .models import MODELS, build_model
 from .results import aggregate, results_table, write_json
 from .regularizers import LogDegree
@@ -120,6 +119,7 @@ class ExperimentConfig:
     # hypergradient
     hypergrad: Optional[str] = None
     truncate_k: int = 10
+    unroll_checkpoint: bool = True
     implicit_solver: str = "cg"
     cg_maxiter: Optional[int] = None
     cg_tol: Optional[float] = None
@@ -197,8 +197,13 @@ def build_inner(config: ExperimentConfig, data: BilevelData) -> InnerProblem:
 
 def build_hypergrad(config: ExperimentConfig, inner: InnerProblem) -> HypergradMethod:
     if config.hypergrad is None:
-        return default_method(inner)
+        method = default_method(inner)
+        if getattr(method, "name", "") == "unrolled":
+            method.checkpoint = config.unroll_checkpoint
+        return method
     options: dict[str, Any] = {}
+    if config.hypergrad in ("unrolled", "truncated"):
+        options["checkpoint"] = config.unroll_checkpoint
     if config.hypergrad == "truncated":
         options["k"] = config.truncate_k
     elif config.hypergrad == "implicit":
@@ -258,7 +263,7 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path) -> dict:
         method = build_hypergrad(config, inner)
         metrics, _ = solve_on_graph(data, inner, data.observed_weights(), hypergrad=method, seed=seed,
                                     inner_select=config.inner_select)
-        metric = metric_name(data.task)
+        metric = data.metric.name
         record = {f"{s}_{metric}": v for s, v in metrics.items()}
         record.update(best_iteration=0, outer_iterations=0, median_seconds_per_iteration=float("nan"),
                       stopped_early=None)
@@ -291,7 +296,7 @@ def run_experiment(config: ExperimentConfig, echo=print) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     data0 = load_dataset(config.dataset, config.data_root, config.seed_start)
     echo(data0.summary())
-    metric = metric_name(data0.task)
+    metric = data0.metric.name
     per_seed = []
     for seed in range(config.seed_start, config.seed_start + config.seeds):
         done = run_dir / f"seed_{seed}.json"
@@ -334,57 +339,82 @@ def versions() -> dict:
 
 
 # ------------------------------------------------------------------ scarcity
-def run_scarcity(config: ExperimentConfig, iteration: int = 0, echo=print) -> dict:
-    """Run ``iteration + 1`` outer iterations and report the hypergradient-vs-distance profile at
-    ``iteration``: a table on stdout, ``scarcity.json`` and ``scarcity.png`` in the run folder.
+@dataclass
+class ScarcitySnapshot:
+    """The hypergradient of one outer iteration with what is needed to read it."""
 
-    The per-edge values are the gradient of the whole outer objective (loss + regulariser) with
-    respect to the edge weights. For the quadratic Laplacian problem the decay bound is added.
-    """
-    from .diagnostics import ScarcityRecorder, edge_distances, format_profile, hypergradient_profile, laplacian_bound
-    from .diagnostics.plots import plot_profile
+    config: ExperimentConfig
+    iteration: int
+    kind: str
+    data: BilevelData
+    structure: GraphStructure
+    hypergradient: torch.Tensor
+    weights: torch.Tensor
+    distances: torch.Tensor
+    history: list
+    bound: Any = None
+
+
+def scarcity_snapshot(config: ExperimentConfig, iteration: int = 0, keep_history_to: Optional[int] = None) -> ScarcitySnapshot:
+    """Run outer iterations up to ``max(iteration, keep_history_to)`` and return the per-edge
+    gradient of the outer objective (loss + regulariser) at ``iteration``, with the paper's edge
+    distances and, for the quadratic Laplacian problem, the decay bound."""
+    from .diagnostics import ScarcityRecorder, edge_distances, laplacian_bound
     from .losses import task_loss
 
     if config.method == "a_obs":
         raise ConfigError("scarcity needs a learning method (bo, bo+power, bo+reg or bo+g2g), not a_obs")
-    config = dataclasses.replace(config, outer_steps=iteration + 1).resolved()
-    run_dir = Path(config.out) / f"{config.run_name}-scarcity"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    steps = max(iteration, keep_history_to or 0) + 1
+    config = dataclasses.replace(config, outer_steps=steps).resolved()
     seed = config.seed_start
     data = load_dataset(config.dataset, config.data_root, seed).to(getattr(torch, config.dtype))
-    echo(data.summary())
     inner = build_inner(config, data)
     structure = build_structure(config, data, seed)
     inner.bind(data, structure.graph)
     kind = "laplacian" if config.inner == "laplacian" else "gnn"
     recorder = ScarcityRecorder(kind, keep=[iteration])
-    fit(data, structure, inner, build_hypergrad(config, inner), outer_steps=iteration + 1, lr=config.outer_lr,
-        seed=seed, regularizer=build_regularizer(config), callbacks=[recorder], progress=config.progress,
-        inner_select=config.inner_select, description=f"{config.run_name} scarcity")
+    result = fit(data, structure, inner, build_hypergrad(config, inner), outer_steps=steps, lr=config.outer_lr,
+                 seed=seed, regularizer=build_regularizer(config), callbacks=[recorder], progress=config.progress,
+                 inner_select=config.inner_select, description=f"{config.run_name} scarcity")
     if iteration not in recorder.hypergradients:
         raise ConfigError(f"no finite hypergradient at outer iteration {iteration}")
     grad, weights = recorder.hypergradients[iteration], recorder.weights[iteration]
     distances = edge_distances(structure.graph, data.v_in, data.v_out, kind)
-    rows = hypergradient_profile(grad, distances)
     bound = None
     if kind == "laplacian" and inner.is_quadratic:
         solution = inner.predict(get_method("adjoint").solve(inner, weights, ()).params, weights).detach()
         y = solution.clone().requires_grad_(True)
         (outer_grad,) = torch.autograd.grad(task_loss(y, data.labels, data.v_out, data.task), y)
         bound = laplacian_bound(inner, weights, outer_grad, max_distance=int(distances.max()))
+    return ScarcitySnapshot(config, iteration, kind, data, structure, grad, weights, distances, result.history, bound)
+
+
+def run_scarcity(config: ExperimentConfig, iteration: int = 0, echo=print) -> dict:
+    """Report the hypergradient-vs-distance profile at ``iteration``: a table on stdout,
+    ``scarcity.json`` and ``scarcity.png`` in ``<out>/<run name>-scarcity/``."""
+    from .diagnostics import format_profile, hypergradient_profile, refined_edges
+    from .diagnostics.plots import plot_profile
+
+    snap = scarcity_snapshot(config, iteration)
+    config, bound = snap.config, snap.bound
+    echo(snap.data.summary())
+    run_dir = Path(config.out) / f"{config.run_name}-scarcity"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = hypergradient_profile(snap.hypergradient, snap.distances)
     title = f"{config.run_name}, outer iteration {iteration}"
-    echo(f"hypergradient vs {kind} edge distance ({title}):")
+    echo(f"hypergradient vs {snap.kind} edge distance ({title}):")
     echo(format_profile(rows, bound.per_distance if bound else None))
-    zero = float((grad == 0).double().mean())
-    echo(f"edges with exactly zero hypergradient: {100 * zero:.1f}%  |  refined edges: {recorder.history[-1]['refined_edges']}")
+    zero = float((snap.hypergradient == 0).double().mean())
+    echo(f"edges with exactly zero hypergradient: {100 * zero:.1f}%  |  refined edges: {refined_edges(snap.weights)}")
     if bound:
         echo(f"Laplacian bound: mu_min={bound.mu_min:.4g} mu_max={bound.mu_max:.4g} rate rho={bound.rho:.4f}")
-    plot_profile(grad, distances, run_dir / "scarcity.png", title=title, bound=bound.per_distance if bound else None,
-                 rate=bound.rho if bound else None, xlabel=f"{kind} edge distance")
+    plot_profile(snap.hypergradient, snap.distances, run_dir / "scarcity.png", title=title,
+                 bound=bound.per_distance if bound else None, rate=bound.rho if bound else None,
+                 xlabel=f"{snap.kind} edge distance")
     payload = {
         "config": dataclasses.asdict(config),
         "iteration": iteration,
-        "kind": kind,
+        "kind": snap.kind,
         "zero_fraction": zero,
         "profile": [r.as_dict() for r in rows],
         "bound": None if bound is None else {

@@ -23,7 +23,7 @@ from .diagnostics.profile import refined_edges
 from .errors import ConfigError, NonFiniteHypergradientError
 from .hypergrad import HypergradMethod, default_method, get_method
 from .inner.base import InnerProblem
-from .losses import higher_is_better, metric_name, score, task_loss
+from .losses import task_loss
 from .structure.base import GraphStructure
 
 logger = logging.getLogger("dgl_bilevel")
@@ -84,8 +84,8 @@ class FitResult:
 
 
 def evaluate(outputs: torch.Tensor, data: BilevelData) -> dict:
-    """Score of every split: accuracy (classification) or mean squared error (regression)."""
-    return {split: score(outputs, data.labels, getattr(data, split), data.task) for split in SPLITS}
+    """Score of every split with the data set's metric (accuracy, ROC-AUC, MSE, or OGB's Evaluator)."""
+    return {split: data.score(outputs, split) for split in SPLITS}
 
 
 INNER_SELECT = ("last", "best_val")
@@ -100,7 +100,7 @@ class BestInnerIterate:
 
     def __init__(self, problem: InnerProblem, weights: torch.Tensor, data: BilevelData) -> None:
         self.problem, self.weights, self.data = problem, weights.detach(), data
-        self.maximize = higher_is_better(data.task)
+        self.maximize = data.metric.higher_is_better
         self.best: Optional[dict] = None
 
     def __call__(self, params) -> None:
@@ -204,7 +204,7 @@ def fit(
     outer_opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    maximize = higher_is_better(data.task)
+    maximize = data.metric.higher_is_better
     config = {
         "data": data.name,
         "structure": type(structure).__name__,
@@ -228,7 +228,7 @@ def fit(
         total=outer_steps, initial=state.start, disable=not progress, desc=description or data.name,
         unit="it", dynamic_ncols=True, leave=True,
     )
-    metric = metric_name(data.task)
+    metric = data.metric.name
     try:
         for iteration in range(state.start, outer_steps if state.stopped is None else state.start):
             started = time.perf_counter()

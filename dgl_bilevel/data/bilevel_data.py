@@ -19,9 +19,9 @@ import torch
 
 from .._dgl import dgl
 from ..errors import DataError
+from ..losses import TASKS, Metric, default_metric
 
 SPLITS = ("v_in", "v_out", "val", "test")
-TASKS = ("classification", "regression")
 
 NodeSet = Union[torch.Tensor, list, tuple]
 
@@ -34,14 +34,17 @@ class BilevelData:
         graph: the observed graph ``A_obs`` (homogeneous). Its ``edata`` may hold edge
             weights under ``weight_key``; otherwise every edge has weight 1.
         features: node features ``[N, D]`` (float, finite).
-        labels: ``[N]`` integer classes (classification) or ``[N]`` / ``[N, T]`` floats
-            (regression). Nodes outside every split may hold anything (e.g. -1).
+        labels: ``[N]`` integer classes (classification), ``[N, T]`` 0/1 targets (multilabel)
+            or ``[N]`` / ``[N, T]`` floats (regression). Nodes outside every split may hold
+            anything (e.g. -1).
         v_in, v_out, val, test: node sets as boolean masks of length N or index tensors.
             ``v_in`` and ``v_out`` must be non-empty; all four must be disjoint.
-        task: ``"classification"`` or ``"regression"``.
+        task: ``"classification"``, ``"multilabel"`` or ``"regression"``.
         num_classes: number of classes (classification); inferred from labels if omitted.
         name: a short name used in logs and result files.
         weight_key: edata key of observed edge weights, if any.
+        metric: how splits are scored; default: accuracy, mean ROC-AUC or MSE by task (OGB data
+            sets use their ``ogb.nodeproppred.Evaluator``).
         extras: anything else a data set carries (ground-truth graph, positions, ...).
     """
 
@@ -56,6 +59,7 @@ class BilevelData:
     num_classes: Optional[int] = None
     name: str = "custom"
     weight_key: Optional[str] = None
+    metric: Optional[Metric] = None
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +75,8 @@ class BilevelData:
                 raise DataError(f"{split} is empty: the bilevel problem needs labelled nodes in both v_in and v_out")
         _check_disjoint({s: getattr(self, s) for s in SPLITS}, n)
         self.labels, self.num_classes = _check_labels(self.labels, n, self.task, self.num_classes, self.labelled())
+        if self.metric is None:
+            self.metric = default_metric(self.task)
         if self.weight_key is not None:
             if self.weight_key not in self.graph.edata:
                 raise DataError(f"weight_key {self.weight_key!r} is not in graph.edata (keys: {list(self.graph.edata.keys())})")
@@ -98,6 +104,10 @@ class BilevelData:
             return int(self.num_classes)
         return 1 if self.labels.dim() == 1 else self.labels.shape[1]
 
+    def score(self, outputs: torch.Tensor, split: str) -> float:
+        """The data set's metric of ``outputs`` on one split (NaN if the split is empty)."""
+        return self.metric(outputs, self.labels, getattr(self, split))
+
     def labelled(self) -> torch.Tensor:
         """Indices of all nodes in some split."""
         return torch.cat([getattr(self, s) for s in SPLITS])
@@ -119,7 +129,8 @@ class BilevelData:
 
     def summary(self) -> str:
         sizes = ", ".join(f"{s}={getattr(self, s).numel()}" for s in SPLITS)
-        kind = f"{self.num_classes} classes" if self.task == "classification" else "regression"
+        kind = {"classification": f"{self.num_classes} classes", "multilabel": f"{self.out_dim} binary tasks"}.get(
+            self.task, "regression")
         return (
             f"{self.name}: {self.num_nodes} nodes, {self.num_edges} edges, "
             f"{self.num_features} features, {kind}; {sizes}"
@@ -262,6 +273,13 @@ def _check_labels(labels: Any, n: int, task: str, num_classes: Optional[int], la
                 f"(first: node {node} with label {int(labels[node])})"
             )
         return labels, int(num_classes)
+    if task == "multilabel":
+        if labels.dim() != 2:
+            raise DataError(f"multilabel labels must be [num_nodes, num_tasks], got shape {tuple(labels.shape)}")
+        seen = labels[labelled]
+        if not bool(((seen == 0) | (seen == 1)).all()):
+            raise DataError("multilabel labels of labelled nodes must be 0 or 1")
+        return labels.float(), None
     if not labels.is_floating_point():
         labels = labels.float()
     if not torch.isfinite(labels[labelled]).all():

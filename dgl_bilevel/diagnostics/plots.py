@@ -104,3 +104,28 @@ def plot_curves(series: dict, path: "str | os.PathLike", *, ylabel: str, title: 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_profile_lines(profiles: dict, path: "str | os.PathLike", *, title: str = "", xlabel: str = "edge distance") -> None:
+    """Mean ``|hypergradient|`` per distance for several runs (``{name: [ProfileRow, ...]}``) on a
+    log scale; distances whose edges are all exactly zero are drawn as crosses on the floor."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    positive = [r.mean_abs for rows in profiles.values() for r in rows if r.distance != UNREACHABLE and r.mean_abs > 0]
+    floor = min(positive) / 10 if positive else 1e-12
+    for i, (name, rows) in enumerate(profiles.items()):
+        rows = [r for r in rows if r.distance != UNREACHABLE]
+        xs = [r.distance for r in rows]
+        color = f"C{i}"
+        ax.plot(xs, [r.mean_abs if r.mean_abs > 0 else float("nan") for r in rows], "o-", color=color, label=name)
+        zeros = [r.distance for r in rows if r.mean_abs == 0]
+        if zeros:
+            ax.plot(zeros, [floor] * len(zeros), "x", color=color, markersize=9)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel + "  (x: all exactly zero)")
+    ax.set_ylabel("mean |hypergradient|")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,193 @@
+"""Speed and memory benchmarks: seconds per outer iteration, whole-process peak RSS, and the cost
+of the hypergradient relative to a plain training run of the same inner model.
+
+    .venv/bin/python bench/benchmarks.py                 # every case (about 25 minutes on 2 cores)
+    .venv/bin/python bench/benchmarks.py --quick         # Cora cases only (about 2 minutes)
+    .venv/bin/python bench/benchmarks.py --cases cora-gnn-implicit scale-1e6-gnn-implicit
+
+Each case runs in its own Python process, so its peak RSS (``ru_maxrss``) is that of the
+whole process: interpreter, torch, DGL, the data and the run. Inside the process the outer
+iterations and plain training runs are timed alternately, and medians are reported; the
+ratio is taken between medians measured in the same process. Results are printed as a table
+and written to ``bench/out/benchmarks.json`` (``--out`` to change).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: name -> settings. ``data``: "cora" or a scale of the arxiv-shaped generator; ``inner``: gnn,
+#: lap-ce (paper-style Laplacian, cross-entropy, 500 Adam steps) or lap-mse (quadratic).
+CASES: dict[str, dict] = {
+    "cora-gnn-unrolled": dict(data="cora", inner="gnn", method="unrolled", iters=6),
+    "cora-gnn-unrolled-nockpt": dict(data="cora", inner="gnn", method="unrolled-full", iters=6),
+    "cora-gnn-implicit": dict(data="cora", inner="gnn", method="implicit", iters=6),
+    "cora-gnn-truncated10": dict(data="cora", inner="gnn", method="truncated", iters=6),
+    "cora-lap-unrolled500": dict(data="cora", inner="lap-ce", method="unrolled", iters=5),
+    "cora-lap-adjoint": dict(data="cora", inner="lap-mse", method="adjoint", iters=20),
+}
+for label, scale in [("1e4", 0.00429), ("1e5", 0.0429), ("1e6", 0.429), ("arxiv", 1.0)]:
+    iters = 5 if scale < 0.1 else 2
+    CASES[f"scale-{label}-gnn-implicit"] = dict(data=scale, inner="gnn", method="implicit", iters=iters)
+    CASES[f"scale-{label}-gnn-unrolled"] = dict(data=scale, inner="gnn", method="unrolled", iters=iters)
+    CASES[f"scale-{label}-lap-adjoint"] = dict(data=scale, inner="lap-mse", method="adjoint", iters=max(iters, 5))
+
+QUICK = [c for c in CASES if c.startswith("cora-")]
+
+
+# ----------------------------------------------------------------- one case (child)
+def run_case(name: str) -> dict:
+    import torch
+
+    import dgl_bilevel as dbl
+    from dgl_bilevel.hypergrad import optimize
+    from dgl_bilevel.losses import task_loss
+
+    spec = CASES[name]
+    started = time.perf_counter()
+    if spec["data"] == "cora":
+        data = dbl.data.cora(os.environ.get("DGL_BILEVEL_DATA", str(ROOT.parent / "shared" / "data")))
+    else:
+        from dgl_bilevel.data.generated import arxiv_like_bilevel
+
+        data = arxiv_like_bilevel(spec["data"])
+    load_seconds = time.perf_counter() - started
+    if spec["inner"] == "gnn":
+        inner = dbl.TrainedGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes), steps=100)
+    elif spec["inner"] == "lap-ce":
+        inner = dbl.LaplacianRegularization(loss="ce", steps=500)
+    else:
+        inner = dbl.LaplacianRegularization(loss="mse")
+    method = {
+        "unrolled": dbl.Unrolled(),
+        "unrolled-full": dbl.Unrolled(checkpoint=False),
+        "implicit": dbl.Implicit(maxiter=20, damping=1e-3),
+        "truncated": dbl.Truncated(10),
+        "adjoint": dbl.Adjoint(),
+    }[spec["method"]]
+    structure = dbl.EdgeWeights(data.graph, generator=torch.Generator().manual_seed(0))
+    inner.bind(data, structure.graph)
+    optimizer = torch.optim.Adam(structure.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+
+    def outer_iteration() -> float:
+        t = time.perf_counter()
+        w = structure()
+        solution = method.solve(inner, w, inner.starting_params(generator))
+        loss = task_loss(inner.predict(solution.params, w), data.labels, data.v_out, data.task)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - t
+
+    def plain_training() -> float:
+        """The same inner model fitted once, without any hypergradient."""
+        t = time.perf_counter()
+        w = structure().detach()
+        if inner.is_quadratic and spec["method"] == "adjoint":
+            method.solve(inner, w, ())  # one exact solve
+        else:
+            params, _, _ = optimize(inner, w, inner.starting_params(generator), inner.steps, differentiable=False)
+            with torch.no_grad():
+                inner.predict(params, w)
+        return time.perf_counter() - t
+
+    outer_iteration()  # warm-up (allocations, CSR structures)
+    plain_training()
+    outer, plain = [], []
+    for _ in range(spec["iters"]):
+        outer.append(outer_iteration())
+        plain.append(plain_training())
+    med_outer, med_plain = statistics.median(outer), statistics.median(plain)
+    return {
+        "case": name,
+        "nodes": data.num_nodes,
+        "edges": data.num_edges,
+        "inner": spec["inner"],
+        "method": spec["method"],
+        "inner_steps": inner.steps if spec["method"] != "adjoint" else 0,
+        "iterations_timed": spec["iters"],
+        "seconds_per_outer_iteration": med_outer,
+        "seconds_plain_training": med_plain,
+        "ratio_to_plain": med_outer / med_plain,
+        "all_outer_seconds": outer,
+        "load_seconds": load_seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+# ----------------------------------------------------------------------- driver
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="*", default=None, help=f"cases to run (default: all); choose from {', '.join(CASES)}")
+    parser.add_argument("--quick", action="store_true", help="Cora cases only")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "benchmarks.json"))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(run_case(args.child)), flush=True)
+        return 0
+    names = args.cases or (QUICK if args.quick else list(CASES))
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(unknown)}")
+    results = []
+    for name in names:
+        print(f"running {name} ...", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            print(f"  {name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
+            results.append({"case": name, "error": proc.stderr[-2000:]})
+            continue
+        result = json.loads(line[len("RESULT "):])
+        results.append(result)
+        print(f"  {result['seconds_per_outer_iteration']:.3f} s/iter, {result['peak_rss_mb']:.0f} MB, "
+              f"x{result['ratio_to_plain']:.2f} plain", flush=True)
+    print()
+    print(table(results))
+    payload = {"machine": machine(), "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def table(results: list) -> str:
+    header = f"{'case':32} {'nodes':>8} {'edges':>9} {'s/outer iter':>12} {'plain s':>8} {'ratio':>6} {'peak RSS MB':>11}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['case']:32} FAILED")
+            continue
+        lines.append(f"{r['case']:32} {r['nodes']:>8} {r['edges']:>9} {r['seconds_per_outer_iteration']:>12.3f} "
+                     f"{r['seconds_plain_training']:>8.3f} {r['ratio_to_plain']:>6.2f} {r['peak_rss_mb']:>11.0f}")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        info["cpu_model"] = model
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+if __name__ == "__main__":
+    sys.exit(main())
