@@ -41,6 +41,8 @@ for label, scale in [("1e4", 0.00429), ("1e5", 0.0429), ("1e6", 0.429), ("arxiv"
     CASES[f"scale-{label}-gnn-implicit"] = dict(data=scale, inner="gnn", method="implicit", iters=iters)
     CASES[f"scale-{label}-gnn-unrolled"] = dict(data=scale, inner="gnn", method="unrolled", iters=iters)
     CASES[f"scale-{label}-lap-adjoint"] = dict(data=scale, inner="lap-mse", method="adjoint", iters=max(iters, 5))
+for label, scale in [("1e6", 0.429), ("arxiv", 1.0)]:
+    CASES[f"scale-{label}-gnn-sampled-implicit"] = dict(data=scale, inner="gnn-sampled", method="implicit", iters=2)
 
 QUICK = [c for c in CASES if c.startswith("cora-")]
 
@@ -64,6 +66,9 @@ def run_case(name: str) -> dict:
     load_seconds = time.perf_counter() - started
     if spec["inner"] == "gnn":
         inner = dbl.TrainedGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes), steps=100)
+    elif spec["inner"] == "gnn-sampled":  # 1,024 v_in seeds per step, 10 neighbours per layer
+        inner = dbl.SampledGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes), steps=100,
+                               batch_size=1024, fanouts=[10, 10])
     elif spec["inner"] == "lap-ce":
         inner = dbl.LaplacianRegularization(loss="ce", steps=500)
     else:

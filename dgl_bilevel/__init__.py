@@ -16,7 +16,7 @@ from ._dgl import dgl
 from .data import BilevelData
 from .errors import BilevelError, ConfigError, DataError, NonFiniteHypergradientError
 from .hypergrad import Adjoint, FirstOrder, Implicit, Truncated, Unrolled
-from .inner import LabelPropagation, LaplacianRegularization, TrainedGNN
+from .inner import LabelPropagation, LaplacianRegularization, SampledGNN, TrainedGNN
 from .regularizers import LogDegree
 from .structure import G2G, EdgeWeights, GraphStructure, knn_support, power_support
 from .trainer import FitResult, IterationState, evaluate, fit, solve_on_graph
@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "data",
+    "diagnostics",
     "hypergrad",
     "models",
     "dgl",
@@ -42,6 +43,7 @@ __all__ = [
     "TrainedGNN",
     "LaplacianRegularization",
     "LabelPropagation",
+    "SampledGNN",
     "Unrolled",
     "Truncated",
     "FirstOrder",

@@ -92,9 +92,14 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="unrolled/truncated: keep the whole trajectory on the autograd graph (about 30%% faster, "
                         "memory grows with steps x activations) instead of recomputing each step")
     g.add_argument("--implicit-solver", choices=["cg", "neumann"], default="cg", help="implicit: linear solver; default: cg")
-    g.add_argument("--cg-maxiter", type=int, default=None, help="implicit/adjoint: iterations at most; default: method's")
+    g.add_argument("--cg-maxiter", type=int, default=None,
+                   help="implicit/adjoint: iterations at most; default: 20 for implicit, 2000 for adjoint")
     g.add_argument("--cg-tol", type=float, default=None, help="implicit/adjoint: relative residual tolerance; default: method's")
-    g.add_argument("--damping", type=float, default=0.0, help="implicit: Hessian damping; default: 0")
+    g.add_argument("--damping", type=float, default=None,
+                   help="implicit: Hessian damping; default: 1e-3 for a GNN (non-convex), 0 for the Laplacian")
+    g.add_argument("--neumann-step", type=float, default=1.0, help="implicit with --implicit-solver neumann: step; default: 1")
+    g.add_argument("--implicit-warm-start", action="store_true",
+                   help="implicit: start CG from the previous outer iteration's solution")
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--inner-select", choices=["last", "best_val"], default="last",
@@ -127,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
                                     "edge distances to the labelled nodes (gradient scarcity). " + DEFAULTS_NOTE)
     _add_run_arguments(sc)
     sc.add_argument("--iteration", type=int, default=0, help="outer iteration to profile; default: 0")
+    lb = sub.add_parser("leaderboard", help="OGB leaderboard protocol: seeds, Evaluator, mean ± std, markdown + JSON",
+                        description="Run a method over seeds with the OGB protocol (v_out from the training split, "
+                                    "validation only for selection, the Evaluator's metric) and write leaderboard.md/json. "
+                                    "--method a_obs and lp give the baselines. " + DEFAULTS_NOTE)
+    _add_run_arguments(lb)
+    lb.add_argument("--root", dest="data_root", default=argparse.SUPPRESS, help="OGB data root (same as --data-root)")
+    lb.set_defaults(seeds=10)
+    gen = sub.add_parser("generate-ogb", help="write an arxiv-shaped synthetic data set in OGB's layout",
+                         description="Write a synthetic citation graph shaped like ogbn-arxiv (planted classes, "
+                                     "time split) as <root>/ogbn_arxiv in OGB's csv layout, readable by ogb's loader. "
+                                     "It is synthetic data under ogbn-arxiv's name: keep it apart from real OGB data.")
+    gen.add_argument("--root", required=True, help="folder to write <root>/ogbn_arxiv into")
+    gen.add_argument("--scale", type=float, default=1.0,
+                     help="fraction of ogbn-arxiv's 169,343 nodes and 1,166,243 edges; default: 1")
+    gen.add_argument("--seed", type=int, default=0, help="default: 0")
     ds = sub.add_parser("datasets", help="list data sets and where each is read from")
     ds.add_argument("--data-root", default=None, help="default: $DGL_BILEVEL_DATA or ../shared/data")
     return parser
@@ -150,7 +170,7 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         raise BilevelError(f"--config {args.config}: unknown option(s) {', '.join(unknown)}")
     run_parser_defaults = {a.dest: a.default for a in _run_actions(parser)}
     for key, value in vars(args).items():
-        if key in ("command", "config", "no_progress", "iteration"):
+        if key in ("command", "config", "no_progress", "iteration", "root", "scale", "seed"):
             continue
         if key in fields and (key not in values or value != run_parser_defaults.get(key)):
             values[key] = value
@@ -164,6 +184,17 @@ def _run_actions(parser: argparse.ArgumentParser):
         if run is not None:
             return run._actions  # noqa: SLF001
     return []
+
+
+def _generate_ogb(args: argparse.Namespace) -> int:
+    from .data.generated import ARXIV_SHAPE, arxiv_like
+    from .data.ogb import write_ogb_layout
+
+    n = max(10, int(round(ARXIV_SHAPE["num_nodes"] * args.scale)))
+    e = max(n, int(round(ARXIV_SHAPE["num_edges"] * args.scale)))
+    folder = write_ogb_layout(arxiv_like(num_nodes=n, num_edges=e, seed=args.seed), args.root)
+    print(f"wrote a synthetic arxiv-shaped data set ({n:,} nodes, {e:,} citations) to {folder}")
+    return 0
 
 
 def _datasets(args: argparse.Namespace) -> int:
@@ -187,6 +218,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _datasets(args)
         from .experiment import run_experiment, run_scarcity
 
+        if args.command == "generate-ogb":
+            return _generate_ogb(args)
+        if args.command == "leaderboard":
+            from .experiment import run_leaderboard
+
+            run_leaderboard(_config_from_args(args, parser))
+            return 0
         if args.command == "scarcity":
             run_scarcity(_config_from_args(args, parser), iteration=args.iteration)
             return 0

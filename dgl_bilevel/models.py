@@ -62,10 +62,12 @@ class SumAggConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, graph: "dgl.DGLGraph", feat: Features, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``graph`` may be a DGL block (message-flow graph): ``feat`` are then its source nodes'
+        features and the output is for its destination nodes (the first ``num_dst_nodes`` sources)."""
         self_part, neigh_part = torch.split(project(feat, self.weight), self.out_feats, dim=1)
         if edge_weight is None:
             edge_weight = torch.ones(graph.num_edges(), dtype=self_part.dtype, device=self_part.device)
-        out = self_part + weighted_sum(graph, neigh_part, edge_weight)
+        out = self_part[: graph.num_dst_nodes()] + weighted_sum(graph, neigh_part, edge_weight)
         return out if self.bias is None else out + self.bias
 
 
@@ -82,10 +84,16 @@ class SumAggGNN(nn.Module):
         self.layers = nn.ModuleList(SumAggConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.dropout = dropout
 
-    def forward(self, graph, feat: Features, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    supports_blocks = True
+
+    def forward(self, graph, feat: Features, edge_weight=None) -> torch.Tensor:
+        """``graph`` is a DGLGraph, or a list of blocks (one per layer) with a list of per-block
+        edge weights (DGL's mini-batch convention)."""
+        blocks = graph if isinstance(graph, (list, tuple)) else [graph] * len(self.layers)
+        weights = edge_weight if isinstance(edge_weight, (list, tuple)) else [edge_weight] * len(self.layers)
         h = feat
-        for i, layer in enumerate(self.layers):
-            h = layer(graph, h, edge_weight)
+        for i, (layer, block, w) in enumerate(zip(self.layers, blocks, weights)):
+            h = layer(block, h, w)
             if i < len(self.layers) - 1:
                 h = F.dropout(F.elu(h), self.dropout, self.training)
         return h

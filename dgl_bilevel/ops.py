@@ -24,29 +24,38 @@ from ._dgl import dgl
 class _CSRPlan:
     """CSR index structures of ``A^T`` (rows = destinations) and ``A`` (rows = sources) for a graph.
 
-    ``order[k]`` is the edge id stored at CSR position ``k``, so values are ``w[order]``.
+    Edges are sorted by (row, col); ``order[k]`` is the edge id at sorted position ``k``. Parallel
+    edges (a multigraph, or a sampled block) share one CSR entry: ``slot[k]`` is the entry of
+    sorted position ``k``, and an entry's value is the sum of its edges' weights.
     """
 
     def __init__(self, graph: "dgl.DGLGraph") -> None:
         src, dst = graph.edges()
-        n = graph.num_nodes()
-        self.shape = (n, n)
+        self.num_src, self.num_dst = graph.num_src_nodes(), graph.num_dst_nodes()  # equal unless a block
         self.num_edges = graph.num_edges()
-        self.by_dst = self._csr(dst, src, n)
-        self.by_src = self._csr(src, dst, n)
+        self.by_dst = self._csr(dst, src, self.num_dst, self.num_src)
+        self.by_src = self._csr(src, dst, self.num_src, self.num_dst)
 
     @staticmethod
-    def _csr(rows: torch.Tensor, cols: torch.Tensor, n: int):
-        order = torch.argsort(rows * n + cols, stable=True)
-        crow = torch.zeros(n + 1, dtype=torch.long)
-        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
-        return crow, cols[order].contiguous(), order
+    def _csr(rows: torch.Tensor, cols: torch.Tensor, num_rows: int, num_cols: int):
+        keys = rows * max(num_cols, 1) + cols
+        order = torch.argsort(keys, stable=True)
+        unique_keys, slot = torch.unique_consecutive(keys[order], return_inverse=True)
+        unique_rows = torch.div(unique_keys, max(num_cols, 1), rounding_mode="floor")
+        crow = torch.zeros(num_rows + 1, dtype=torch.long)
+        crow[1:] = torch.cumsum(torch.bincount(unique_rows, minlength=num_rows), 0)
+        col = (unique_keys - unique_rows * max(num_cols, 1)).contiguous()
+        parallel = unique_keys.numel() != keys.numel()
+        return crow, col, order, (slot if parallel else None), (num_rows, num_cols)
 
     def matrix(self, direction: str, edge_weight: torch.Tensor) -> torch.Tensor:
-        crow, col, order = self.by_dst if direction == "dst" else self.by_src
+        crow, col, order, slot, shape = self.by_dst if direction == "dst" else self.by_src
+        values = edge_weight.detach()[order]
+        if slot is not None:
+            values = torch.zeros(col.numel(), dtype=values.dtype).index_add_(0, slot, values)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(crow, col, edge_weight.detach()[order], self.shape, check_invariants=False)
+            return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 _PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -54,7 +63,7 @@ _PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def _plan(graph: "dgl.DGLGraph") -> _CSRPlan:
     plan = _PLANS.get(graph)
-    if plan is None or plan.num_edges != graph.num_edges() or plan.shape[0] != graph.num_nodes():
+    if plan is None or plan.num_edges != graph.num_edges() or plan.num_dst != graph.num_dst_nodes():
         plan = _PLANS[graph] = _CSRPlan(graph)
     return plan
 
@@ -92,13 +101,15 @@ class _EdgeDot(torch.autograd.Function):
     def forward(ctx, a, b, plan, direction):
         ctx.save_for_backward(a, b)
         ctx.plan, ctx.direction = plan, direction
-        crow, col, order = plan.by_dst if direction == "dst" else plan.by_src
+        crow, col, order, slot, shape = plan.by_dst if direction == "dst" else plan.by_src
         a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            mask = torch.sparse_csr_tensor(crow, col, torch.zeros(col.numel(), dtype=a.dtype), plan.shape,
+            mask = torch.sparse_csr_tensor(crow, col, torch.zeros(col.numel(), dtype=a.dtype), shape,
                                            check_invariants=False)
             values = torch.sparse.sampled_addmm(mask, a2.contiguous(), b2.t().contiguous(), beta=0.0).values()
+        if slot is not None:
+            values = values[slot]
         out = torch.empty_like(values)
         out[order] = values
         return out
@@ -125,7 +136,7 @@ def weighted_sum(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight: torch.T
     shape = feat.shape
     flat = feat.reshape(shape[0], -1)
     out = _WeightedSum.apply(flat, edge_weight.to(flat.dtype), _plan(graph), "dst")
-    return out.reshape(graph.num_nodes(), *shape[1:])
+    return out.reshape(graph.num_dst_nodes(), *shape[1:])
 
 
 def weighted_sum_reverse(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
@@ -134,7 +145,7 @@ def weighted_sum_reverse(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight:
         return weighted_sum_reverse(graph, feat.unsqueeze(-1), edge_weight).squeeze(-1)
     shape = feat.shape
     out = _WeightedSum.apply(feat.reshape(shape[0], -1), edge_weight.to(feat.dtype), _plan(graph), "src")
-    return out.reshape(graph.num_nodes(), *shape[1:])
+    return out.reshape(graph.num_src_nodes(), *shape[1:])
 
 
 def symmetric_weighted_sum(

@@ -55,7 +55,7 @@ def arxiv_like(
     class_start = np.searchsorted(labels[order], np.arange(num_classes))
     class_size = np.bincount(labels, minlength=num_classes)
 
-    src_parts, dst_parts, have = [], [], 0
+    have = 0
     seen = np.zeros(0, dtype=np.int64)
     while have < num_edges:
         batch = int((num_edges - have) * 1.1) + 16
@@ -100,6 +100,7 @@ def bilevel_from_split(
     seed: int = 0,
     name: str = "generated",
     symmetrize: bool = True,
+    task: str = "classification",
 ):
     """A :class:`BilevelData` for a train/valid/test split, OGB-compliant: ``v_out`` is taken out
     of the training nodes (``v_out_fraction`` of them, seeded), validation only selects the graph.
@@ -114,16 +115,17 @@ def bilevel_from_split(
     s, d = torch.from_numpy(np.asarray(src)).long(), torch.from_numpy(np.asarray(dst)).long()
     graph = dgl.graph((s, d), num_nodes=labels.shape[0])
     if symmetrize:
-        graph = dgl.to_simple(dgl.to_bidirected(graph), return_counts=None)
+        graph = dgl.to_bidirected(graph)
     v_out, v_in = split_in_two(torch.as_tensor(train), v_out_fraction, seeded_generator(seed))
     return BilevelData(
         graph=graph,
         features=torch.as_tensor(features).float(),
-        labels=torch.as_tensor(labels).long().flatten(),
+        labels=torch.as_tensor(labels).long().flatten() if task == "classification" else torch.as_tensor(labels),
         v_in=v_in,
         v_out=v_out,
         val=torch.as_tensor(valid),
         test=torch.as_tensor(test),
+        task=task,
         name=name,
         extras={"v_out_from": "train", "v_out_fraction": v_out_fraction, "split_seed": seed},
     )

@@ -9,6 +9,8 @@ from ..errors import ConfigError
 from .bilevel_data import BilevelData
 from .files import PathLike, data_root
 from .planetoid import PLANETOID_SUFFIXES, cora
+from .heterophilous import HETEROPHILOUS, heterophilous
+from .ogb import OGB_NODE_DATASETS, load_ogb, ogb_folder
 from .synthetic import cheaters, synthetic1
 
 
@@ -18,11 +20,12 @@ class DatasetEntry:
     description: str
     loader: Callable[[Optional[PathLike], int], BilevelData]
     files: Optional[Callable[[Path], list[Path]]] = None  # None: generated in memory
+    ogb: bool = False
 
     def source(self, root: Optional[PathLike]) -> str:
         if self.files is None:
             return "generated (seeded)"
-        paths = self.files(data_root(root))
+        paths = self.files(data_root(root) if not self.ogb else Path(root or "."))
         missing = [p for p in paths if not p.exists()]
         where = str(paths[0].parent.resolve())
         return where + ("" if not missing else f"  [MISSING {len(missing)} file(s)]")
@@ -56,6 +59,24 @@ register(DatasetEntry(
     "paper's synthetic set 1 (1,536 points, regression), v_in = 100 nodes nearest the centre",
     lambda root, seed: synthetic1("low", seed=seed),
 ))
+
+
+for _name in HETEROPHILOUS:
+    register(DatasetEntry(
+        _name,
+        "heterophilous WebKB/Wikipedia graph, 10 official splits (seed s uses split s mod 10)",
+        lambda root, seed, _n=_name: heterophilous(_n, root, seed),
+        lambda root, _n=_name: [root / "heterophilous" / f"{_n}.npz"],
+    ))
+for _name in OGB_NODE_DATASETS:
+    register(DatasetEntry(
+        _name,
+        "OGB node property prediction through ogb's own loader; --data-root is the OGB root; "
+        "v_out taken from the training split (OGB rules), Evaluator metric",
+        lambda root, seed, _n=_name: load_ogb(_n, root, seed),
+        lambda root, _n=_name: [ogb_folder(root, _n) / "RELEASE_v1.txt"],
+        ogb=True,
+    ))
 
 
 def load_dataset(name: str, root: Optional[PathLike] = None, seed: int = 0) -> BilevelData:

@@ -90,6 +90,8 @@ def optimize(
                 if monitor is not None:
                     monitor(tuple(p.detach() for p in params))
         return params, state, float(value)
+    if hasattr(problem, "train"):  # problems with their own (e.g. mini-batch) training loop
+        return problem.train(params, edge_weight, steps, monitor)
     weight = edge_weight.detach()
     params = tuple(p.detach().requires_grad_(True) for p in params)
     for _ in range(steps):

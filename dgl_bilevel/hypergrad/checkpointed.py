@@ -10,7 +10,6 @@ O(steps x parameters + one step's activations).
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 import torchopt

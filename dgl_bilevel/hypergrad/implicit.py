@@ -44,7 +44,7 @@ class Implicit(HypergradMethod):
     def __init__(
         self,
         solver: str = "cg",
-        maxiter: int = 50,
+        maxiter: int = 20,
         tol: float = 1e-4,
         damping: float = 0.0,
         neumann_step: float = 1.0,
@@ -72,10 +72,34 @@ class Implicit(HypergradMethod):
         with torch.enable_grad():
             weight = edge_weight.detach().requires_grad_(True)
             variables = tuple(p.detach().requires_grad_(True) for p in params)
-            grads = torch.autograd.grad(problem.objective(variables, weight), variables, create_graph=True)
+            terms = problem.objective_terms(weight)
+            if terms is None:  # one graph for the whole objective, reused by every product
+                grads = torch.autograd.grad(problem.objective(variables, weight), variables, create_graph=True)
+
+                def hessian_product(v: tuple) -> tuple:
+                    return torch.autograd.grad(grads, variables, grad_outputs=v, retain_graph=True)
+
+                def mixed_product(v: tuple) -> Optional[torch.Tensor]:
+                    return torch.autograd.grad(grads, weight, grad_outputs=v, allow_unused=True)[0]
+            else:  # accumulate term by term, rebuilding each term's graph: memory of one term
+                def hessian_product(v: tuple) -> tuple:
+                    total = [torch.zeros_like(x) for x in variables]
+                    for term in terms:
+                        g = torch.autograd.grad(term(variables), variables, create_graph=True)
+                        hv = torch.autograd.grad(g, variables, grad_outputs=v, allow_unused=True)
+                        total = [t + (h if h is not None else 0) for t, h in zip(total, hv)]
+                    return tuple(total)
+
+                def mixed_product(v: tuple) -> Optional[torch.Tensor]:
+                    total = torch.zeros_like(weight)
+                    for term in terms:
+                        g = torch.autograd.grad(term(variables), variables, create_graph=True)
+                        cross = torch.autograd.grad(g, weight, grad_outputs=v, allow_unused=True)[0]
+                        total = total + (cross if cross is not None else 0)
+                    return total
 
             def hvp(v: tuple) -> tuple:
-                hv = torch.autograd.grad(grads, variables, grad_outputs=v, retain_graph=True)
+                hv = hessian_product(v)
                 return tuple(h + self.damping * x for h, x in zip(hv, v)) if self.damping else hv
 
             if self.solver == "cg":
@@ -85,7 +109,7 @@ class Implicit(HypergradMethod):
                 v, self.last_solve = neumann_series(hvp, rhs, step=self.neumann_step, maxiter=self.maxiter, tol=self.tol)
             if self.warm_start:
                 self._previous = tuple(x.detach() for x in v)
-            (cross,) = torch.autograd.grad(grads, weight, grad_outputs=v, allow_unused=True)
+            cross = mixed_product(v)
         if cross is None:
             cross = torch.zeros_like(edge_weight)
         return v, cross

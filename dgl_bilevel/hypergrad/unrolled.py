@@ -6,6 +6,12 @@ from typing import Optional
 import torch
 
 from ..errors import ConfigError
+
+
+def _check_trajectory(method: HypergradMethod, problem: InnerProblem, steps: int) -> None:
+    if steps and not problem.differentiable_trajectory:
+        raise ConfigError(f"{type(problem).__name__} trains on random mini-batches and cannot be unrolled; "
+                          "use the implicit or first-order hypergradient")
 from ..inner.base import InnerProblem, Params
 from .base import HypergradMethod, Monitor, Solution, optimize
 from .checkpointed import unroll_checkpointed
@@ -32,7 +38,11 @@ class Unrolled(HypergradMethod):
     def __init__(self, checkpoint: bool = True) -> None:
         self.checkpoint = bool(checkpoint)
 
+    def check(self, problem: InnerProblem) -> None:
+        _check_trajectory(self, problem, problem.steps)
+
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
+        self.check(problem)
         params, _, value = _differentiable_steps(problem, edge_weight, params, problem.steps, None, monitor, self.checkpoint)
         return Solution(params, value, {"differentiated_steps": problem.steps})
 
@@ -55,7 +65,11 @@ class Truncated(HypergradMethod):
         self.k = int(k)
         self.checkpoint = bool(checkpoint)
 
+    def check(self, problem: InnerProblem) -> None:
+        _check_trajectory(self, problem, min(self.k, problem.steps))
+
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
+        self.check(problem)
         k = min(self.k, problem.steps)
         params, state, value = optimize(problem, edge_weight, params, problem.steps - k, differentiable=False, monitor=monitor)
         if k:

@@ -3,6 +3,7 @@ from .base import INIT_MODES, InnerProblem, LinearSystem, Params, default_adam
 from .gnn import TrainedGNN
 from .label_propagation import LabelPropagation
 from .laplacian import LaplacianRegularization
+from .sampled import SampledGNN
 
 __all__ = [
     "InnerProblem",
@@ -13,4 +14,5 @@ __all__ = [
     "TrainedGNN",
     "LaplacianRegularization",
     "LabelPropagation",
+    "SampledGNN",
 ]

@@ -60,6 +60,9 @@ class InnerProblem:
             ``"warm"`` -- the previous outer iteration's solution.
     """
 
+    #: False for problems trained on random mini-batches: their trajectory cannot be unrolled.
+    differentiable_trajectory = True
+
     def __init__(self, steps: int, optimizer: torchopt.base.GradientTransformation, init: str = "fresh") -> None:
         if steps < 0:
             raise ConfigError(f"steps must be >= 0, got {steps}")
@@ -97,6 +100,11 @@ class InnerProblem:
 
     def linear_system(self, edge_weight: torch.Tensor) -> Optional[LinearSystem]:
         """Quadratic problems: the optimality condition as ``A(w) Y = b``; others return None."""
+        return None
+
+    def objective_terms(self, edge_weight: torch.Tensor) -> Optional[list]:
+        """Problems too large for one pass: closures ``params -> scalar`` summing to the objective,
+        so second-order products can be accumulated term by term. None: use ``objective``."""
         return None
 
     def solution_to_params(self, solution: torch.Tensor) -> Params:

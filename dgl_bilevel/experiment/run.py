@@ -1,0 +1,104 @@
+"""Running a configuration over seeds and writing results: per-seed JSON, learned graphs, summary."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .._dgl import dgl
+from ..data import load_dataset
+from ..inner import LabelPropagation
+from ..results import aggregate, results_table, write_json
+from ..trainer import FitResult, fit, solve_on_graph
+from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .config import FIXED_GRAPH_METHODS, ExperimentConfig
+
+def run_seed(config: ExperimentConfig, seed: int, run_dir: Path) -> dict:
+    """One seed: load the split, run ``a_obs`` or ``bo``, write ``seed_<s>.json`` (+ graph)."""
+    dtype = getattr(torch, config.dtype)
+    data = load_dataset(config.dataset, config.data_root, seed).to(dtype)
+    inner = build_inner(config, data)
+    started = time.perf_counter()
+    if config.method == "lp":
+        inner = LabelPropagation(alpha=config.lp_alpha)
+    if config.method in FIXED_GRAPH_METHODS:
+        inner.bind(data, data.graph)
+        method = build_hypergrad(config, inner)
+        metrics, _ = solve_on_graph(data, inner, data.observed_weights(), hypergrad=method, seed=seed,
+                                    inner_select=config.inner_select)
+        metric = data.metric.name
+        record = {f"{s}_{metric}": v for s, v in metrics.items()}
+        record.update(best_iteration=0, outer_iterations=0, median_seconds_per_iteration=float("nan"),
+                      stopped_early=None)
+        config_used = {**inner.describe(), **method.describe()}
+        history: list = []
+    else:
+        structure = build_structure(config, data, seed)
+        inner.bind(data, structure.graph)
+        method = build_hypergrad(config, inner)
+        result: FitResult = fit(
+            data, structure, inner, method,
+            outer_steps=config.outer_steps, lr=config.outer_lr, seed=seed, regularizer=build_regularizer(config),
+            checkpoint=run_dir / f"checkpoint_seed{seed}.pt", checkpoint_every=config.checkpoint_every,
+            resume=config.resume, progress=config.progress, log_every=config.log_every,
+            description=f"{config.run_name} seed {seed}", inner_select=config.inner_select,
+        )
+        record = result.summary()
+        config_used, history = result.config, result.history
+        if config.save_graph:
+            dgl.save_graphs(str(run_dir / f"graph_seed{seed}.bin"), [result.graph])
+    record = {"seed": seed, **record, "wall_seconds": time.perf_counter() - started}
+    write_json(run_dir / f"seed_{seed}.json", {"result": record, "config": config_used, "history": history})
+    return record
+
+
+def run_experiment(config: ExperimentConfig, echo=print) -> dict:
+    """Run every seed (skipping finished ones when resuming), write ``summary.json``, print the table."""
+    config = config.resolved()
+    run_dir = Path(config.out) / config.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data0 = load_dataset(config.dataset, config.data_root, config.seed_start)
+    echo(data0.summary())
+    metric = data0.metric.name
+    per_seed = []
+    for seed in range(config.seed_start, config.seed_start + config.seeds):
+        done = run_dir / f"seed_{seed}.json"
+        if config.resume and done.is_file():
+            per_seed.append(json.loads(done.read_text())["result"])
+            echo(f"seed {seed}: already finished ({done}), skipped")
+            continue
+        per_seed.append(run_seed(config, seed, run_dir))
+        stop = per_seed[-1].get("stopped_early")
+        if stop:
+            echo(f"seed {seed}: {stop}")
+    keys = [f"{s}_{metric}" for s in ("v_in", "v_out", "val", "test")] + ["median_seconds_per_iteration"]
+    summary = {
+        "run": config.run_name,
+        "metric": metric,
+        "aggregate": aggregate(per_seed, keys),
+        "per_seed": per_seed,
+        "config": dataclasses.asdict(config),
+        "versions": versions(),
+    }
+    write_json(run_dir / "summary.json", summary)
+    echo(results_table(per_seed, metric, title=f"{config.run_name}: best-validation graph per seed"))
+    echo(f"results written to {run_dir.resolve()}")
+    return summary
+
+
+def versions() -> dict:
+    import torchopt
+
+    return {
+        "dgl_bilevel": __version__,
+        "torch": torch.__version__,
+        "dgl": dgl.__version__,
+        "torchopt": torchopt.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
