@@ -76,9 +76,14 @@ def test_unknown_model():
         build_model("gat", 5, 4, 3)
 
 
+@pytest.mark.parametrize("edge_dot_kernel", ["gather", "sddmm"])
 @pytest.mark.parametrize("multigraph", [False, True])
-def test_weighted_sum_equals_dgl_message_passing_to_second_order(multigraph):
+def test_weighted_sum_equals_dgl_message_passing_to_second_order(multigraph, edge_dot_kernel, monkeypatch):
+    from dgl_bilevel import ops
     from dgl_bilevel.ops import weighted_sum, weighted_sum_reverse
+
+    # the per-edge dot product of the backward pass switches kernel by size: test both
+    monkeypatch.setattr(ops, "SDDMM_MIN_WORK", 0 if edge_dot_kernel == "sddmm" else 1 << 60)
 
     if multigraph:
         g = dgl.graph((torch.tensor([0, 0, 1, 1, 2]), torch.tensor([1, 1, 2, 2, 2])), num_nodes=4)
