@@ -39,6 +39,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed-start", type=int, default=0, help="first seed; default: 0")
     g.add_argument("--data-root", default=None,
                    help="folder holding the data sets; default: $DGL_BILEVEL_DATA or ../shared/data")
+    g.add_argument("--v-out-fraction", type=float, default=None,
+                   help="OGB data sets: share of the official training nodes used as V_out (seeded; OGB's rules "
+                        "keep validation labels out of gradients); default: 0.5")
     g.add_argument("--out", default="results", help="results folder; default: results")
     g.add_argument("--name", default=None, help="run name (subfolder of --out); default: <dataset>-<inner>-<method>")
 

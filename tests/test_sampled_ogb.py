@@ -86,6 +86,19 @@ def test_real_ogb_loader_reads_the_generated_layout(ogb_root):
     assert data.score(out, "test") == 1.0  # the Evaluator
 
 
+def test_v_out_fraction_is_configurable_for_ogb_only(ogb_root, data_root):
+    from dgl_bilevel.data import load_dataset
+    from dgl_bilevel.errors import ConfigError
+
+    quarter = load_dataset("ogbn-arxiv", ogb_root, seed=0, v_out_fraction=0.25)
+    train = quarter.v_in.numel() + quarter.v_out.numel()
+    assert abs(quarter.v_out.numel() - round(0.25 * train)) <= 1
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        load_dataset("ogbn-arxiv", ogb_root, seed=0, v_out_fraction=1.0)
+    with pytest.raises(ConfigError, match="OGB data sets only"):
+        load_dataset("cora", data_root, seed=0, v_out_fraction=0.3)
+
+
 def test_missing_ogb_files_fail_fast_with_the_layout(tmp_path, ogb_root):
     with pytest.raises(DataError, match="ogbn_arxiv.*does not exist.*Expected layout"):
         check_ogb_root(tmp_path, "ogbn-arxiv")

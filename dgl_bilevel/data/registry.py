@@ -73,14 +73,26 @@ for _name in OGB_NODE_DATASETS:
         _name,
         "OGB node property prediction through ogb's own loader; --data-root is the OGB root; "
         "v_out taken from the training split (OGB rules), Evaluator metric",
-        lambda root, seed, _n=_name: load_ogb(_n, root, seed),
+        lambda root, seed, _n=_name, **options: load_ogb(_n, root, seed, **options),
         lambda root, _n=_name: [ogb_folder(root, _n) / "RELEASE_v1.txt"],
         ogb=True,
     ))
 
 
-def load_dataset(name: str, root: Optional[PathLike] = None, seed: int = 0) -> BilevelData:
-    """Load a registered data set by name with the split for ``seed``."""
+def load_dataset(name: str, root: Optional[PathLike] = None, seed: int = 0,
+                 v_out_fraction: Optional[float] = None) -> BilevelData:
+    """Load a registered data set by name with the split for ``seed``.
+
+    ``v_out_fraction`` (OGB data sets only; default 0.5) is the share of the official training
+    nodes that becomes V_out; the other data sets have fixed bilevel splits.
+    """
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name].loader(root, seed)
+    entry = DATASETS[name]
+    if v_out_fraction is None:
+        return entry.loader(root, seed)
+    if not entry.ogb:
+        raise ConfigError(f"--v-out-fraction applies to OGB data sets only; {name!r} has a fixed bilevel split")
+    if not 0.0 < v_out_fraction < 1.0:
+        raise ConfigError(f"--v-out-fraction must be strictly between 0 and 1, got {v_out_fraction}")
+    return entry.loader(root, seed, v_out_fraction=v_out_fraction)

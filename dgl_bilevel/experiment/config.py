@@ -69,6 +69,7 @@ class ExperimentConfig:
     seeds: int = 1
     seed_start: int = 0
     data_root: Optional[str] = None
+    v_out_fraction: Optional[float] = None  # OGB only: share of the training split used as V_out (0.5)
     out: str = "results"
     name: Optional[str] = None
     # outer problem

@@ -21,7 +21,7 @@ from .config import FIXED_GRAPH_METHODS, ExperimentConfig
 def run_seed(config: ExperimentConfig, seed: int, run_dir: Path) -> dict:
     """One seed: load the split, run ``a_obs`` or ``bo``, write ``seed_<s>.json`` (+ graph)."""
     dtype = getattr(torch, config.dtype)
-    data = load_dataset(config.dataset, config.data_root, seed).to(dtype)
+    data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(dtype)
     inner = build_inner(config, data)
     started = time.perf_counter()
     if config.method == "lp":
@@ -62,7 +62,7 @@ def run_experiment(config: ExperimentConfig, echo=print) -> dict:
     config = config.resolved()
     run_dir = Path(config.out) / config.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    data0 = load_dataset(config.dataset, config.data_root, config.seed_start)
+    data0 = load_dataset(config.dataset, config.data_root, config.seed_start, config.v_out_fraction)
     echo(data0.summary())
     metric = data0.metric.name
     per_seed = []

@@ -47,7 +47,7 @@ def scarcity_snapshot(config: ExperimentConfig, iteration: int = 0, keep_history
     steps = max(iteration, keep_history_to or 0) + 1
     config = dataclasses.replace(config, outer_steps=steps).resolved()
     seed = config.seed_start
-    data = load_dataset(config.dataset, config.data_root, seed).to(getattr(torch, config.dtype))
+    data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(getattr(torch, config.dtype))
     inner = build_inner(config, data)
     structure = build_structure(config, data, seed)
     inner.bind(data, structure.graph)
