@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Iterable, Optional
@@ -55,3 +56,18 @@ def load_summary(out: str, run_name: str) -> Optional[dict]:
 def cell_text(summary: dict, key: str) -> str:
     agg = summary["aggregate"][key]
     return f"{100 * agg['mean']:.1f} ± {100 * agg['std']:.1f}"
+
+
+def write_between_markers(block: str, marker: str, path: Optional[Path] = None) -> Path:
+    """Put ``block`` between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` of docs/results.md
+    (appended at the end when the markers are missing); the rest of the file is left alone."""
+    path = path or ROOT / "docs" / "results.md"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    text = path.read_text() if path.is_file() else ""
+    new = f"{start}\n{block}\n{end}"
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: new, text, flags=re.S)
+    else:
+        text = text + "\n" + new + "\n"
+    path.write_text(text)
+    return path

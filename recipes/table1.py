@@ -5,20 +5,23 @@ Laplacian inner models under A_obs, BO, BO+regularization and BO+G2G, beside the
     python recipes/table1.py --seeds 5 --inner gnn --methods a_obs bo
     python recipes/table1.py --report-only                # rebuild the table from finished runs
 
+Hypergradients: the GNN cells differentiate through the 100 inner steps as the paper does; the
+Laplacian cells use the implicit hypergradient at the end of the 500 inner steps (0.36 s per
+outer iteration on one core against 1.54 s unrolled, same accuracy after 10 outer iterations on
+seed 0: 71.2 test both). ``--hypergrad-laplacian unrolled`` gives the paper's method.
+
 Runs go to results/table1/<run>/ (resumable with --resume). The markdown table is printed and
 written between the table1 markers of docs/results.md.
 """
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-from common import METHOD_LABELS, PAPER_TABLE1, ROOT, cell_text, load_summary, run_cell
+from common import METHOD_LABELS, PAPER_TABLE1, ROOT, cell_text, load_summary, run_cell, write_between_markers
 
 METHODS = ("a_obs", "bo", "bo+reg", "bo+g2g")
 INNERS = ("gnn", "laplacian")
-START, END = "<!-- table1:start -->", "<!-- table1:end -->"
 
 
 def run_name(inner: str, method: str) -> str:
@@ -48,18 +51,6 @@ def markdown(out: str) -> str:
     return "\n".join(lines)
 
 
-def write_into_results(table: str) -> Path:
-    path = ROOT / "docs" / "results.md"
-    text = path.read_text() if path.is_file() else ""
-    block = f"{START}\n{table}\n{END}"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text + "\n" + block + "\n"
-    path.write_text(text)
-    return path
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
@@ -68,6 +59,9 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "results" / "table1"))
     p.add_argument("--data-root", default=None)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--hypergrad-gnn", default="unrolled", help="hypergradient of the GNN cells (default: %(default)s)")
+    p.add_argument("--hypergrad-laplacian", default="implicit",
+                   help="hypergradient of the Laplacian cells (default: %(default)s)")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
@@ -75,12 +69,13 @@ def main() -> None:
         for inner in args.inner:
             for method in args.methods:
                 # unroll on torch's graph (same numbers, ~30% faster; memory is no concern on Cora)
+                hypergrad = args.hypergrad_gnn if inner == "gnn" else args.hypergrad_laplacian
                 run_cell("cora", inner, method, args.seeds, args.out, name=run_name(inner, method),
                          data_root=args.data_root, resume=args.resume, progress=not args.no_progress,
-                         unroll_checkpoint=False)
+                         unroll_checkpoint=False, hypergrad=None if method == "a_obs" else hypergrad)
     table = markdown(args.out)
     print(table)
-    print(f"\nwritten into {write_into_results(table)}")
+    print(f"\nwritten into {write_between_markers(table, 'table1')}")
 
 
 if __name__ == "__main__":
