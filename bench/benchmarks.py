@@ -34,6 +34,7 @@ CASES: dict[str, dict] = {
     "cora-gnn-implicit": dict(data="cora", inner="gnn", method="implicit", iters=6),
     "cora-gnn-truncated10": dict(data="cora", inner="gnn", method="truncated", iters=6),
     "cora-lap-unrolled500": dict(data="cora", inner="lap-ce", method="unrolled", iters=5),
+    "cora-lap-implicit": dict(data="cora", inner="lap-ce", method="implicit", iters=5),
     "cora-lap-adjoint": dict(data="cora", inner="lap-mse", method="adjoint", iters=20),
 }
 for label, scale in [("1e4", 0.00429), ("1e5", 0.0429), ("1e6", 0.429), ("arxiv", 1.0)]:
