@@ -48,6 +48,15 @@ def run_cell(dataset: str, inner: str, method: str, seeds: int, out: str, *, nam
     return run_experiment(config)
 
 
+def add_table_arguments(p: argparse.ArgumentParser, out: str) -> None:
+    """Flags shared by the recipes that fill a table of docs/results.md."""
+    p.add_argument("--out", default=str(ROOT / "results" / out), help="runs folder (default: %(default)s)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs, skip finished ones")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the table from finished runs")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def load_summary(out: str, run_name: str) -> Optional[dict]:
     path = Path(out) / run_name / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else None

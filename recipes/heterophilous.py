@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import METHOD_LABELS, ROOT, cell_text, load_summary, run_cell, write_between_markers
+from common import METHOD_LABELS, add_table_arguments, cell_text, load_summary, run_cell, write_between_markers
 
 DATASETS = ("texas", "cornell", "wisconsin", "chameleon")
 METHODS = ("a_obs", "bo", "bo+reg", "bo+g2g")
@@ -50,11 +50,7 @@ def main() -> None:
     p.add_argument("--inner", choices=["gnn", "laplacian"], default="gnn")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--hypergrad", default="implicit")
-    p.add_argument("--out", default=str(ROOT / "results" / "heterophilous"))
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    add_table_arguments(p, "heterophilous")
     args = p.parse_args()
     if not args.report_only:
         for dataset in args.datasets:

@@ -16,9 +16,8 @@ written between the table1 markers of docs/results.md.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from common import METHOD_LABELS, PAPER_TABLE1, ROOT, cell_text, load_summary, run_cell, write_between_markers
+from common import METHOD_LABELS, PAPER_TABLE1, add_table_arguments, cell_text, load_summary, run_cell, write_between_markers
 
 METHODS = ("a_obs", "bo", "bo+reg", "bo+g2g")
 INNERS = ("gnn", "laplacian")
@@ -56,14 +55,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--inner", nargs="*", choices=INNERS, default=list(INNERS))
     p.add_argument("--methods", nargs="*", choices=METHODS, default=list(METHODS))
-    p.add_argument("--out", default=str(ROOT / "results" / "table1"))
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--resume", action="store_true")
+    add_table_arguments(p, "table1")
     p.add_argument("--hypergrad-gnn", default="unrolled", help="hypergradient of the GNN cells (default: %(default)s)")
     p.add_argument("--hypergrad-laplacian", default="implicit",
                    help="hypergradient of the Laplacian cells (default: %(default)s)")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     if not args.report_only:
         for inner in args.inner:

@@ -205,3 +205,18 @@ def test_mitigations_run_from_the_cli(tmp_path, method):
                  "--out", str(tmp_path), "--no-progress"]) == 0
     summary = json.loads((tmp_path / f"cheaters-gnn-{method}" / "summary.json").read_text())
     assert summary["per_seed"][0]["outer_iterations"] == 2
+
+
+def test_every_plot_writes_a_png(tmp_path):
+    from dgl_bilevel.diagnostics.plots import plot_curves, plot_edge_heatmap, plot_profile, plot_profile_lines
+
+    g = dgl.graph((torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 0])), num_nodes=4)
+    grad = torch.tensor([1e-1, 1e-3, 0.0, 1e-2])
+    dist = torch.tensor([0, 1, 2, 1])
+    rows = hypergradient_profile(grad, dist)
+    plot_profile(grad, dist, tmp_path / "profile.png", title="t", bound={0: 1.0, 1: 0.1, 2: 0.01}, rate=0.1)
+    plot_edge_heatmap(g, grad, tmp_path / "heat.png", title="t", marks=[("V_in", [0]), ("V_out", [3])])
+    plot_curves({"a": [1, 2, 3], "b": [3, 2, 1]}, tmp_path / "curves.png", ylabel="y", logy=True)
+    plot_profile_lines({"run": rows}, tmp_path / "lines.png", title="t")
+    for name in ("profile", "heat", "curves", "lines"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

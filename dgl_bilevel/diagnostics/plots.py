@@ -18,6 +18,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig, ax, path, title: str, legend: bool = True, **legend_options) -> None:
+    """Title, legend, tight layout, write ``path`` as PNG and free the figure."""
+    ax.set_title(title)
+    if legend:
+        ax.legend(**legend_options)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
 def plot_profile(
     hypergradient: torch.Tensor,
     distances: torch.Tensor,
@@ -55,11 +65,7 @@ def plot_profile(
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("|hypergradient|")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path, title, fontsize=7)
 
 
 def plot_edge_heatmap(graph, values: torch.Tensor, path: "str | os.PathLike", *, title: str = "",
@@ -78,15 +84,10 @@ def plot_edge_heatmap(graph, values: torch.Tensor, path: "str | os.PathLike", *,
     for (label, nodes), color in zip(marks, colors):
         nodes = torch.as_tensor(nodes)
         ax.scatter(nodes, torch.full_like(nodes, -2), s=4, color=color, marker="s", label=label, clip_on=False)
-    ax.set_title(title)
     ax.set_xlabel("node")
     ax.set_ylabel("node")
     fig.colorbar(im, ax=ax, label="|hypergradient|")
-    if marks:
-        ax.legend(loc="lower left", fontsize=7, markerscale=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path, title, legend=bool(marks), loc="lower left", fontsize=7, markerscale=3)
 
 
 def plot_curves(series: dict, path: "str | os.PathLike", *, ylabel: str, title: str = "", logy: bool = False) -> None:
@@ -99,11 +100,7 @@ def plot_curves(series: dict, path: "str | os.PathLike", *, ylabel: str, title: 
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path, title, fontsize=8)
 
 
 def plot_profile_lines(profiles: dict, path: "str | os.PathLike", *, title: str = "", xlabel: str = "edge distance") -> None:
@@ -124,8 +121,4 @@ def plot_profile_lines(profiles: dict, path: "str | os.PathLike", *, title: str 
     ax.set_yscale("log")
     ax.set_xlabel(xlabel + "  (x: all exactly zero)")
     ax.set_ylabel("mean |hypergradient|")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path, title, fontsize=8)
