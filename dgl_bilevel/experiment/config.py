@@ -43,8 +43,10 @@ FALLBACK = {"inner_steps": 100, "inner_lr": 1e-2, "hidden": 16, "outer_lr": 1e-2
 
 #: Per data set and inner problem, what G2G changes (paper: outer lr 1e-4 with a GNN and 1e-3 with
 #: the Laplacian on Cora, 1e-3 on cheaters; G2G 32 wide x 1 layer on Cora, 16 x 2 on cheaters).
+#: Cora + Laplacian takes the paper code's 1e-2 instead: at 1e-3 G2G barely moves in 200 outer
+#: iterations (test 72.5 +- 0.5 over 5 seeds, A_obs level), at 1e-2 it reaches the paper's 76.2.
 G2G_PRESETS: dict[str, dict[str, Any]] = {
-    "cora": {"gnn": {"outer_lr": 1e-4}, "laplacian": {"outer_lr": 1e-3}},
+    "cora": {"gnn": {"outer_lr": 1e-4}, "laplacian": {"outer_lr": 1e-2}},
     "cheaters": {"gnn": {"outer_lr": 1e-3, "g2g_hidden": 16, "g2g_layers": 2, "g2g_scale": 1e-5},
                  "laplacian": {"outer_lr": 1e-3, "g2g_hidden": 16, "g2g_layers": 2, "g2g_scale": 1e-5}},
 }
