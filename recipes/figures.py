@@ -32,7 +32,7 @@ def fig1(args) -> dict:
     snap = scarcity_snapshot(ExperimentConfig(dataset="cheaters", inner="gnn", method="bo", progress=False), iteration=9)
     d = snap.data
     plot_edge_heatmap(snap.structure.graph, snap.hypergradient, FIGURES / "fig1_cheaters_hypergradient.png",
-                      title="cheaters, 2-layer GNN: |hypergradient| at outer iteration 9",
+                      title="cheaters, 2-layer GNN, outer iteration 9",
                       marks=[("V_in", d.v_in.tolist()), ("V_out", d.v_out.tolist())])
     far = snap.distances >= 2
     return {"zero_fraction_at_distance_ge_2": float((snap.hypergradient[far] == 0).double().mean()),

@@ -20,7 +20,7 @@ def _pyplot():
 
 def _save(fig, ax, path, title: str, legend: bool = True, **legend_options) -> None:
     """Title, legend, tight layout, write ``path`` as PNG and free the figure."""
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     if legend:
         ax.legend(**legend_options)
     fig.tight_layout()
