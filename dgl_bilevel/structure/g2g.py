@@ -75,7 +75,8 @@ class G2G(GraphStructure):
 
     def edge_logits(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
         h = (self.features[src] - self.features[dst]) ** 2
-        h = F.dropout(h, self.dropout, self.training)
+        if self.dropout > 0 and self.training:  # F.dropout(p=0) still copies the [E, D] block
+            h = F.dropout(h, self.dropout, True)
         for layer in self.hidden:
             h = F.elu(layer(h))
         return self.output(h).squeeze(-1)
