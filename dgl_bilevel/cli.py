@@ -57,7 +57,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("inner problem")
     g.add_argument("--inner-steps", type=int, default=None, help="inner optimisation steps; default: preset")
-    g.add_argument("--inner-lr", type=float, default=None, help="inner Adam learning rate; default: preset")
+    g.add_argument("--inner-lr", type=float, default=None, help="inner learning rate; default: preset")
+    g.add_argument("--inner-optimizer", choices=["adam", "sgd"], default="adam",
+                   help="torchopt functional optimizer of the inner problem (Adam with eps_root=1e-16, or plain "
+                        "gradient descent); weight decay is part of the objective either way; default: adam")
     g.add_argument("--inner-init", choices=["fresh", "fixed", "warm"], default="fresh",
                    help="inner start each outer iteration: new random draw, the same draw, or the last solution; default: fresh")
     g.add_argument("--model", choices=sorted(MODELS), default="sumagg",

@@ -77,3 +77,26 @@ def test_console_script_help_lists_every_option():
                    "--inner-steps", "--outer-lr", "--inner-lr", "--hidden", "--device", "--hypergrad", "--resume"):
         assert option in out
     assert "default" in out
+
+
+@pytest.mark.parametrize("inner_name", ["gnn", "laplacian"])
+def test_inner_optimizer_sgd_takes_plain_gradient_steps(inner_name):
+    import torch
+
+    from dgl_bilevel.data import load_dataset
+    from dgl_bilevel.experiment import ExperimentConfig
+    from dgl_bilevel.experiment.build import build_inner
+    from dgl_bilevel.hypergrad import optimize
+
+    config = ExperimentConfig(dataset="cheaters", inner=inner_name, inner_optimizer="sgd", inner_lr=0.1).resolved()
+    data = load_dataset("cheaters", None, 0)
+    inner = build_inner(config, data).bind(data, data.graph)
+    weights = data.observed_weights()
+    start = [p.detach().requires_grad_() for p in inner.starting_params(torch.Generator().manual_seed(0))]
+    grads = torch.autograd.grad(inner.objective(start, weights), start)
+    start = [p.detach().clone() for p in start]
+    stepped, _, _ = optimize(inner, weights, [p.clone() for p in start], 1, differentiable=False)
+    for after, before, grad in zip(stepped, start, grads):
+        assert torch.allclose(after, before - 0.1 * grad, atol=1e-6)
+    with pytest.raises(Exception, match="--inner-optimizer"):
+        ExperimentConfig(inner_optimizer="lbfgs").resolved()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torchopt
 
 from ..data.bilevel_data import BilevelData
 from ..hypergrad import HypergradMethod, default_method, get_method
@@ -17,12 +18,14 @@ from ..structure.support import knn_support, power_support
 from .config import ExperimentConfig
 
 def build_inner(config: ExperimentConfig, data: BilevelData) -> InnerProblem:
+    # None: the inner problem's default (Adam with eps_root=1e-16)
+    optimizer = torchopt.sgd(config.inner_lr) if config.inner_optimizer == "sgd" else None
     if config.inner == "gnn":
         model = build_model(config.model, data.num_features, config.hidden, data.out_dim, num_layers=config.layers)
-        return TrainedGNN(model, steps=config.inner_steps, lr=config.inner_lr, weight_decay=config.weight_decay,
-                          init=config.inner_init)
+        return TrainedGNN(model, steps=config.inner_steps, lr=config.inner_lr, optimizer=optimizer,
+                          weight_decay=config.weight_decay, init=config.inner_init)
     return LaplacianRegularization(lam=config.lam, loss=config.laplacian_loss, steps=config.inner_steps,
-                                   lr=config.inner_lr, init=config.inner_init)
+                                   lr=config.inner_lr, optimizer=optimizer, init=config.inner_init)
 
 
 def build_hypergrad(config: ExperimentConfig, inner: InnerProblem) -> HypergradMethod:

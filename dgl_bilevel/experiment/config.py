@@ -19,6 +19,7 @@ INNER_CHOICES = ("gnn", "laplacian")
 METHOD_CHOICES = ("a_obs", "lp", "bo", "bo+power", "bo+reg", "bo+g2g")
 FIXED_GRAPH_METHODS = ("a_obs", "lp")  # no outer learning: one inner solve on the observed graph
 G2G_SUPPORTS = ("observed", "power", "knn")
+INNER_OPTIMIZERS = ("adam", "sgd")
 
 #: The paper's settings per data set (DESIGN.md section 3); ``None`` options fall back to these.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -84,6 +85,7 @@ class ExperimentConfig:
     # inner problem
     inner_steps: Optional[int] = None
     inner_lr: Optional[float] = None
+    inner_optimizer: str = "adam"
     inner_init: str = "fresh"
     model: str = "sumagg"
     hidden: Optional[int] = None
@@ -141,6 +143,8 @@ class ExperimentConfig:
             raise ConfigError(f"--dtype must be float32 or float64, got {self.dtype!r}")
         if self.g2g_support not in G2G_SUPPORTS:
             raise ConfigError(f"--g2g-support must be one of {G2G_SUPPORTS}, got {self.g2g_support!r}")
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ConfigError(f"--inner-optimizer must be one of {INNER_OPTIMIZERS}, got {self.inner_optimizer!r}")
         if self.inner_select not in ("last", "best_val"):
             raise ConfigError(f"--inner-select must be 'last' or 'best_val', got {self.inner_select!r}")
         check_device(self.device)

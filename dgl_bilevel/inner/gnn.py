@@ -23,7 +23,7 @@ class TrainedGNN(InnerProblem):
             :mod:`dgl_bilevel.models` or any ``dgl.nn``-style module. Its own parameter values
             are only used for shapes (and as the start with ``init="fixed"`` if ``keep_init``).
         steps: inner training steps (paper: 100 on Cora, 200 on cheaters).
-        lr: learning rate of the default optimizer (torchopt Adam, ``eps_root=1e-8``).
+        lr: learning rate of the default optimizer (torchopt Adam, ``eps_root=1e-16``).
         optimizer: any torchopt ``GradientTransformation`` instead of the default.
         weight_decay: L2 coefficient; it is part of the objective (as coupled weight decay in
             ``torch.optim.Adam``), so implicit differentiation sees it too.
