@@ -15,7 +15,7 @@ DEFAULT_DATA_ROOT = os.environ.get("DGL_BILEVEL_DATA", os.path.join("..", "share
 
 def data_root(root: PathLike | None) -> Path:
     """The data root: ``root`` if given, else ``$DGL_BILEVEL_DATA``, else ``../shared/data``."""
-    return Path(root if root is not None else DEFAULT_DATA_ROOT)
+    return Path(root if root is not None else DEFAULT_DATA_ROOT).expanduser()
 
 
 def require_files(folder: Path, names: Iterable[str], what: str) -> list[Path]:

@@ -111,6 +111,7 @@ def load_ogb(name: str, root: Optional[PathLike], seed: int = 0, v_out_fraction:
     Directed graphs (ogbn-arxiv) are made symmetric, as in OGB's reference GNNs. ogbn-proteins
     has no node features: each node gets the mean of its edges' 8 features.
     """
+    root = Path(root).expanduser() if root is not None else None
     check_ogb_root(root, name)
     from ogb.nodeproppred import DglNodePropPredDataset
 
