@@ -24,6 +24,7 @@ DEFAULTS_NOTE = (
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     from .experiment import INNER_CHOICES, METHOD_CHOICES
+    from .experiment.config import INNER_OPTIMIZERS
     from .hypergrad import METHODS
     from .models import MODELS
 
@@ -58,7 +59,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inner problem")
     g.add_argument("--inner-steps", type=int, default=None, help="inner optimisation steps; default: preset")
     g.add_argument("--inner-lr", type=float, default=None, help="inner learning rate; default: preset")
-    g.add_argument("--inner-optimizer", choices=["adam", "sgd"], default="adam",
+    g.add_argument("--inner-optimizer", choices=INNER_OPTIMIZERS, default="adam",
                    help="torchopt functional optimizer of the inner problem (Adam with eps_root=1e-16, or plain "
                         "gradient descent); weight decay is part of the objective either way; default: adam")
     g.add_argument("--inner-init", choices=["fresh", "fixed", "warm"], default="fresh",
