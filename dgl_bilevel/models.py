@@ -125,12 +125,16 @@ class GCN(nn.Module):
         h = self.input(feat)
         if edge_weight is None:
             edge_weight = torch.ones(graph.num_edges(), dtype=h.dtype, device=h.device)
-        norm_weight = self.norm(graph, edge_weight)
-        for i, conv in enumerate(self.convs):
-            h = conv(graph, h, edge_weight=norm_weight)
-            if i < len(self.convs) - 1:
-                h = F.dropout(F.elu(h), self.dropout, self.training)
-        return h
+        return _conv_stack(self.convs, graph, h, self.norm(graph, edge_weight), self.dropout, self.training)
+
+
+def _conv_stack(convs, graph, h: torch.Tensor, edge_weight, dropout: float, training: bool) -> torch.Tensor:
+    """``dgl.nn`` conv layers in sequence, with ELU and dropout between them (not after the last)."""
+    for i, conv in enumerate(convs):
+        h = conv(graph, h, edge_weight=edge_weight)
+        if i < len(convs) - 1:
+            h = F.dropout(F.elu(h), dropout, training)
+    return h
 
 
 class GraphSAGE(nn.Module):
@@ -149,12 +153,7 @@ class GraphSAGE(nn.Module):
         self.dropout = dropout
 
     def forward(self, graph, feat: torch.Tensor, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = feat
-        for i, conv in enumerate(self.convs):
-            h = conv(graph, h, edge_weight=edge_weight)
-            if i < len(self.convs) - 1:
-                h = F.dropout(F.elu(h), self.dropout, self.training)
-        return h
+        return _conv_stack(self.convs, graph, feat, edge_weight, self.dropout, self.training)
 
 
 class APPNPNet(nn.Module):
