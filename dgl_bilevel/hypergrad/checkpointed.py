@@ -10,6 +10,8 @@ O(steps x parameters + one step's activations).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torchopt import pytree
@@ -20,6 +22,35 @@ from ..inner.training import Params, update_step
 
 def _floating(x) -> bool:
     return isinstance(x, torch.Tensor) and x.is_floating_point()
+
+
+_RECORDERS: list = []
+
+
+@contextmanager
+def record_adjoints() -> Iterator[list]:
+    """Diagnostics: inside the block, every checkpointed backward pass appends one dict per inner
+    step (last step first) to the yielded list: ``step``, ``params`` and ``state`` (the largest
+    ``|adjoint|`` of each parameter and floating optimizer-state tensor entering that step) and
+    ``nonfinite`` (how many adjoint entries are inf or NaN). Exploding unrolled derivatives show
+    here as adjoints that grow geometrically towards the first step."""
+    log: list = []
+    _RECORDERS.append(log)
+    try:
+        yield log
+    finally:
+        _RECORDERS.remove(log)
+
+
+def _record(step: int, adj_params: list, adj_state: list) -> None:
+    def largest(t):
+        return float(t.detach().abs().max()) if t is not None and t.numel() else 0.0
+
+    state = [a for a in adj_state if a is not None]
+    entry = {"step": step, "params": [largest(a) for a in adj_params], "state": [largest(a) for a in state],
+             "nonfinite": int(sum(int((~torch.isfinite(a)).sum()) for a in adj_params + state))}
+    for log in _RECORDERS:
+        log.append(entry)
 
 
 def _step(problem: InnerProblem, params: Params, state, edge_weight: torch.Tensor):
@@ -73,7 +104,8 @@ class _CheckpointedTrajectory(torch.autograd.Function):
         adj_params = list(grads_out[:n])
         adj_state = list(grads_out[n:])
         grad_weight = torch.zeros_like(edge_weight)
-        for params, state in reversed(ctx.saved_steps):
+        last = len(ctx.saved_steps) - 1
+        for k, (params, state) in enumerate(reversed(ctx.saved_steps)):
             with torch.enable_grad():
                 weight = edge_weight.detach().requires_grad_(True)
                 p = tuple(x.detach().requires_grad_(True) for x in params)
@@ -92,6 +124,8 @@ class _CheckpointedTrajectory(torch.autograd.Function):
             adj_params = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads[:n], p)]
             float_adj = iter(grads[n:-1])
             adj_state = [next(float_adj) if _floating(x) else None for x in leaves]
+            if _RECORDERS:
+                _record(last - k, adj_params, adj_state)
             if grads[-1] is not None:
                 grad_weight = grad_weight + grads[-1]
         ctx.saved_steps = None
