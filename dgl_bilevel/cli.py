@@ -172,16 +172,37 @@ def _generate_ogb(args: argparse.Namespace) -> int:
 def _datasets(args: argparse.Namespace) -> int:
     from ._dgl import APPLIED_SHIMS, dgl
     from .data.files import resolve_data_root
+    from .data.graph_file import FORMAT
     from .registry import DATASETS
 
     root, why = resolve_data_root(args.data_root)
     print(f"data root: {root} ({why})\n")
     width = max(len(n) for n in DATASETS)
+    counts: dict[str, int] = {}
     for name, entry in sorted(DATASETS.items()):
-        print(f"{name.ljust(width)}  {entry.description}")
-        print(f"{''.ljust(width)}  source: {entry.source(args.data_root)}")
-    print(f"\nDGL {dgl.__version__}" + (f" (compatibility shims: {', '.join(APPLIED_SHIMS)})" if APPLIED_SHIMS else ""))
+        state = entry.state(args.data_root)
+        counts[state] = counts.get(state, 0) + 1
+        print(f"{name.ljust(width)}  {state.ljust(9)}  {entry.description}")
+        print(f"{''.ljust(width)}  {''.ljust(9)}  {_where(entry, args.data_root)}")
+    print("\n" + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("available", "missing", "generated")))
+    print(f"your own graph: --dataset path/to/graph.bin, {FORMAT}")
+    print(f"DGL {dgl.__version__}" + (f" (compatibility shims: {', '.join(APPLIED_SHIMS)})" if APPLIED_SHIMS else ""))
     return 0
+
+
+def _where(entry: Any, root: Optional[str]) -> str:
+    """Where a data set is read from; for a missing one, which files are absent."""
+    paths = entry.paths(root)
+    if not paths:
+        return "generated in memory (seeded); no files"
+    folder = paths[0].parent.resolve()
+    missing = entry.missing(root)
+    if not missing:
+        return f"reads {paths[0].resolve()}" if len(paths) == 1 else f"reads {len(paths)} files in {folder}"
+    if len(paths) == 1:
+        return f"missing {paths[0].resolve()}"
+    names = ", ".join(p.name for p in missing[:4]) + (", ..." if len(missing) > 4 else "")
+    return f"looks in {folder}: {len(missing)} of {len(paths)} file(s) missing ({names})"
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
@@ -28,6 +29,14 @@ from .registry import (
 )
 
 Choices = Union[tuple, Registry, None]
+
+
+def is_graph_file(dataset: str) -> bool:
+    """Whether a ``dataset`` value names a graph file (``dgl.save_graphs``) rather than a registered
+    data set: a path ending in ``.bin`` or holding a path separator (no registered name does)."""
+    text = str(dataset)
+    return text.endswith(".bin") or "/" in text or os.sep in text
+
 
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "positive": (lambda v: v > 0, "must be > 0"),
@@ -58,7 +67,9 @@ def option(default: Any = None, help: str = "", *, choices: Choices = None, chec
 class DataConfig:
     """Which data set, read from where, and with which bilevel split."""
 
-    dataset: str = option("cora", "data set name (see 'dgl-bilevel datasets')", choices=DATASETS, metavar="NAME")
+    dataset: str = option("cora", "data set name (see 'dgl-bilevel datasets'), or the path of your own graph "
+                                  "saved with dgl.save_graphs (a path ending in .bin; ndata feat, label, train_mask, "
+                                  "val_mask, test_mask)", choices=DATASETS, metavar="NAME|FILE.bin")
     data_root: Optional[str] = option(None, "folder holding the data sets (for OGB data: the OGB root); "
                                             "default: $DGL_BILEVEL_DATA, else ../shared/data")
     v_out_fraction: Optional[float] = option(None, "OGB data sets: share of the official training nodes used as "
@@ -249,7 +260,8 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
     def run_name(self) -> str:
         if self.name:
             return self.name
-        return f"{self.dataset}-lp" if self.method == "lp" else f"{self.dataset}-{self.inner}-{self.method}"
+        dataset = Path(self.dataset).stem if is_graph_file(self.dataset) else self.dataset
+        return f"{dataset}-lp" if self.method == "lp" else f"{dataset}-{self.inner}-{self.method}"
 
     def validate(self) -> None:
         """Check every field against its choices and check; a :class:`ConfigError` names the option."""
@@ -258,6 +270,12 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
             if value is None:
                 continue
             choices = f.metadata.get("choices")
+            if f.name == "dataset" and is_graph_file(value):
+                if not Path(value).expanduser().is_file():
+                    raise ConfigError(f"{cli_flag(f)}: graph file {Path(value).expanduser().resolve()} does not exist "
+                                      "(a value ending in .bin or holding a '/' is read as a file saved with "
+                                      "dgl.save_graphs; 'dgl-bilevel datasets' lists the named data sets)")
+                continue
             if isinstance(choices, Registry) and value not in choices:
                 try:
                     choices.entry(value)
@@ -392,8 +410,8 @@ PRESET_ALIASES = {"energy": "gnn"}
 
 
 def preset(dataset: str, inner: str, structure: str = "edges") -> dict[str, Any]:
-    """The paper's settings for this data set, inner problem and structure."""
-    family = dataset.split("-")[0]
+    """The paper's settings for this data set, inner problem and structure (a graph file: the fallbacks)."""
+    family = "" if is_graph_file(dataset) else dataset.split("-")[0]
     inner = PRESET_ALIASES.get(inner, inner)
     values = {**FALLBACK, **PRESETS.get(family, {}).get(inner, {})}
     if structure == "g2g":

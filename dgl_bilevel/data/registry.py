@@ -5,12 +5,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..config import is_graph_file
 from ..errors import ConfigError
 from ..registry import DATASETS
 from .bilevel_data import BilevelData
 from .files import PathLike, data_root
-from .planetoid import PLANETOID_SUFFIXES, cora
-from .heterophilous import HETEROPHILOUS, heterophilous
+from .graph_file import load_graph_file
+from .planetoid import planetoid, planetoid_files
+from .heterophilous import (HETEROPHILOUS, HETEROPHILOUS_BENCHMARK, HETEROPHILOUS_BINARY, heterophilous,
+                            heterophilous_file, upstream_name)
 from .ogb import OGB_NODE_DATASETS, load_ogb, ogb_folder
 from .synthetic import cheaters, synthetic1
 
@@ -23,11 +26,27 @@ class DatasetEntry:
     files: Optional[Callable[[Path], list[Path]]] = None  # None: generated in memory
     ogb: bool = False
 
+    def paths(self, root: Optional[PathLike]) -> list[Path]:
+        """The files this data set is read from under ``root`` (none when it is generated)."""
+        if self.files is None:
+            return []
+        return self.files(data_root(root) if not self.ogb else Path(root or "."))
+
+    def missing(self, root: Optional[PathLike]) -> list[Path]:
+        """Those of :meth:`paths` that do not exist."""
+        return [p for p in self.paths(root) if not p.exists()]
+
+    def state(self, root: Optional[PathLike]) -> str:
+        """``generated``, ``available`` (every file is there) or ``missing``."""
+        if self.files is None:
+            return "generated"
+        return "missing" if self.missing(root) else "available"
+
     def source(self, root: Optional[PathLike]) -> str:
+        """Where the data set is read from, and how many of its files are missing."""
         if self.files is None:
             return "generated (seeded)"
-        paths = self.files(data_root(root) if not self.ogb else Path(root or "."))
-        missing = [p for p in paths if not p.exists()]
+        paths, missing = self.paths(root), self.missing(root)
         where = str(paths[0].parent.resolve())
         return where + ("" if not missing else f"  [MISSING {len(missing)} file(s)]")
 
@@ -37,12 +56,19 @@ def register(entry: DatasetEntry) -> None:
     DATASETS.register(entry.name, entry, help=entry.description)
 
 
-register(DatasetEntry(
-    "cora",
-    "Cora citations (2,708 nodes, 7 classes); v_in = Planetoid train, Planetoid val halved into v_out/val",
-    lambda root, seed: cora(root, seed),
-    lambda root: [root / "planetoid" / f"ind.cora.{s}" for s in PLANETOID_SUFFIXES],
-))
+_PLANETOID_HELP = {
+    "cora": "Cora citations (2,708 nodes, 7 classes); v_in = Planetoid train, Planetoid val halved into v_out/val",
+    "citeseer": "CiteSeer citations (3,327 nodes incl. 15 isolated ones DGL adds with zero features, 6 classes); "
+                "split as Cora",
+    "pubmed": "PubMed citations (19,717 nodes, 3 classes); split as Cora",
+}
+for _name, _help in _PLANETOID_HELP.items():
+    register(DatasetEntry(
+        _name,
+        _help,
+        lambda root, seed, _n=_name: planetoid(_n, root, seed),
+        lambda root, _n=_name: planetoid_files(root / "planetoid", _n),
+    ))
 register(DatasetEntry(
     "cheaters",
     "paper's cheaters network (256 students, pass/fail), v_in at both ends, v_out in the middle",
@@ -60,12 +86,18 @@ register(DatasetEntry(
 ))
 
 
-for _name in HETEROPHILOUS:
+for _name in HETEROPHILOUS + HETEROPHILOUS_BENCHMARK:
+    if _name in HETEROPHILOUS:
+        _help = "heterophilous WebKB/Wikipedia graph, 10 official splits (seed s uses split s mod 10)"
+    else:
+        _help = ("heterophilous benchmark of Platonov et al. 2023, 10 official splits (seed s uses split s mod 10)"
+                 + ("; binary, scored by ROC-AUC" if _name in HETEROPHILOUS_BINARY else "")
+                 + (f"; upstream file {upstream_name(_name)}.npz also read" if upstream_name(_name) != _name else ""))
     register(DatasetEntry(
         _name,
-        "heterophilous WebKB/Wikipedia graph, 10 official splits (seed s uses split s mod 10)",
+        _help,
         lambda root, seed, _n=_name: heterophilous(_n, root, seed),
-        lambda root, _n=_name: [root / "heterophilous" / f"{_n}.npz"],
+        lambda root, _n=_name: [heterophilous_file(root / "heterophilous", _n)],
     ))
 for _name in OGB_NODE_DATASETS:
     register(DatasetEntry(
@@ -80,11 +112,18 @@ for _name in OGB_NODE_DATASETS:
 
 def load_dataset(name: str, root: Optional[PathLike] = None, seed: int = 0,
                  v_out_fraction: Optional[float] = None) -> BilevelData:
-    """Load a registered data set by name with the split for ``seed``.
+    """Load a registered data set by name, or a graph file (a path ending in ``.bin``, see
+    :mod:`~dgl_bilevel.data.graph_file`), with the split for ``seed``. ``root`` is the data root of
+    the named data sets; a relative graph file path is taken from the current directory.
 
     ``v_out_fraction`` (OGB data sets only; default 0.5) is the share of the official training
     nodes that becomes V_out; the other data sets have fixed bilevel splits.
     """
+    if is_graph_file(name):
+        if v_out_fraction is not None:
+            raise ConfigError(f"v_out_fraction applies to OGB data sets only; the graph file {name!r} is split "
+                              "by its masks")
+        return load_graph_file(name, seed)
     entry = DATASETS[name]
     if v_out_fraction is None:
         return entry.loader(root, seed)

@@ -13,7 +13,7 @@ import torch
 
 from .._version import __version__
 from .._dgl import dgl
-from ..config import ExperimentConfig, write_yaml
+from ..config import ExperimentConfig, is_graph_file, write_yaml
 from ..data import SPLITS, load_dataset
 from ..data.files import resolve_data_root
 from ..errors import ConfigError
@@ -114,7 +114,9 @@ def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = (
     """
     config = config.resolved()
     data0 = load_dataset(config.dataset, config.data_root, config.seed_start, config.v_out_fraction)
-    if DATASETS[config.dataset].files is not None and not DATASETS[config.dataset].ogb:
+    if is_graph_file(config.dataset):
+        echo(f"graph file: {Path(config.dataset).expanduser().resolve()}")
+    elif DATASETS[config.dataset].files is not None and not DATASETS[config.dataset].ogb:
         root, why = resolve_data_root(config.data_root)
         echo(f"data root: {root} ({why})")
     echo(data0.summary())
