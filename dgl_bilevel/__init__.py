@@ -60,7 +60,7 @@ _EXPORTS: dict[str, str] = {
     "Metric": "losses",
 }
 _SUBMODULES = ("data", "diagnostics", "hypergrad", "models", "outer", "combinatorial", "inner", "structure",
-               "registry", "config", "ops", "losses", "experiment", "energy", "kg", "layers")
+               "registry", "config", "ops", "losses", "experiment", "energy", "kg", "layers", "robust")
 
 __all__ = ["__version__", *_SUBMODULES[:6], *_EXPORTS]
 
