@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--hypergrad-gnn", default="unrolled", help="hypergradient of the GNN cells (default: %(default)s)")
     p.add_argument("--hypergrad-laplacian", default="implicit",
                    help="hypergradient of the Laplacian cells (default: %(default)s)")
+    p.add_argument("--no-docs", action="store_true", help="print the table, do not write it into docs/results.md")
     args = p.parse_args()
     if not args.report_only:
         for inner in args.inner:
@@ -70,7 +71,8 @@ def main() -> None:
                          unroll_checkpoint=False, hypergrad=None if method == "a_obs" else hypergrad)
     table = markdown(args.out)
     print(table)
-    print(f"\nwritten into {write_between_markers(table, 'table1')}")
+    if not args.no_docs:
+        print(f"\nwritten into {write_between_markers(table, 'table1')}")
 
 
 if __name__ == "__main__":
