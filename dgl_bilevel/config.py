@@ -82,9 +82,11 @@ class StructureConfig:
     """What the outer problem learns: a method preset, the structure, its support graph and parametrisation."""
 
     method: str = option("bo", "what to run -- a_obs: the inner model on the observed graph (no outer learning); "
-                               "lp: label propagation on it; bo: bilevel edge refinement; bo+power: refinement "
-                               "on the support of A^r; bo+reg: with the log-degree regulariser; bo+g2g: latent "
-                               "graph learning. A preset: it sets --structure, --support and --regularizer",
+                               "a_obs+v_out: the same trained on V_in and V_out, the labels BO sees (its V_out "
+                               "score is a training score); lp: label propagation on the observed graph; bo: "
+                               "bilevel edge refinement; bo+power: refinement on the support of A^r; bo+reg: with "
+                               "the log-degree regulariser; bo+g2g: latent graph learning. A preset: it sets "
+                               "--structure, --support and --regularizer",
                          choices=METHODS)
     structure: Optional[str] = option(None, "the outer variable; default: the method's (edges, or g2g for bo+g2g)",
                                       choices=STRUCTURES)
@@ -255,6 +257,11 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
     def learns_graph(self) -> bool:
         """Whether the method has an outer problem (``bo``...) or solves once on the observed graph."""
         return METHODS[self.method].learns_graph
+
+    @property
+    def training_set(self) -> str:
+        """The nodes the inner problem trains on: ``v_in``, or ``v_in+v_out`` (``--method a_obs+v_out``)."""
+        return METHODS[self.method].training_set
 
     @property
     def run_name(self) -> str:

@@ -2,29 +2,47 @@
 
 ``--method bo+g2g`` is shorthand for ``--structure g2g``; ``bo+power`` for ``--support power``;
 ``bo+reg`` for ``--regularizer log_degree``; ``a_obs`` and ``lp`` solve the inner problem once
-on the observed graph. Fields set explicitly win over the preset.
+on the observed graph; ``a_obs+v_out`` does too, trained on ``v_in ∪ v_out``: the honest
+baseline that sees every label bilevel optimisation sees. Fields set explicitly win over the preset.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError
 from .registry import METHODS
+
+#: What the inner problem can be trained on: ``v_in`` (every method of the paper) or
+#: ``v_in+v_out`` (a baseline given the labels the outer problem learns the graph on; its
+#: ``v_out`` score is then a training score).
+TRAINING_SETS = ("v_in", "v_in+v_out")
 
 
 @dataclass(frozen=True)
 class MethodPreset:
     """What a method name stands for: whether the graph is learned, the fields it sets where they
-    were left unset, and the fields it always sets (``lp`` *is* the label-propagation inner problem)."""
+    were left unset, the fields it always sets (``lp`` *is* the label-propagation inner problem),
+    and the node set the inner problem is trained on (:data:`TRAINING_SETS`)."""
 
     help: str
     learns_graph: bool = True
     fields: dict[str, Any] = field(default_factory=dict)
     requires: dict[str, Any] = field(default_factory=dict)
+    training_set: str = "v_in"
+
+    def __post_init__(self) -> None:
+        if self.training_set not in TRAINING_SETS:
+            raise ConfigError(f"training_set must be one of {', '.join(TRAINING_SETS)}, got {self.training_set!r}")
+        if self.training_set != "v_in" and self.learns_graph:
+            raise ConfigError(f"a method that learns the graph must train its inner problem on v_in only, not "
+                              f"{self.training_set}: its outer loss on v_out would be a training loss")
 
 
 for _name, _preset in {
     "a_obs": MethodPreset("the inner model on the observed graph (no outer learning)", learns_graph=False),
+    "a_obs+v_out": MethodPreset("the inner model on the observed graph trained on V_in ∪ V_out: it sees the labels "
+                                "BO sees", learns_graph=False, training_set="v_in+v_out"),
     "lp": MethodPreset("label propagation on the observed graph", learns_graph=False, requires={"inner": "lp"}),
     "bo": MethodPreset("bilevel edge refinement of the observed graph", fields={"structure": "edges"}),
     "bo+power": MethodPreset("edge refinement on the support of A^r",

@@ -47,11 +47,16 @@ def format_mean_std(mean: float, std: float, percent: bool, digits: int = 1) -> 
     return f"{value} ± {spread}"
 
 
-def results_table(per_seed: Sequence[dict], metric: str, title: str = "") -> str:
-    """A plain-text table: one row per seed, then mean +- std; accuracies shown in percent."""
+def results_table(per_seed: Sequence[dict], metric: str, title: str = "", trained: Sequence[str] = ("v_in",)) -> str:
+    """A plain-text table: one row per seed, then mean +- std; accuracies shown in percent.
+
+    ``trained``: the splits the inner model was trained on; those other than ``v_in`` are headed
+    ``(train)`` (``a_obs+v_out``: its V_out score is a training score).
+    """
     percent = metric == "acc"
     cols = [f"{s}_{metric}" for s in SPLIT_LABELS]
-    header = ["seed"] + [f"{SPLIT_LABELS[s]} {metric}" + (" %" if percent else "") for s in SPLIT_LABELS] + ["best iter", "s/iter"]
+    header = ["seed"] + [f"{SPLIT_LABELS[s]}{'(train)' if s in trained and s != 'v_in' else ''} {metric}"
+                         + (" %" if percent else "") for s in SPLIT_LABELS] + ["best iter", "s/iter"]
     rows = []
     for r in per_seed:
         rows.append(

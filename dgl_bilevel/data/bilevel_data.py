@@ -48,6 +48,11 @@ class BilevelData:
         metric: how splits are scored; default: accuracy, mean ROC-AUC or MSE by task (OGB data
             sets use their ``ogb.nodeproppred.Evaluator``).
         extras: anything else a data set carries (ground-truth graph, positions, ...).
+        v_out_in_training: set in the copy :meth:`with_v_out_in_training` makes: ``v_in`` then
+            also holds ``v_out``'s nodes (a baseline trained on every label bilevel optimisation
+            uses), ``v_out`` lies inside ``v_in`` and its score is a training score; ``v_in``,
+            ``val`` and ``test`` stay disjoint. Such data cannot drive an outer problem
+            (:func:`~dgl_bilevel.fit` refuses it).
     """
 
     graph: Any
@@ -63,6 +68,7 @@ class BilevelData:
     weight_key: Optional[str] = None
     metric: Optional[Metric] = None
     extras: dict = field(default_factory=dict)
+    v_out_in_training: bool = False
 
     def __post_init__(self) -> None:
         _check_graph(self.graph)
@@ -75,7 +81,14 @@ class BilevelData:
         for split in SPLITS[:2]:  # v_in and v_out: both levels need labels
             if getattr(self, split).numel() == 0:
                 raise DataError(f"{split} is empty: the bilevel problem needs labelled nodes in both v_in and v_out")
-        _check_disjoint({s: getattr(self, s) for s in SPLITS}, n)
+        if self.v_out_in_training:
+            outside = ~torch.isin(self.v_out, self.v_in)
+            if outside.any():
+                raise DataError(f"v_out_in_training is set but {int(outside.sum())} v_out node(s) are not in v_in "
+                                f"(first: node {int(self.v_out[outside][0])}); use with_v_out_in_training()")
+            _check_disjoint({s: getattr(self, s) for s in SPLITS if s != "v_out"}, n)
+        else:
+            _check_disjoint({s: getattr(self, s) for s in SPLITS}, n)
         self.labels, self.num_classes = _check_labels(self.labels, n, self.task, self.num_classes, self.labelled())
         if self.metric is None:
             self.metric = default_metric(self.task)
@@ -129,8 +142,22 @@ class BilevelData:
         """A copy with some node sets replaced (validated again)."""
         return replace(self, **splits)
 
+    def with_v_out_in_training(self) -> "BilevelData":
+        """A copy whose training set is ``v_in ∪ v_out``: the inner model sees the labels that
+        bilevel optimisation learns its graph on (the ``a_obs+v_out`` baseline).
+
+        ``v_out`` keeps its nodes, so its score is still reported -- as a training score; ``val``
+        and ``test`` are unchanged, so selection and reporting stay honest. The copy has
+        :attr:`v_out_in_training` set (an outer loop refuses it); applying this twice changes nothing.
+        """
+        if self.v_out_in_training:
+            return self
+        return replace(self, v_in=torch.cat([self.v_in, self.v_out]), v_out_in_training=True)
+
     def summary(self) -> str:
         sizes = ", ".join(f"{s}={getattr(self, s).numel()}" for s in SPLITS)
+        if self.v_out_in_training:
+            sizes += " (v_in includes v_out: trained on both)"
         kind = {"classification": f"{self.num_classes} classes", "multilabel": f"{self.out_dim} binary tasks"}.get(
             self.task, "regression")
         return (

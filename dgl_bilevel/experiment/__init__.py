@@ -1,19 +1,20 @@
 """From a configuration to results on disk: what the CLI and the recipes run.
 
 A configuration (:class:`~dgl_bilevel.config.ExperimentConfig`) names the data set, the method
-preset (``a_obs``/``lp``: a fixed graph; ``bo``, ``bo+power``, ``bo+reg``, ``bo+g2g``: learning
-the graph), the stages and their options. Each seed gets its own split, edge initialisation and
-inner initialisations; results go to ``<out>/<run name>/``.
+preset (``a_obs``/``lp``: a fixed graph; ``a_obs+v_out``: a fixed graph, trained on ``v_in ∪ v_out``;
+``bo``, ``bo+power``, ``bo+reg``, ``bo+g2g``: learning the graph), the stages and their options. Each
+seed gets its own split, edge initialisation and inner initialisations; results go to
+``<out>/<run name>/``.
 """
 from ..config import PRESETS, ExperimentConfig, check_device, preset
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure, build_support
 from .leaderboard import run_leaderboard
 from ..methods import MethodPreset
-from .run import run_experiment, run_seed, versions
+from .run import run_data, run_experiment, run_seed, training_view, versions
 from .scarcity import ScarcitySnapshot, run_scarcity, scarcity_snapshot
 
 __all__ = [
     "ExperimentConfig", "PRESETS", "preset", "check_device", "MethodPreset", "build_inner", "build_hypergrad",
-    "build_structure", "build_support", "build_regularizer", "run_seed", "run_experiment", "run_leaderboard",
-    "versions", "ScarcitySnapshot", "scarcity_snapshot", "run_scarcity",
+    "build_structure", "build_support", "build_regularizer", "run_data", "training_view", "run_seed", "run_experiment",
+    "run_leaderboard", "versions", "ScarcitySnapshot", "scarcity_snapshot", "run_scarcity",
 ]

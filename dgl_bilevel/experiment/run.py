@@ -15,6 +15,7 @@ from .._version import __version__
 from .._dgl import dgl
 from ..config import ExperimentConfig, is_graph_file, write_yaml
 from ..data import SPLITS, load_dataset
+from ..data.bilevel_data import BilevelData
 from ..data.files import resolve_data_root
 from ..errors import ConfigError
 from ..registry import DATASETS
@@ -23,14 +24,30 @@ from ..results import aggregate, results_table, write_json
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
 from .executors import clear_stale_checkpoints, run_seeds_local, run_seeds_ray
 
+def training_view(data: BilevelData, training_set: str) -> BilevelData:
+    """``data`` as a method's declared training set needs it (:data:`~dgl_bilevel.methods.TRAINING_SETS`):
+    unchanged for ``v_in``, :meth:`~BilevelData.with_v_out_in_training` for ``v_in+v_out``."""
+    if training_set == "v_in":
+        return data
+    if training_set == "v_in+v_out":
+        return data.with_v_out_in_training()
+    raise ConfigError(f"unknown training set {training_set!r}")
+
+
+def run_data(config: ExperimentConfig, seed: int) -> BilevelData:
+    """The data one seed of a resolved ``config`` runs on: its split, in ``config.dtype``, with the
+    method's training set (``a_obs+v_out`` trains on ``v_in ∪ v_out``)."""
+    data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(getattr(torch, config.dtype))
+    return training_view(data, config.training_set)
+
+
 def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequence = ()) -> dict:
     """One seed: load the split, solve on the observed graph or learn it, write ``seed_<s>.json`` (+ graph).
 
     A checkpoint of this seed in ``run_dir`` is continued (the caller removes stale ones when a
     run does not resume), so a seed restarted after a crash picks up where it stopped.
     """
-    dtype = getattr(torch, config.dtype)
-    data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(dtype)
+    data = run_data(config, seed)
     inner = build_inner(config, data)
     started = time.perf_counter()
     if not config.learns_graph:
@@ -58,7 +75,8 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
         if config.save_graph:
             keep = ("label",) + tuple(f"{s}_mask" for s in SPLITS)  # not the features: they are the data set's
             dgl.save_graphs(str(run_dir / f"graph_seed{seed}.bin"), [result.to_graph(node_data=keep)])
-    record = {"seed": seed, **record, "wall_seconds": time.perf_counter() - started}
+    record = {"seed": seed, **record, "training_set": config.training_set,
+              "wall_seconds": time.perf_counter() - started}
     write_json(run_dir / f"seed_{seed}.json", {"result": record, "config": config_used, "history": history,
                                                "run_config": comparable_settings(config)})
     return record
@@ -113,7 +131,8 @@ def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = (
     ``callbacks`` are added to every seed's outer loop (with Ray they must pickle).
     """
     config = config.resolved()
-    data0 = load_dataset(config.dataset, config.data_root, config.seed_start, config.v_out_fraction)
+    data0 = training_view(load_dataset(config.dataset, config.data_root, config.seed_start, config.v_out_fraction),
+                          config.training_set)
     if is_graph_file(config.dataset):
         echo(f"graph file: {Path(config.dataset).expanduser().resolve()}")
     elif DATASETS[config.dataset].files is not None and not DATASETS[config.dataset].ogb:
@@ -151,13 +170,19 @@ def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = (
     summary = {
         "run": config.run_name,
         "metric": metric,
+        "training_set": config.training_set,
+        **({"note": f"v_out is part of the inner training set: v_out_{metric} is a training score"}
+           if config.training_set != "v_in" else {}),
         "aggregate": aggregate(per_seed, keys),
         "per_seed": per_seed,
         "config": config.to_dict(nested=False),
         "versions": versions(),
     }
     write_json(run_dir / "summary.json", summary)
-    echo(results_table(per_seed, metric, title=f"{config.run_name}: best-validation graph per seed"))
+    trained = ("v_in", "v_out") if config.training_set == "v_in+v_out" else ("v_in",)
+    echo(results_table(per_seed, metric, title=f"{config.run_name}: best-validation graph per seed", trained=trained))
+    if config.training_set != "v_in":
+        echo(f"trained on {config.training_set}: the V_out score is a training score, not a held-out one")
     echo(f"results written to {run_dir.resolve()}")
     return summary
 

@@ -79,6 +79,10 @@ class OuterLoop:
             raise ConfigError(
                 f"structure's graph has {structure.graph.num_nodes()} nodes but the data has {data.num_nodes}"
             )
+        if data.v_out_in_training:
+            raise ConfigError("the data's v_out is part of the inner training set (with_v_out_in_training): an outer "
+                              "loss on v_out would be a training loss; learn the graph on data whose v_out is held "
+                              "out of v_in")
         _check_selection_possible(data)
         self.data, self.inner, self.regularizer = data, inner, regularizer
         self.outer_steps, self.seed, self.inner_select = int(outer_steps), int(seed), inner_select
