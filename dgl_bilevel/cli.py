@@ -57,7 +57,17 @@ def presets_note() -> str:
         described = "; ".join(f"{inner}: " + ", ".join(f"{k}={v}" for k, v in values.items())
                               for inner, values in inners.items())
         parts.append(f"{dataset} -- {described}")
-    return "Options shown with 'default: preset' take the paper's setting for the data set: " + ". ".join(parts) + "."
+    from .config import PAPER_TEXT
+
+    text_parts = []
+    for dataset, inners in PAPER_TEXT.items():
+        described = "; ".join(f"{inner}{'' if structure == 'edges' else ' with g2g'}: "
+                              + ", ".join(f"{k}={v}" for k, v in values.items())
+                              for inner, structures in inners.items() for structure, values in structures.items())
+        text_parts.append(f"{dataset} -- {described}")
+    return ("Options shown with 'default: preset' take the paper's setting for the data set (--preset paper-code, "
+            "from its public code): " + ". ".join(parts) + ". With --preset paper-text, what the paper's text "
+            "says instead: " + ". ".join(text_parts) + ".")
 
 
 # --------------------------------------------------------------------------- generated options
