@@ -75,7 +75,8 @@ class DataConfig:
                                        "only; GNN 128 hidden, G2G 2 x 32, 150 outer steps, Laplacian inner lr 0.1)",
                          choices=("paper-code", "paper-text"))
     data_root: Optional[str] = option(None, "folder holding the data sets (for OGB data: the OGB root); "
-                                            "default: $DGL_BILEVEL_DATA, else ../shared/data")
+                                            "default: $DGL_BILEVEL_DATA, else ../shared/data (OGB: its ogb/ "
+                                            "subfolder)")
     v_out_fraction: Optional[float] = option(None, "OGB data sets: share of the official training nodes used as "
                                                    "V_out (seeded; OGB's rules keep validation labels out of "
                                                    "gradients); default: 0.5", check="fraction")

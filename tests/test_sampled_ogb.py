@@ -65,6 +65,19 @@ def ogb_root(tmp_path_factory):
     return root
 
 
+def test_default_ogb_root_is_the_data_roots_ogb_folder_from_any_directory(ogb_root, tmp_path, monkeypatch):
+    """No --data-root: OGB data sets are looked for in <data root>/ogb, not in the current directory."""
+    from dgl_bilevel.data import load_dataset
+    from dgl_bilevel.registry import DATASETS
+
+    monkeypatch.setenv("DGL_BILEVEL_DATA", str(ogb_root.parent))
+    monkeypatch.chdir(tmp_path)
+    (ogb_root.parent / "ogb").symlink_to(ogb_root, target_is_directory=True)
+    assert DATASETS["ogbn-arxiv"].paths(None) == [ogb_root.parent / "ogb" / "ogbn_arxiv" / "RELEASE_v1.txt"]
+    assert DATASETS["ogbn-arxiv"].state(None) == "available"
+    assert load_dataset("ogbn-arxiv", None, seed=0).num_nodes == 400
+
+
 def test_generated_arxiv_has_the_requested_shape():
     g = arxiv_like(num_nodes=1000, num_edges=6000, num_features=16, num_classes=7, seed=1)
     assert g.src.size == 6000 and g.features.shape == (1000, 16) and set(g.labels.tolist()) <= set(range(7))

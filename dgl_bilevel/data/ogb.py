@@ -35,6 +35,15 @@ OGB_NODE_DATASETS = {
 }
 
 
+def default_ogb_root() -> Path:
+    """Where OGB data sets are looked for when no root is given: ``<data root>/ogb`` (the data root
+    of :func:`~dgl_bilevel.data.files.data_root`: ``$DGL_BILEVEL_DATA``, else ../shared/data, ...),
+    so the default does not depend on the current directory."""
+    from .files import data_root
+
+    return data_root(None) / "ogb"
+
+
 def ogb_folder(root: PathLike, name: str) -> Path:
     """``<root>/<name with underscores>`` (or the ``_dgl`` variant OGB also accepts)."""
     base = Path(root) / name.replace("-", "_")
@@ -111,7 +120,7 @@ def load_ogb(name: str, root: Optional[PathLike], seed: int = 0, v_out_fraction:
     Directed graphs (ogbn-arxiv) are made symmetric, as in OGB's reference GNNs. ogbn-proteins
     has no node features: each node gets the mean of its edges' 8 features.
     """
-    root = Path(root).expanduser() if root is not None else None
+    root = Path(root).expanduser() if root is not None else default_ogb_root()
     check_ogb_root(root, name)
     from ogb.nodeproppred import DglNodePropPredDataset
 

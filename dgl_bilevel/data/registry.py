@@ -14,7 +14,7 @@ from .graph_file import load_graph_file
 from .planetoid import planetoid, planetoid_files
 from .heterophilous import (HETEROPHILOUS, HETEROPHILOUS_BENCHMARK, HETEROPHILOUS_BINARY, heterophilous,
                             heterophilous_file, upstream_name)
-from .ogb import OGB_NODE_DATASETS, load_ogb, ogb_folder
+from .ogb import OGB_NODE_DATASETS, default_ogb_root, load_ogb, ogb_folder
 from .synthetic import cheaters, synthetic1
 
 
@@ -30,7 +30,9 @@ class DatasetEntry:
         """The files this data set is read from under ``root`` (none when it is generated)."""
         if self.files is None:
             return []
-        return self.files(data_root(root) if not self.ogb else Path(root or "."))
+        if self.ogb:
+            return self.files(Path(root).expanduser() if root is not None else default_ogb_root())
+        return self.files(data_root(root))
 
     def missing(self, root: Optional[PathLike]) -> list[Path]:
         """Those of :meth:`paths` that do not exist."""
@@ -102,7 +104,8 @@ for _name in HETEROPHILOUS + HETEROPHILOUS_BENCHMARK:
 for _name in OGB_NODE_DATASETS:
     register(DatasetEntry(
         _name,
-        "OGB node property prediction through ogb's own loader; --data-root is the OGB root; "
+        "OGB node property prediction through ogb's own loader; --data-root is the OGB root (default: "
+        "<data root>/ogb); "
         "v_out taken from the training split (OGB rules), Evaluator metric",
         lambda root, seed, _n=_name, **options: load_ogb(_n, root, seed, **options),
         lambda root, _n=_name: [ogb_folder(root, _n) / "RELEASE_v1.txt"],
