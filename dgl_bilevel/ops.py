@@ -55,7 +55,7 @@ class _CSRPlan:
 
     def matrix(self, direction: str, edge_weight: torch.Tensor) -> torch.Tensor:
         crow, col, order, slot, shape = self.by_dst if direction == "dst" else self.by_src
-        values = edge_weight.detach()[order]
+        values = edge_weight.detach().index_select(0, order)
         if slot is not None:
             values = torch.zeros(col.numel(), dtype=values.dtype).index_add_(0, slot, values)
         with warnings.catch_warnings():
@@ -117,7 +117,8 @@ class _EdgeDot(torch.autograd.Function):
         a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
         if plan.num_edges * a2.shape[1] < SDDMM_MIN_WORK:
             rows, cols = plan.endpoints(direction)
-            return (a2[rows] * b2[cols]).sum(-1)
+            # index_select, not a2[rows]: advanced indexing is ~4x slower on CPU for these shapes
+            return a2.index_select(0, rows).mul_(b2.index_select(0, cols)).sum(-1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             mask = torch.sparse_csr_tensor(crow, col, torch.zeros(col.numel(), dtype=a.dtype), shape,
