@@ -323,6 +323,8 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
             values["damping"] = 1e-3 if INNER_PROBLEMS[values["inner"]].needs_steps else 0.0  # implicit useful
         if values["lam"] is None:  # paper: lambda = 1 when learning the graph, 0.1 on A_obs
             values["lam"] = 1.0 if method.learns_graph else 0.1
+        if is_graph_file(values["dataset"]):  # absolute, so the written config.yaml reruns from any folder
+            values["dataset"] = str(Path(values["dataset"]).expanduser().resolve())
         resolved = ExperimentConfig(**values)
         resolved.validate()
         if resolved.structure == "topk" and (resolved.budget is None) == (resolved.topk_per_node is None):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import scipy.sparse as sp
 import torch
 
@@ -354,6 +355,20 @@ def test_graph_file_through_the_cli(tmp_path, capsys):
     assert "graph file: " + str((tmp_path / "graph.bin").resolve()) in capsys.readouterr().out
     assert main(["run", "--dataset", str(tmp_path / "missing.bin"), "--out", str(out), "--no-progress"]) == 2
     assert "--dataset: graph file" in capsys.readouterr().err
+
+
+def test_a_relative_graph_file_is_written_absolute_so_the_config_reruns_elsewhere(tmp_path, monkeypatch):
+    save_graph(tmp_path / "graph.bin")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--dataset", "graph.bin", "--outer-steps", "1", "--inner-steps", "2", "--out", "out",
+                 "--no-progress"]) == 0
+    written = tmp_path / "out" / "graph-gnn-bo" / "config.yaml"
+    assert yaml.safe_load(written.read_text())["data"]["dataset"] == str((tmp_path / "graph.bin").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["run", "--config", str(written), "--out", "again", "--no-progress"]) == 0
+    assert (elsewhere / "again" / "graph-gnn-bo" / "seed_0.json").is_file()
 
 
 def test_graph_file_names_in_the_configuration():
