@@ -320,7 +320,7 @@ def figure(results: dict, levels, models, with_bilevel: bool, path: Path = FIGUR
     return path
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--levels", nargs="*", type=float, default=list(LEVELS))
     p.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS))
@@ -339,8 +339,9 @@ def main() -> None:
     p.add_argument("--reuse-clean", default=str(ROOT / "results" / "bloomgml" / "node_classification"),
                    help="take level 0 from bloomgml_node_classification.py's runs when their settings match")
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--no-doc", action="store_true")
-    args = p.parse_args()
+    p.add_argument("--no-doc", action="store_true", help="write neither the table into docs/bloomgml.md nor the "
+                                                          "figure into docs/figures (the figure goes to --out)")
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     config = TrainConfig(epochs=args.epochs, hidden=args.hidden)
@@ -387,8 +388,9 @@ def main() -> None:
     results = collect(out, args.levels, args.models, with_bilevel)
     block = markdown(results, args.levels, args.models, with_bilevel)
     print(block)
-    if results:
-        print(f"figure: {figure(results, args.levels, args.models, with_bilevel)}")
+    if results:  # --no-doc keeps docs/ untouched: the figure goes next to the runs instead
+        path = Path(out) / "spurious_edges.png" if args.no_doc else FIGURE
+        print(f"figure: {figure(results, args.levels, args.models, with_bilevel, path)}")
     if not args.no_doc:
         write_doc_block(block, "bloomgml-spurious")
 

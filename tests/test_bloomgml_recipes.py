@@ -182,3 +182,16 @@ def test_last_epoch_protocol_reports_the_last_epoch(monkeypatch):
     data = tiny()
     result = nc.run_row("dgl-appnp-example", data, nc.TrainConfig(epochs=30, hidden=8), seed=0)
     assert result.best_epoch == 3  # the row's own epochs, the last one reported
+
+
+def test_spurious_no_doc_leaves_docs_untouched(tmp_path):
+    """``--report-only --no-doc`` writes its figure next to the runs, never over docs/figures."""
+    import json
+
+    before = se.FIGURE.read_bytes() if se.FIGURE.is_file() else None
+    runs = [{"test_acc": 0.8, "irls": {"mean_true": 0.5, "mean_spurious": 0.2, "auc": 0.9}}]
+    for level in ("0", "0.5"):
+        (tmp_path / f"irls-lp-{level}.json").write_text(json.dumps({"runs": runs}))
+    se.main(["--report-only", "--no-doc", "--models", "irls-lp", "--levels", "0", "0.5", "--out", str(tmp_path)])
+    assert (tmp_path / "spurious_edges.png").is_file()
+    assert (se.FIGURE.read_bytes() if se.FIGURE.is_file() else None) == before
