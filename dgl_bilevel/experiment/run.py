@@ -131,8 +131,7 @@ def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = (
     ``callbacks`` are added to every seed's outer loop (with Ray they must pickle).
     """
     config = config.resolved()
-    data0 = training_view(load_dataset(config.dataset, config.data_root, config.seed_start, config.v_out_fraction),
-                          config.training_set)
+    data0 = run_data(config, config.seed_start)
     if is_graph_file(config.dataset):
         echo(f"graph file: {Path(config.dataset).expanduser().resolve()}")
     elif DATASETS[config.dataset].files is not None and not DATASETS[config.dataset].ogb:
