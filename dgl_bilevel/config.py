@@ -224,6 +224,10 @@ class RunConfig:
     ray_address: Optional[str] = option(None, "--executor ray: address of a running Ray cluster; default: start "
                                               "Ray on this machine")
     cpus_per_task: int = option(1, "--executor ray: CPUs (and torch threads) per seed", check="at_least_one")
+    stack_seeds: str = option("auto", "--executor local: solve every seed's inner problem as one stacked computation "
+                                      "(results equal separate runs up to rounding). auto: when the inner problem "
+                                      "stacks and the seeds fit in memory; on: refuse otherwise; off: one seed "
+                                      "after the other", choices=("auto", "on", "off"))
     extra: dict = option(help="free-form notes kept with the results", cli=False, factory=dict)
 
 

@@ -71,6 +71,27 @@ class SumAggConv(nn.Module):
         out = self_part[: graph.num_dst_nodes()] + weighted_sum(graph, neigh_part, edge_weight)
         return out if self.bias is None else out + self.bias
 
+    def forward_seeds(self, graph: "dgl.DGLGraph", feat: Features, edge_weight: torch.Tensor, weight: torch.Tensor,
+                      bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """``S`` independent copies of this layer at once (:mod:`dgl_bilevel.seeds`).
+
+        ``weight`` is ``[S, in, 2 out]`` and ``bias`` ``[S, out]`` (one copy per seed); ``graph``
+        holds ``S`` copies of the ``N``-node graph (``dgl.batch``) and ``edge_weight`` their
+        ``S x E`` weights; ``feat`` is the shared ``[N, in]`` input (first layer: one product
+        with every copy's weights side by side) or ``[S, N, in]``. Returns ``[S, N, out]``.
+        """
+        seeds, width = weight.shape[0], weight.shape[1]
+        if isinstance(feat, torch.Tensor) and feat.dim() == 3:
+            projected = torch.bmm(feat, weight)
+        else:  # one product for every seed: [N, in] @ [in, S * 2 out]
+            wide = project(feat, weight.permute(1, 0, 2).reshape(width, -1))
+            projected = wide.reshape(wide.shape[0], seeds, -1).transpose(0, 1)
+        self_part, neigh_part = torch.split(projected, self.out_feats, dim=-1)
+        nodes = self_part.shape[1]
+        aggregated = weighted_sum(graph, neigh_part.reshape(seeds * nodes, -1), edge_weight)
+        out = self_part + aggregated.reshape(seeds, nodes, -1)
+        return out if bias is None else out + bias.unsqueeze(1)
+
 
 @MODELS.register("sumagg", help="the paper's eq. (4) sum-aggregation GNN (PyG's GraphConv)")
 class SumAggGNN(nn.Module):
@@ -98,6 +119,16 @@ class SumAggGNN(nn.Module):
             h = layer(block, h, w)
             if i < len(self.layers) - 1:
                 h = F.dropout(F.elu(h), self.dropout, self.training)
+        return h
+
+    def forward_seeds(self, graph, feat: Features, edge_weight: torch.Tensor, params: dict) -> torch.Tensor:
+        """``S`` independent copies of this model (eval mode) at once: ``params`` maps each parameter
+        name to its ``[S, ...]`` stack; see :meth:`SumAggConv.forward_seeds`. Returns ``[S, N, out]``."""
+        h = feat
+        for i, layer in enumerate(self.layers):
+            h = layer.forward_seeds(graph, h, edge_weight, params[f"layers.{i}.weight"], params.get(f"layers.{i}.bias"))
+            if i < len(self.layers) - 1:
+                h = F.elu(h)
         return h
 
 

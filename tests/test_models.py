@@ -76,13 +76,14 @@ def test_unknown_model():
         build_model("gat", 5, 4, 3)
 
 
-@pytest.mark.parametrize("edge_dot_kernel", ["gather", "sddmm"])
+@pytest.mark.parametrize("edge_dot_kernel", ["gather", "dgl", "sddmm"])
 @pytest.mark.parametrize("multigraph", [False, True])
 def test_weighted_sum_equals_dgl_message_passing_to_second_order(multigraph, edge_dot_kernel, monkeypatch):
     from dgl_bilevel import ops
     from dgl_bilevel.ops import weighted_sum, weighted_sum_reverse
 
     # the per-edge dot product of the backward pass switches kernel by size: test both
+    monkeypatch.setattr(ops, "GATHER_MAX_WORK", 1 << 60 if edge_dot_kernel == "gather" else 0)
     monkeypatch.setattr(ops, "SDDMM_MIN_WORK", 0 if edge_dot_kernel == "sddmm" else 1 << 60)
 
     if multigraph:
@@ -96,3 +97,21 @@ def test_weighted_sum_equals_dgl_message_passing_to_second_order(multigraph, edg
     assert torch.allclose(weighted_sum_reverse(g, h, w), dgl.ops.u_mul_e_sum(dgl.reverse(g), h, w.view(-1, 1)))
     assert torch.autograd.gradgradcheck(lambda a, b: weighted_sum(g, a, b), (h, w))
     assert torch.autograd.gradgradcheck(lambda a, b: weighted_sum_reverse(g, a, b), (h, w))
+
+
+@pytest.mark.parametrize("edge_dot_kernel", ["gather", "dgl", "sddmm"])
+def test_weighted_sum_on_a_block_to_second_order(edge_dot_kernel, monkeypatch):
+    """A sampled block (more source than destination nodes): every edge-dot kernel, both orders."""
+    from dgl_bilevel import ops
+    from dgl_bilevel.ops import weighted_sum
+
+    monkeypatch.setattr(ops, "GATHER_MAX_WORK", 1 << 60 if edge_dot_kernel == "gather" else 0)
+    monkeypatch.setattr(ops, "SDDMM_MIN_WORK", 0 if edge_dot_kernel == "sddmm" else 1 << 60)
+    block = dgl.create_block((torch.tensor([0, 3, 4, 2, 4, 1]), torch.tensor([0, 0, 1, 2, 2, 1])),
+                             num_src_nodes=5, num_dst_nodes=3)
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(5, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(block.num_edges(), generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.allclose(weighted_sum(block, h, w), dgl.ops.u_mul_e_sum(block, h, w.view(-1, 1)))
+    assert torch.autograd.gradcheck(lambda a, b: weighted_sum(block, a, b), (h, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: weighted_sum(block, a, b), (h, w))

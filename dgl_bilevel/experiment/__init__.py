@@ -10,11 +10,11 @@ from ..config import PRESETS, ExperimentConfig, check_device, preset
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure, build_support
 from .leaderboard import run_leaderboard
 from ..methods import MethodPreset
-from .run import run_data, run_experiment, run_seed, training_view, versions
+from .run import run_data, run_experiment, run_experiments, run_seed, training_view, versions
 from .scarcity import ScarcitySnapshot, run_scarcity, scarcity_snapshot
 
 __all__ = [
     "ExperimentConfig", "PRESETS", "preset", "check_device", "MethodPreset", "build_inner", "build_hypergrad",
-    "build_structure", "build_support", "build_regularizer", "run_data", "training_view", "run_seed", "run_experiment",
+    "build_structure", "build_support", "build_regularizer", "run_data", "training_view", "run_seed", "run_experiment", "run_experiments",
     "run_leaderboard", "versions", "ScarcitySnapshot", "scarcity_snapshot", "run_scarcity",
 ]

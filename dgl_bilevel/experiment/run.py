@@ -58,25 +58,37 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
         record = {f"{s}_{metric}": v for s, v in metrics.items()}
         record.update(best_iteration=0, outer_iterations=0, median_seconds_per_iteration=float("nan"),
                       stopped_early=None)
-        config_used = {**inner.describe(), **method.describe()}
-        history: list = []
-    else:
-        structure = build_structure(config, data, seed)
-        method = build_hypergrad(config, inner)
-        result: FitResult = fit(
-            data, structure, inner, method,
-            outer_steps=config.outer_steps, lr=config.outer_lr, seed=seed, regularizer=build_regularizer(config),
-            checkpoint=run_dir / f"checkpoint_seed{seed}.pt", checkpoint_every=config.checkpoint_every,
-            resume=True, progress=config.progress, log_every=config.log_every, callbacks=callbacks,
-            description=f"{config.run_name} seed {seed}", inner_select=config.inner_select,
-        )
-        record = result.summary()
-        config_used, history = result.config, result.history
-        if config.save_graph:
-            keep = ("label",) + tuple(f"{s}_mask" for s in SPLITS)  # not the features: they are the data set's
-            dgl.save_graphs(str(run_dir / f"graph_seed{seed}.bin"), [result.to_graph(node_data=keep)])
-    record = {"seed": seed, **record, "training_set": config.training_set,
-              "wall_seconds": time.perf_counter() - started}
+        return write_seed(config, seed, run_dir, record, {**inner.describe(), **method.describe()}, [],
+                          time.perf_counter() - started)
+    structure = build_structure(config, data, seed)
+    method = build_hypergrad(config, inner)
+    result: FitResult = fit(
+        data, structure, inner, method,
+        outer_steps=config.outer_steps, lr=config.outer_lr, seed=seed, regularizer=build_regularizer(config),
+        checkpoint=checkpoint_path(run_dir, seed), checkpoint_every=config.checkpoint_every,
+        resume=True, progress=config.progress, log_every=config.log_every, callbacks=callbacks,
+        description=f"{config.run_name} seed {seed}", inner_select=config.inner_select,
+    )
+    return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started)
+
+
+def checkpoint_path(run_dir: Path, seed: int) -> Path:
+    return run_dir / f"checkpoint_seed{seed}.pt"
+
+
+def write_learned_seed(config: ExperimentConfig, seed: int, run_dir: Path, result: FitResult, seconds: float,
+                       **extra) -> dict:
+    """Write a learned graph's seed files (``seed_<s>.json``, ``graph_seed<s>.bin``); returns its record."""
+    if config.save_graph:
+        keep = ("label",) + tuple(f"{s}_mask" for s in SPLITS)  # not the features: they are the data set's
+        dgl.save_graphs(str(run_dir / f"graph_seed{seed}.bin"), [result.to_graph(node_data=keep)])
+    return write_seed(config, seed, run_dir, {**result.summary(), **extra}, result.config, result.history, seconds)
+
+
+def write_seed(config: ExperimentConfig, seed: int, run_dir: Path, record: dict, config_used: dict, history: list,
+               seconds: float) -> dict:
+    """``seed_<s>.json``: the seed's record, the settings it ran under and its history."""
+    record = {"seed": seed, **record, "training_set": config.training_set, "wall_seconds": seconds}
     write_json(run_dir / f"seed_{seed}.json", {"result": record, "config": config_used, "history": history,
                                                "run_config": comparable_settings(config)})
     return record
@@ -84,7 +96,8 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
 
 #: Options that may differ between a run and its resumption (they change neither results nor their meaning).
 RESUME_FREE = ("seeds", "seed_start", "out", "name", "resume", "progress", "log_every", "checkpoint_every",
-               "save_graph", "extra", "data_root", "executor", "ray_address", "cpus_per_task")
+               "save_graph", "extra", "data_root", "executor", "ray_address", "cpus_per_task",
+               "stack_seeds")
 
 
 def comparable_settings(config: ExperimentConfig) -> dict:
@@ -114,9 +127,15 @@ def finished_seed(config: ExperimentConfig, path: Path) -> "dict | None":
                       "output folder")
 
 
-def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: Sequence) -> list:
+def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: Sequence, echo=print) -> list:
     """Every seed in ``seeds`` through the configured executor; records in seed order."""
     if config.executor == "local" or not seeds:
+        if config.stack_seeds != "off" and config.learns_graph and len(seeds) > 1:
+            from .stacked import run_seeds_stacked  # noqa: PLC0415 -- only runs with several seeds need it
+
+            stacked = run_seeds_stacked(config, seeds, run_dir, callbacks, echo)
+            if stacked is not None:
+                return stacked
         return run_seeds_local(run_seed, seeds, config=config, run_dir=run_dir, callbacks=callbacks)
     quiet = dataclasses.replace(config, progress=False)  # one aggregated bar instead of one per task
     total = len(seeds) * (config.outer_steps if config.learns_graph else 0)
@@ -125,11 +144,31 @@ def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: 
                          callbacks=callbacks, config=quiet, run_dir=run_dir)
 
 
-def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = ()) -> dict:
-    """Run every seed (skipping finished ones when resuming), write ``summary.json``, print the table.
+@dataclasses.dataclass
+class PreparedRun:
+    """A configuration's run folder, its finished seeds and the seeds still to run."""
 
-    ``callbacks`` are added to every seed's outer loop (with Ray they must pickle).
-    """
+    config: ExperimentConfig
+    run_dir: Path
+    created: bool
+    metric: str
+    results: dict
+    todo: list
+
+    def record(self, seed: int, record: dict, echo) -> None:
+        self.results[seed] = record
+        if record.get("stopped_early"):
+            echo(f"seed {seed}: {record['stopped_early']}")
+
+    def clean_up_failed(self) -> None:
+        """A run that failed before any result leaves nothing behind."""
+        run_dir = self.run_dir
+        if self.created and not any(run_dir.glob("seed_*.json")) and not any(run_dir.glob("checkpoint_*.pt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def prepare_run(config: ExperimentConfig, echo=print) -> PreparedRun:
+    """Resolve ``config``, say where the data comes from, write ``config.yaml``, find finished seeds."""
     config = config.resolved()
     data0 = run_data(config, config.seed_start)
     if is_graph_file(config.dataset):
@@ -138,33 +177,32 @@ def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = (
         root, why = resolve_data_root(config.data_root)
         echo(f"data root: {root} ({why})")
     echo(data0.summary())
-    metric = data0.metric.name
     run_dir = Path(config.out) / config.run_name
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(config, run_dir / "config.yaml")
-    results: dict[int, dict] = {}
+    prepared = PreparedRun(config, run_dir, created, data0.metric.name, {}, [])
     try:
-        todo = []
         for seed in range(config.seed_start, config.seed_start + config.seeds):
             done = run_dir / f"seed_{seed}.json"
             finished = finished_seed(config, done) if config.resume and done.is_file() else None
             if finished is not None:
-                results[seed] = finished
+                prepared.results[seed] = finished
                 echo(f"seed {seed}: already finished ({done}), skipped")
             else:
-                todo.append(seed)
+                prepared.todo.append(seed)
         if not config.resume:
-            clear_stale_checkpoints(run_dir, todo)
-        for seed, record in zip(todo, _run_seeds(config, todo, run_dir, callbacks)):
-            results[seed] = record
-            if record.get("stopped_early"):
-                echo(f"seed {seed}: {record['stopped_early']}")
-        per_seed = [results[seed] for seed in sorted(results)]
+            clear_stale_checkpoints(run_dir, prepared.todo)
     except BaseException:
-        if created and not any(run_dir.glob("seed_*.json")) and not any(run_dir.glob("checkpoint_*.pt")):
-            shutil.rmtree(run_dir, ignore_errors=True)  # a run that failed before any result leaves nothing
+        prepared.clean_up_failed()
         raise
+    return prepared
+
+
+def summarize_run(prepared: PreparedRun, echo=print) -> dict:
+    """Write ``summary.json`` of a run whose seeds have all finished and print its table."""
+    config, metric, run_dir = prepared.config, prepared.metric, prepared.run_dir
+    per_seed = [prepared.results[seed] for seed in sorted(prepared.results)]
     keys = [f"{s}_{metric}" for s in SPLITS] + ["median_seconds_per_iteration"]
     summary = {
         "run": config.run_name,
@@ -184,6 +222,52 @@ def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = (
         echo(f"trained on {config.training_set}: the V_out score is a training score, not a held-out one")
     echo(f"results written to {run_dir.resolve()}")
     return summary
+
+
+def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = ()) -> dict:
+    """Run every seed (skipping finished ones when resuming), write ``summary.json``, print the table.
+
+    ``callbacks`` are added to every seed's outer loop (with Ray they must pickle).
+    """
+    prepared = prepare_run(config, echo)
+    try:
+        for seed, record in zip(prepared.todo, _run_seeds(prepared.config, prepared.todo, prepared.run_dir,
+                                                          callbacks, echo)):
+            prepared.record(seed, record, echo)
+    except BaseException:
+        prepared.clean_up_failed()
+        raise
+    return summarize_run(prepared, echo)
+
+
+def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: Sequence = ()) -> list[dict]:
+    """Several configurations, each as :func:`run_experiment` runs it (same files, same results up to
+    rounding), with the seeds of all of them stacked into shared inner solves where they can be:
+    same data set, inner problem and hypergradient settings, local executor, ``stack_seeds`` not
+    ``off`` (methods, structures, regularisers and outer settings may differ). Returns the summaries.
+    """
+    prepared = [prepare_run(config, echo) for config in configs]
+    try:
+        pooled = [run for run in prepared if run.config.learns_graph and run.config.executor == "local"
+                  and run.config.stack_seeds != "off" and run.todo]
+        if len(pooled) > 1 or (pooled and len(pooled[0].todo) > 1):
+            from .stacked import SeedTask, run_tasks_stacked  # noqa: PLC0415 -- only pooled runs need it
+
+            tasks = [SeedTask(run.config, seed, run.run_dir) for run in pooled for seed in run.todo]
+            records = run_tasks_stacked(tasks, callbacks, echo, strict=any(r.config.stack_seeds == "on" for r in pooled))
+            if records is not None:
+                for task, record in zip(tasks, records):
+                    next(r for r in pooled if r.run_dir == task.run_dir).record(task.seed, record, echo)
+                for run in pooled:
+                    run.todo = []
+        for run in prepared:
+            for seed, record in zip(run.todo, _run_seeds(run.config, run.todo, run.run_dir, callbacks, echo)):
+                run.record(seed, record, echo)
+    except BaseException:
+        for run in prepared:
+            run.clean_up_failed()
+        raise
+    return [summarize_run(run, echo) for run in prepared]
 
 
 def versions() -> dict:

@@ -17,6 +17,7 @@ import torch
 from torchopt import pytree
 
 from ..inner.base import InnerProblem
+from ..ops import constant_edge_weights
 from ..inner.training import Params, update_step
 
 
@@ -87,11 +88,12 @@ class _CheckpointedTrajectory(torch.autograd.Function):
         state = pytree.tree_unflatten(treedef, list(flat[num_params:]))
         weight = edge_weight.detach()
         saved = []
-        for _ in range(steps):
-            saved.append((params, state))
-            params, state, loss = update_step(lambda p: problem.objective(p, weight), problem.optimizer, params,
-                                              state, mode="detached", monitor=monitor)
-            record["value"] = float(loss)
+        with constant_edge_weights():  # one detached weight tensor for every step
+            for _ in range(steps):
+                saved.append((params, state))
+                params, state, loss = update_step(lambda p: problem.objective(p, weight), problem.optimizer, params,
+                                                  state, mode="detached", monitor=monitor)
+                record["value"] = float(loss)
         ctx.problem, ctx.saved_steps, ctx.treedef, ctx.num_params = problem, saved, treedef, num_params
         ctx.save_for_backward(edge_weight)
         leaves, _ = pytree.tree_flatten(state)

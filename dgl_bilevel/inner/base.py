@@ -77,6 +77,10 @@ def optimizer_from_config(config: Any) -> Optional[torchopt.base.GradientTransfo
     return torchopt.sgd(config.inner_lr) if config.inner_optimizer == "sgd" else None
 
 
+#: Optimizers a configuration can name; both act elementwise (see ``InnerProblem.elementwise_optimizer``).
+ELEMENTWISE_CONFIG_OPTIMIZERS = ("adam", "sgd")
+
+
 @dataclass
 class LinearSystem:
     """``A(w) Y = b`` with ``A`` symmetric positive definite on the rows marked ``active``.
@@ -126,6 +130,10 @@ class InnerProblem:
             raise ConfigError(f"init must be one of {INIT_MODES}, got {init!r}")
         self.steps = int(steps)
         self.optimizer = optimizer
+        #: True when ``optimizer`` updates every coordinate from its own history alone (Adam, SGD), so
+        #: stacking several seeds' parameters gives each seed its own steps (:mod:`dgl_bilevel.seeds`).
+        #: Set by the subclasses that build the optimizer; a user-supplied transform stays False.
+        self.elementwise_optimizer = False
         self.init = init
         self._fixed: Optional[Params] = None
         self._last: Optional[Params] = None

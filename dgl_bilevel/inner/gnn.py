@@ -14,7 +14,7 @@ from ..losses import task_loss
 from ..ops import maybe_sparse
 from ..models import build_model
 from ..registry import INNER_PROBLEMS
-from .base import InnerProblem, Params, default_adam, optimizer_from_config
+from .base import ELEMENTWISE_CONFIG_OPTIMIZERS, InnerProblem, Params, default_adam, optimizer_from_config
 
 
 REINIT = ("xavier", "module")
@@ -59,6 +59,7 @@ class TrainedGNN(InnerProblem):
         if not lr > 0:
             raise ConfigError(f"lr must be > 0, got {lr}")
         super().__init__(steps, optimizer or default_adam(lr), init)
+        self.elementwise_optimizer = optimizer is None
         if steps < 1:
             raise ConfigError(f"steps must be >= 1 for a trained model (0 would keep its random initialisation), "
                               f"got {steps}")
@@ -80,8 +81,10 @@ class TrainedGNN(InnerProblem):
     @classmethod
     def from_config(cls, config, data) -> "TrainedGNN":
         model = build_model(config.model, data.num_features, config.hidden, data.out_dim, num_layers=config.layers)
-        return cls(model, steps=config.inner_steps, lr=config.inner_lr, optimizer=optimizer_from_config(config),
-                   weight_decay=config.weight_decay, init=config.inner_init)
+        problem = cls(model, steps=config.inner_steps, lr=config.inner_lr, optimizer=optimizer_from_config(config),
+                      weight_decay=config.weight_decay, init=config.inner_init)
+        problem.elementwise_optimizer = config.inner_optimizer in ELEMENTWISE_CONFIG_OPTIMIZERS
+        return problem
 
     def bind(self, data, graph) -> "TrainedGNN":
         self.data, self.graph = data, graph

@@ -20,9 +20,9 @@ import torchopt
 
 from .._dgl import dgl
 from ..errors import ConfigError
-from ..ops import edge_difference_product, symmetric_weighted_sum, weighted_degrees, weighted_sum
+from ..ops import DegreeCache, edge_difference_product, symmetric_weighted_sum, weighted_degrees, weighted_sum
 from ..registry import INNER_PROBLEMS
-from .base import InnerProblem, LinearSystem, Params, default_adam, optimizer_from_config
+from .base import ELEMENTWISE_CONFIG_OPTIMIZERS, InnerProblem, LinearSystem, Params, default_adam, optimizer_from_config
 from ..graphs import reachable_from
 
 
@@ -59,6 +59,7 @@ class LaplacianRegularization(InnerProblem):
         if not lr > 0:
             raise ConfigError(f"lr must be > 0, got {lr}")
         super().__init__(steps, optimizer or default_adam(lr), init)
+        self.elementwise_optimizer = optimizer is None
         if loss not in ("auto", "ce", "mse"):
             raise ConfigError(f"loss must be 'auto', 'ce' or 'mse', got {loss!r}")
         if normalize not in ("edges", "none"):
@@ -73,8 +74,10 @@ class LaplacianRegularization(InnerProblem):
         loss = config.laplacian_loss
         if loss == "auto":
             loss = "ce" if data.task == "classification" else "mse"
-        return cls(lam=config.lam, loss=loss, steps=config.inner_steps, lr=config.inner_lr,
-                   optimizer=optimizer_from_config(config), init=config.inner_init)
+        problem = cls(lam=config.lam, loss=loss, steps=config.inner_steps, lr=config.inner_lr,
+                      optimizer=optimizer_from_config(config), init=config.inner_init)
+        problem.elementwise_optimizer = config.inner_optimizer in ELEMENTWISE_CONFIG_OPTIMIZERS
+        return problem
 
     def bind(self, data, graph) -> "LaplacianRegularization":
         self.data, self.graph = data, graph
@@ -91,6 +94,7 @@ class LaplacianRegularization(InnerProblem):
         self.selector[data.v_in] = 1.0
         self._dtype = dtype
         self._reachable = None
+        self._degrees = DegreeCache()
         return self
 
     # ------------------------------------------------------------- iterative
@@ -102,7 +106,7 @@ class LaplacianRegularization(InnerProblem):
 
         Node-sized intermediates only: unrolling 500 steps keeps no ``[E, C]`` tensor per step.
         """
-        degree = weighted_degrees(self.graph, edge_weight, self.reverse)
+        degree = self._degrees(self.graph, edge_weight, self.reverse)
         return (degree * (y * y).sum(-1)).sum() - 2.0 * (y * weighted_sum(self.graph, y, edge_weight)).sum()
 
     def objective(self, params: Params, edge_weight: torch.Tensor) -> torch.Tensor:

@@ -13,12 +13,14 @@ is kept of it differs, which ``mode`` names:
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 import torchopt
 
 from ..errors import ConfigError
+from ..ops import constant_edge_weights
 
 if TYPE_CHECKING:
     from .base import InnerProblem
@@ -103,6 +105,7 @@ def run_steps(
     def loss_fn(variables: Params) -> torch.Tensor:
         return problem.objective(variables, weight)
 
-    for _ in range(steps):
-        params, state, value = update_step(loss_fn, optimizer, params, state, mode=mode, monitor=monitor)
+    with constant_edge_weights() if mode == "inplace" else nullcontext():  # w is one detached tensor throughout
+        for _ in range(steps):
+            params, state, value = update_step(loss_fn, optimizer, params, state, mode=mode, monitor=monitor)
     return params, state, float(value.detach())

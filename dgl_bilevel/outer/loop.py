@@ -48,6 +48,22 @@ class OuterState:
     stopped: Optional[str] = None
 
 
+@dataclass
+class PendingIteration:
+    """An outer iteration between its phases (:meth:`OuterLoop.begin_iteration` -> inner solve ->
+    :meth:`OuterLoop.score_iteration` -> backward -> :meth:`OuterLoop.finish_iteration`)."""
+
+    iteration: int
+    started: float
+    weights: torch.Tensor
+    monitor: Optional[BestInnerIterate] = None
+    outputs: Optional[torch.Tensor] = None
+    outer_loss: Optional[torch.Tensor] = None
+    total: Optional[torch.Tensor] = None
+    metrics: dict = field(default_factory=dict)
+    finite: bool = False
+
+
 class OuterLoop:
     """One bilevel run, driven one outer iteration at a time by :meth:`step`.
 
@@ -113,49 +129,78 @@ class OuterLoop:
             self.selection.weights = self.structure().detach().clone()
         self.callbacks: list[Callback] = [RefinedEdgeCount(), *as_callbacks(callbacks)]
         self._warned_zero = False
+        #: torch's global generator as this run leaves it when built (seeded with ``seed``, then G2G's
+        #: dropout in the first ``structure()``): runs driven together restore it per run
+        self.initial_rng_state = torch.get_rng_state()
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> IterationState:
         """Run one outer iteration; returns what the callbacks saw. The optimizer step is taken
         only when the hypergradient is finite; otherwise ``state.stopped`` says why the run ends."""
-        iteration = self.state.next_iteration
-        started = time.perf_counter()
+        pending = self.begin_iteration()
+        solution = self.method.solve(self.inner, pending.weights, self.inner.starting_params(self.generator),
+                                     monitor=pending.monitor)
+        self.score_iteration(pending, self.inner.predict(solution.params, pending.weights))
+        if pending.finite:
+            pending.total.backward()
+        return self.finish_iteration(pending, solution.params, solution.inner_objective, solution.info)
+
+    # The three phases of :meth:`step`, apart so that several loops can share one inner solve and one
+    # backward pass (:func:`dgl_bilevel.seeds.fit_seeds` runs seeds in lockstep through them).
+    def begin_iteration(self) -> "PendingIteration":
+        """Weights of this iteration (their ``.grad`` kept) and, with ``inner_select="best_val"``,
+        the monitor that scores inner iterates."""
         weights = self.structure()
         weights.retain_grad()
-        monitor = BestInnerIterate(self.inner, weights, self.data) if self.inner_select == "best_val" else None
-        solution = self.method.solve(self.inner, weights, self.inner.starting_params(self.generator), monitor=monitor)
-        outputs = self.inner.predict(solution.params, weights)
-        outer_loss = task_loss(outputs, self.data.labels, self.data.v_out, self.data.task)
-        total = outer_loss + self.regularizer(self.structure, weights) if self.regularizer is not None else outer_loss
+        pending = PendingIteration(self.state.next_iteration, time.perf_counter(), weights)
+        if self.inner_select == "best_val":
+            pending.monitor = BestInnerIterate(self.inner, weights, self.data)
+        return pending
+
+    def score_iteration(self, pending: "PendingIteration", outputs: torch.Tensor) -> None:
+        """Outer loss (+ regulariser) and split scores of the inner solution's ``outputs``; the
+        structure's gradients are cleared for the backward pass that follows (if ``finite``)."""
+        pending.outputs = outputs
+        pending.outer_loss = task_loss(outputs, self.data.labels, self.data.v_out, self.data.task)
+        pending.total = (pending.outer_loss + self.regularizer(self.structure, pending.weights)
+                         if self.regularizer is not None else pending.outer_loss)
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = evaluate(outputs.detach(), self.data) if monitor is None or monitor.best is None else monitor.best
-        finite = bool(torch.isfinite(total))
+        monitor = pending.monitor
+        pending.metrics = (evaluate(outputs.detach(), self.data) if monitor is None or monitor.best is None
+                           else monitor.best)
+        pending.finite = bool(torch.isfinite(pending.total))
+
+    def finish_iteration(self, pending: "PendingIteration", solution_params, inner_objective: float,
+                         info: dict, extra_record: Optional[dict] = None) -> IterationState:
+        """After the backward pass: check the hypergradient, record, select, call back, step."""
+        iteration, weights, total = pending.iteration, pending.weights, pending.total
+        finite = pending.finite
         if finite:
-            total.backward()
             finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params)
             if finite and not self._warned_zero and all(p.grad is None or not p.grad.any() for p in self.params):
                 self._warned_zero = True
                 warnings.warn(f"the hypergradient is exactly zero at outer iteration {iteration}: the outer loss does "
                               "not depend on the structure (e.g. a model that accepts edge_weight but ignores it, "
                               "or weights that all sit on a constraint); the structure will not move",
-                              RuntimeWarning, stacklevel=2)
-        self.inner.remember(solution.params)
+                              RuntimeWarning, stacklevel=3)
+        self.inner.remember(solution_params)
         record = {
             "iteration": iteration,
-            "outer_loss": float(outer_loss.detach()),
+            "outer_loss": float(pending.outer_loss.detach()),
             "total_loss": float(total.detach()),
-            "inner_objective": solution.inner_objective,
-            **{f"{split}_{self.metric}": value for split, value in metrics.items()},
-            **{k: v for k, v in solution.info.items() if isinstance(v, (int, float, bool))},
+            "inner_objective": inner_objective,
+            **{f"{split}_{self.metric}": value for split, value in pending.metrics.items()},
+            **{k: v for k, v in info.items() if isinstance(v, (int, float, bool))},
+            **(extra_record or {}),
         }
-        self.selection.update(iteration, metrics, weights)
+        self.selection.update(iteration, pending.metrics, weights)
         stopped = None
         if not finite:
             stopped = (f"non-finite outer loss or hypergradient at outer iteration {iteration}; "
                        f"stopped and kept the best graph (iteration {self.selection.iteration})")
         hypergradient = weights.grad.detach() if finite and weights.grad is not None else None
-        record["seconds"] = time.perf_counter() - started
-        state = IterationState(iteration, weights.detach(), hypergradient, outputs.detach(), record,
+        record.setdefault("seconds", time.perf_counter() - pending.started)
+        state = IterationState(iteration, weights.detach(), hypergradient, pending.outputs.detach(), record,
                                self.structure, self.data, stopped)
         for callback in self.callbacks:
             callback.on_iteration(state)

@@ -45,7 +45,11 @@ class BestInnerIterate:
 
     def __call__(self, params) -> None:
         with torch.no_grad():
-            metrics = evaluate(self.problem.predict(params, self.weights), self.data)
+            self.observe(self.problem.predict(params, self.weights))
+
+    def observe(self, outputs: torch.Tensor) -> None:
+        """Score one inner iterate's predictions on every node (keep them if validation improves)."""
+        metrics = evaluate(outputs, self.data)
         if self.best is None or improves(metrics["val"], self.best["val"], self.maximize):
             self.best = metrics
 

@@ -1,0 +1,134 @@
+"""``dgl-bilevel run --seeds S`` with the seeds' inner problems solved as one (``--stack-seeds``).
+
+Each seed is built exactly as :func:`~dgl_bilevel.experiment.run.run_seed` builds it (its split,
+structure, inner problem, hypergradient method, checkpoint file) and writes the same files; the
+seeds then run in lockstep (:func:`dgl_bilevel.seeds.fit_seeds`), as many at a time as
+:func:`seeds_per_stack` estimates to fit in half the available memory.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ..config import ExperimentConfig
+from ..errors import ConfigError
+from ..hypergrad import Truncated, Unrolled
+from ..outer import OuterLoop
+from ..outer.callbacks import LogLines
+from ..seeds import fit_seeds, why_not_lockstep
+from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .run import checkpoint_path, run_data, write_learned_seed
+
+
+class _SeedLines:
+    """Where a seed's log lines go: through the progress bar, prefixed with the seed."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def write(self, line: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"seed {self.seed}: {line}")
+
+
+def build_loop(config: ExperimentConfig, seed: int, callbacks: Sequence = ()) -> OuterLoop:
+    """The outer loop of one seed, built as :func:`~dgl_bilevel.experiment.run.run_seed` builds it."""
+    data = run_data(config, seed)
+    inner = build_inner(config, data)
+    extra = [LogLines(config.log_every, data.metric.name, _SeedLines(seed))] if config.log_every else []
+    return OuterLoop(data, build_structure(config, data, seed), inner, build_hypergrad(config, inner),
+                     outer_steps=config.outer_steps, lr=config.outer_lr, regularizer=build_regularizer(config),
+                     seed=seed, inner_select=config.inner_select, callbacks=[*callbacks, *extra])
+
+
+def available_memory() -> int:
+    """Bytes the OS reports available (``MemAvailable``); 4 GiB where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def stack_bytes_per_seed(loop: OuterLoop) -> int:
+    """A deliberately generous estimate of what one more seed adds to a stacked solve.
+
+    Parameters, their gradient and two optimizer moments for every stored inner step (unrolled
+    and truncated methods keep the trajectory; the others one step), and eight prediction-sized
+    activations per step kept on torch's graph (every step without checkpoints, else one).
+    """
+    with torch.random.fork_rng(devices=[]):  # a draw for its shapes only: leave torch's generator as it was
+        params = loop.inner.initial_params(None)
+    element = params[0].element_size()
+    numel = sum(p.numel() for p in params)
+    method, steps = loop.method, loop.inner.steps
+    stored = steps if isinstance(method, Unrolled) else min(method.k, steps) if isinstance(method, Truncated) else 0
+    on_graph = stored if stored and not getattr(method, "checkpoint", True) else 1
+    nodes, width = loop.data.num_nodes, max(loop.data.out_dim, 16)
+    return element * (4 * numel * (stored + 1) + 8 * nodes * width * on_graph)
+
+
+def seeds_per_stack(loop: OuterLoop, budget: Optional[int] = None) -> int:
+    """How many seeds like ``loop``'s one stack takes within ``budget`` bytes (default: half the available memory)."""
+    budget = available_memory() // 2 if budget is None else budget
+    return max(1, int(budget // max(1, stack_bytes_per_seed(loop))))
+
+
+@dataclass(frozen=True)
+class SeedTask:
+    """One seed of one configuration, written into ``run_dir``."""
+
+    config: ExperimentConfig
+    seed: int
+    run_dir: Path
+
+
+def run_seeds_stacked(config: ExperimentConfig, seeds: Sequence[int], run_dir: Path, callbacks: Sequence = (),
+                      echo=print) -> Optional[list]:
+    """Run ``seeds`` of ``config`` in stacks; their records in seed order, or None
+    (``stack_seeds="auto"``) when they cannot share their inner solves (then run them apart)."""
+    return run_tasks_stacked([SeedTask(config, seed, run_dir) for seed in seeds], callbacks, echo,
+                             strict=config.stack_seeds == "on")
+
+
+def run_tasks_stacked(tasks: Sequence[SeedTask], callbacks: Sequence = (), echo=print,
+                      strict: bool = False) -> Optional[list]:
+    """Run ``tasks`` (seeds of one or more configurations) in stacks, as many at a time as
+    :func:`seeds_per_stack` allows; their records in task order. When they cannot share their
+    inner solves: a ``ConfigError`` if ``strict``, else None (the caller runs them apart)."""
+    loops = [build_loop(task.config, task.seed, callbacks) for task in tasks]
+    reason = why_not_lockstep(loops)
+    if reason is not None:
+        if strict:
+            raise ConfigError(f"--stack-seeds on: the seeds cannot be stacked ({reason}); use --stack-seeds off")
+        echo(f"seeds run one after the other: {reason}")
+        return None
+    size = seeds_per_stack(loops[0])
+    records = []
+    for first in range(0, len(loops), size):
+        chunk, chunk_tasks = loops[first:first + size], tasks[first:first + size]
+        names = _describe(chunk_tasks)
+        echo(f"{names}: inner problems stacked (--stack-seeds off to run them apart)")
+        started = time.perf_counter()
+        results = fit_seeds(chunk, checkpoints_at=[checkpoint_path(t.run_dir, t.seed) for t in chunk_tasks],
+                            checkpoint_every=chunk_tasks[0].config.checkpoint_every, resume=True,
+                            progress=chunk_tasks[0].config.progress, description=names)
+        share = (time.perf_counter() - started) / len(chunk)
+        records += [write_learned_seed(t.config, t.seed, t.run_dir, result, share, stacked_seeds=len(chunk))
+                    for t, result in zip(chunk_tasks, results)]
+    return records
+
+
+def _describe(tasks: Sequence[SeedTask]) -> str:
+    """``run seeds 0, 1, 2`` per run name, in order."""
+    runs: dict = {}
+    for task in tasks:
+        runs.setdefault(task.config.run_name, []).append(str(task.seed))
+    return "; ".join(f"{name} seeds {', '.join(seeds)}" for name, seeds in runs.items())

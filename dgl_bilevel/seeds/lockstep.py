@@ -1,0 +1,253 @@
+"""Several outer loops in lockstep: one stacked inner solve and one backward pass per outer iteration.
+
+Each seed keeps everything a separate run has -- its own split, structure, outer optimizer,
+generator, best-validation selection, callbacks, history and checkpoint file -- and goes through
+the same phases of :meth:`~dgl_bilevel.outer.OuterLoop.step`; only the inner solve, the
+hypergradient and the per-call overhead that dominates Cora-sized problems are shared. Seeds
+that stop (non-finite hypergradient) or finish leave the stack; the others go on.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from ..errors import ConfigError, RunInterrupted
+from ..hypergrad import HypergradMethod
+from ..outer import checkpoint as checkpoints
+from ..outer.interrupts import deferred_interrupt
+from ..outer.loop import OuterLoop, PendingIteration
+from ..outer.result import FitResult
+from ..outer.selection import BestInnerIterate
+from .problems import StackedProblem, stack_problems, why_not_stackable
+
+logger = logging.getLogger("dgl_bilevel")
+
+
+def why_not_lockstep(loops: Sequence[OuterLoop]) -> Optional[str]:
+    """Why these loops cannot run in lockstep; ``None`` when they can."""
+    if len(loops) < 1:
+        return "no loops"
+    first = loops[0]
+    if any(loop.method.describe() != first.method.describe() for loop in loops):
+        return "the loops' hypergradient methods differ"
+    if getattr(first.method, "warm_start", False):
+        return "a warm-started implicit solve keeps per-run state between outer iterations"
+    return why_not_stackable([loop.inner for loop in loops])
+
+
+class _StackMonitor:
+    """Scores every inner iterate of the stack for the seeds that select their inner iterate by validation."""
+
+    def __init__(self, problem: StackedProblem, weights: torch.Tensor, pendings: Sequence[PendingIteration]) -> None:
+        self.problem, self.weights = problem, weights.detach()
+        self.monitors = [p.monitor for p in pendings]
+
+    def __call__(self, params) -> None:
+        with torch.no_grad():
+            outputs = self.problem.split_outputs(self.problem.predict(params, self.weights))
+        for monitor, out in zip(self.monitors, outputs):
+            if monitor is not None:
+                monitor.observe(out)
+
+
+class SeedProgress:
+    """One progress bar over every seed's outer iterations (with a ``write`` for log lines)."""
+
+    def __init__(self, loops: Sequence[OuterLoop], description: str, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.loops = loops
+        self.bar = tqdm(total=sum(loop.outer_steps for loop in loops),
+                        initial=sum(min(loop.state.next_iteration, loop.outer_steps) for loop in loops),
+                        disable=not enabled, desc=description or f"{len(loops)} seeds", unit="it",
+                        dynamic_ncols=True, leave=True)
+
+    def update(self, n: int) -> None:
+        scores = [loop.selection.score for loop in self.loops if loop.selection.iteration >= 0]
+        self.bar.update(n)
+        if scores:
+            self.bar.set_postfix(best_val_mean=f"{sum(scores) / len(scores):.4f}", refresh=False)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Lockstep:
+    """Drives ``loops`` one stacked outer iteration at a time (:meth:`step`)."""
+
+    def __init__(self, loops: Sequence[OuterLoop], rng_states: Optional[Sequence[torch.Tensor]] = None) -> None:
+        reason = why_not_lockstep(loops)
+        if reason is not None:
+            raise ConfigError(f"these runs cannot share their inner solves: {reason}")
+        self.loops = list(loops)
+        self.method: HypergradMethod = copy.deepcopy(loops[0].method)
+        self._stacks: dict = {}
+        # torch's global generator (G2G's dropout draws from it) as each run alone would have it:
+        # as the run was built, or as a checkpoint left it
+        self._rng = list(rng_states) if rng_states is not None else [loop.initial_rng_state for loop in loops]
+
+    @contextmanager
+    def own_rng(self, loop: OuterLoop) -> Iterator[None]:
+        """Inside the block torch's global generator is ``loop``'s own (and its draws are kept)."""
+        i = self.loops.index(loop)
+        outside = torch.get_rng_state()
+        torch.set_rng_state(self._rng[i])
+        try:
+            yield
+        finally:
+            self._rng[i] = torch.get_rng_state()
+            torch.set_rng_state(outside)
+
+    def _stack(self, loops: Sequence[OuterLoop]) -> StackedProblem:
+        key = tuple(id(loop) for loop in loops)
+        if key not in self._stacks:
+            self._stacks = {key: stack_problems([loop.inner for loop in loops])}  # keep only the current one
+        return self._stacks[key]
+
+    @property
+    def done(self) -> bool:
+        return all(loop.done for loop in self.loops)
+
+    def step(self) -> list[OuterLoop]:
+        """One outer iteration of every loop not yet done; returns the loops that took it."""
+        active = [loop for loop in self.loops if not loop.done]
+        if not active:
+            return []
+        started = time.perf_counter()
+        pendings = []
+        for loop in active:
+            with self.own_rng(loop):
+                pendings.append(loop.begin_iteration())
+        starts = [loop.inner.starting_params(loop.generator) for loop in active]
+        self._solve_and_finish(active, pendings, starts, started)
+        return active
+
+    def _solve_and_finish(self, loops, pendings, starts, started: float) -> None:
+        problem = self._stack(loops)
+        weights = problem.stack.edge_weights([p.weights for p in pendings])
+        needs_monitor = any(p.monitor is not None for p in pendings)
+        monitor = _StackMonitor(problem, weights, pendings) if needs_monitor else None
+        solution = self.method.solve(problem, weights, problem.stack_params(starts), monitor=monitor)
+        objectives = problem.per_seed_objective
+        objectives = [float(v) for v in objectives] if objectives is not None else [solution.inner_objective] * len(loops)
+        outputs = problem.predict(solution.params, weights)
+        for loop, pending, out in zip(loops, pendings, problem.split_outputs(outputs)):
+            loop.score_iteration(pending, out)
+        if not all(p.finite for p in pendings) and len(loops) > 1:
+            # a non-finite seed stops alone: finish it, and redo the others without it (a joint linear
+            # solve would otherwise carry its NaN into every seed's hypergradient)
+            keep = [i for i, p in enumerate(pendings) if p.finite]
+            for i, (loop, pending) in enumerate(zip(loops, pendings)):
+                if i not in keep:
+                    loop.finish_iteration(pending, problem.split_params(solution.params)[i], objectives[i],
+                                          solution.info, _timing(started, len(loops)))
+            if keep:
+                for i in keep:  # no backward pass has used the weights' graph yet: solve again from the same start
+                    if pendings[i].monitor is not None:
+                        pendings[i].monitor = BestInnerIterate(loops[i].inner, pendings[i].weights, loops[i].data)
+                self._solve_and_finish([loops[i] for i in keep], [pendings[i] for i in keep],
+                                       [starts[i] for i in keep], started)
+            return
+        finite = [p.total for p in pendings if p.finite]
+        if finite:
+            torch.stack(finite).sum().backward()
+        per_seed = problem.split_params(solution.params)
+        timing = _timing(started, len(loops))
+        for loop, pending, params, value in zip(loops, pendings, per_seed, objectives):
+            loop.finish_iteration(pending, params, value, solution.info, timing)
+
+
+def _timing(started: float, seeds: int) -> dict:
+    elapsed = time.perf_counter() - started
+    return {"seconds": elapsed / seeds, "stacked_seconds": elapsed, "stacked_seeds": seeds}
+
+
+def fit_seeds(
+    loops: Sequence[OuterLoop],
+    *,
+    checkpoints_at: "Sequence[str | os.PathLike | None] | None" = None,
+    checkpoint_every: int = 10,
+    resume: bool = False,
+    progress: bool = True,
+    description: str = "",
+) -> list[FitResult]:
+    """Run ``loops`` (one per seed, built as :func:`~dgl_bilevel.fit` builds one) to the end in
+    lockstep; returns their results in order, as separate :func:`~dgl_bilevel.fit` calls would.
+
+    Args:
+        loops: :class:`~dgl_bilevel.outer.OuterLoop` objects of the same inner problem settings
+            and hypergradient method (:func:`why_not_lockstep` says why others cannot share).
+        checkpoints_at: a checkpoint file per loop (or None), written every ``checkpoint_every``
+            of its iterations, at the end and on Ctrl-C; with ``resume=True`` existing ones are
+            continued (loops may then stand at different iterations).
+        progress: one progress bar over every loop's iterations.
+    """
+    paths = [None if c is None else Path(c) for c in (checkpoints_at or [None] * len(loops))]
+    if len(paths) != len(loops):
+        raise ConfigError(f"{len(paths)} checkpoint paths for {len(loops)} loops")
+    rng_states = []
+    for loop, path in zip(loops, paths):
+        rng_states.append(loop.initial_rng_state)
+        if resume and path is not None and path.is_file():
+            with torch.random.fork_rng(devices=[]):
+                checkpoints.restore(loop, path)
+                rng_states[-1] = torch.get_rng_state()
+            logger.info("resumed from %s at outer iteration %d", path, loop.state.next_iteration)
+    lockstep = Lockstep(loops, rng_states)
+
+    def snapshot(loop: OuterLoop) -> dict:
+        with lockstep.own_rng(loop):
+            return checkpoints.snapshot(loop)
+
+    saved = [snapshot(loop) if path is not None else None for loop, path in zip(loops, paths)]
+    bar = SeedProgress(loops, description, progress)
+    try:
+        for loop in loops:
+            for callback in loop.callbacks:
+                callback.on_fit_start(loop)
+        while not lockstep.done:
+            stepped = lockstep.step()
+            bar.update(len(stepped))
+            for loop in stepped:
+                i = loops.index(loop)
+                if paths[i] is None:
+                    continue
+                with deferred_interrupt():
+                    saved[i] = snapshot(loop)
+                if checkpoint_every and loop.state.next_iteration % checkpoint_every == 0:
+                    checkpoints.write(paths[i], saved[i])
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, RunInterrupted):
+            raise
+        written = [(path, payload) for path, payload in zip(paths, saved) if path is not None and payload is not None]
+        for path, payload in written:
+            checkpoints.write(path, payload)
+        if not written:
+            raise RunInterrupted(None, min(loop.state.next_iteration for loop in loops) - 1) from exc
+        logger.error("interrupted: checkpoints of %d seeds written (continue with resume)", len(written))
+        raise RunInterrupted(written[0][0], min(p["next_iteration"] for _, p in written) - 1) from exc
+    finally:
+        bar.close()
+        for loop in loops:
+            for callback in loop.callbacks:
+                callback.close()
+    results = []
+    for loop, path in zip(loops, paths):
+        if path is not None:
+            checkpoints.write(path, snapshot(loop))
+        with lockstep.own_rng(loop):
+            result = loop.result()
+        for callback in loop.callbacks:
+            callback.on_fit_end(loop, result)
+        results.append(result)
+    return results
