@@ -171,7 +171,7 @@ def copied_bo(results_md: Path) -> dict:
         return found.group(1) if found else "date not stated"
 
     notes1, notes_h = block("table1-notes"), block("heterophilous-notes")
-    first = date(r"others\s+were\s+rerun\s+on\s+(\d{4}-\d\d-\d\d)", notes1)
+    first = date(r"(?:others\s+were\s+rerun\s+on|cell\s+comes\s+from\s+one\s+run\s+on)\s+(\d{4}-\d\d-\d\d)", notes1)
     rerun = date(r"†\s+marks\s+the\s+cells\s+rerun\s+on\s+(\d{4}-\d\d-\d\d)", notes1)
     out: dict = {}
     table1 = rows(block("table1"))

@@ -1,7 +1,7 @@
 """Table I of the paper on Cora: test and V_out accuracy (mean ± std over seeds) for the GNN and
 Laplacian inner models under A_obs, BO, BO+regularization and BO+G2G, beside the paper's numbers.
 
-    python recipes/table1.py --seeds 5                    # all cells (about 2 hours on 2 cores)
+    python recipes/table1.py --seeds 5                    # all cells (see docs/benchmarks.md for the time)
     python recipes/table1.py --seeds 5 --inner gnn --methods a_obs bo
     python recipes/table1.py --report-only                # rebuild the table from finished runs
     python recipes/table1.py --seeds 5 --preset paper-text  # the paper text's settings (rows "ours, text")
@@ -22,8 +22,12 @@ written between the table1 markers of docs/results.md.
 from __future__ import annotations
 
 import argparse
+import time
 
-from common import METHOD_LABELS, PAPER_TABLE1, add_table_arguments, cell_text, load_summary, run_cell, write_between_markers
+import torch
+from common import METHOD_LABELS, PAPER_TABLE1, add_table_arguments, cell_text, load_summary, write_between_markers
+
+from dgl_bilevel.experiment import ExperimentConfig, run_experiments  # after common: it puts the repository on the path
 
 METHODS = ("a_obs", "bo", "bo+reg", "bo+g2g")
 INNERS = ("gnn", "laplacian")
@@ -76,17 +80,27 @@ def main() -> None:
     p.add_argument("--preset", nargs="*", choices=PRESETS, default=["paper-code"],
                    help="whose settings: the paper's public code and/or its text (default: %(default)s)")
     p.add_argument("--no-docs", action="store_true", help="print the table, do not write it into docs/results.md")
+    p.add_argument("--stack-seeds", choices=("auto", "on", "off"), default="auto",
+                   help="share the inner solves of every learned cell's seeds (default: %(default)s)")
     args = p.parse_args()
     if not args.report_only:
+        started = time.perf_counter()
         for preset in args.preset:
             for inner in args.inner:
-                for method in args.methods:
+                # every cell of one inner problem in one call: the learned cells' seeds share one stack of
+                # inner solves (dgl_bilevel.seeds; --stack-seeds off runs them one after the other)
+                hypergrad = args.hypergrad_gnn if inner == "gnn" else args.hypergrad_laplacian
+                configs = [ExperimentConfig(
+                    dataset="cora", inner=inner, method=method, seeds=args.seeds, out=args.out,
+                    name=run_name(inner, method, preset), data_root=args.data_root, resume=args.resume,
+                    progress=not args.no_progress, preset=preset, stack_seeds=args.stack_seeds,
                     # unroll on torch's graph (same numbers, ~30% faster; memory is no concern on Cora)
-                    hypergrad = args.hypergrad_gnn if inner == "gnn" else args.hypergrad_laplacian
-                    run_cell("cora", inner, method, args.seeds, args.out, name=run_name(inner, method, preset),
-                             data_root=args.data_root, resume=args.resume, progress=not args.no_progress,
-                             unroll_checkpoint=False, hypergrad=None if method == "a_obs" else hypergrad,
-                             preset=preset)
+                    unroll_checkpoint=False, hypergrad=None if method == "a_obs" else hypergrad)
+                    for method in args.methods]
+                run_experiments(configs)
+        wall = time.perf_counter() - started
+        print(f"\nTable I: {len(args.preset) * len(args.inner) * len(args.methods)} cells x {args.seeds} seeds in "
+              f"{wall / 60:.1f} min wall ({time.strftime('%Y-%m-%d %H:%M')}, torch threads {torch.get_num_threads()})")
     table = markdown(args.out)
     print(table)
     if not args.no_docs:

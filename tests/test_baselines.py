@@ -225,6 +225,10 @@ def test_recipe_copies_bo_numbers_with_their_dates(recipe, tmp_path):
     assert bo[("gnn", "cora")] == ("79.9 ± 1.3", "Table I (runs of 2026-12-02)")  # the code row, not the text row
     assert bo[("laplacian", "cora")] == ("77.8 ± 0.5", "Table I († rerun of 2026-11-24)")
     assert bo[("gnn", "texas")] == ("80.5 ± 7.5", "the heterophilous table (runs of 2026-11-23)")
+    # the notes' wording since every code cell comes from one (stacked) run
+    path.write_text(RESULTS_MD.replace("† marks the cells rerun on\n2026-11-24 (...), the others\nwere rerun on 2026-12-02 (...).",
+                                       'Every "code" cell comes from one run on 2026-12-03 (...).').replace(" †", ""))
+    assert recipe.copied_bo(path)[("laplacian", "cora")] == ("77.8 ± 0.5", "Table I (runs of 2026-12-03)")
 
 
 def test_recipe_selects_by_validation_never_test(recipe, tmp_path):

@@ -107,28 +107,35 @@ class _CheckpointedTrajectory(torch.autograd.Function):
         adj_state = list(grads_out[n:])
         grad_weight = torch.zeros_like(edge_weight)
         last = len(ctx.saved_steps) - 1
-        for k, (params, state) in enumerate(reversed(ctx.saved_steps)):
-            with torch.enable_grad():
-                weight = edge_weight.detach().requires_grad_(True)
-                p = tuple(x.detach().requires_grad_(True) for x in params)
-                leaves, _ = pytree.tree_flatten(state)
-                leaves = [x.detach().requires_grad_(True) if _floating(x) else x for x in leaves]
-                new_params, new_state, _ = _step(problem, p, pytree.tree_unflatten(treedef, leaves), weight)
-                new_leaves, _ = pytree.tree_flatten(new_state)
-                outputs, cotangents = [], []
-                for value, cot in zip(list(new_params) + list(new_leaves), adj_params + adj_state):
-                    if cot is not None and _floating(value) and value.requires_grad:
-                        outputs.append(value)
-                        cotangents.append(cot)
-                inputs = list(p) + [x for x in leaves if _floating(x)] + [weight]
-                grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
-            grads = [None if g is None else g.detach() for g in grads]
-            adj_params = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads[:n], p)]
-            float_adj = iter(grads[n:-1])
-            adj_state = [next(float_adj) if _floating(x) else None for x in leaves]
-            if _RECORDERS:
-                _record(last - k, adj_params, adj_state)
-            if grads[-1] is not None:
-                grad_weight = grad_weight + grads[-1]
+        weight = edge_weight.detach().requires_grad_(True)  # one leaf for every step: its sparse matrix is reused
+        with constant_edge_weights():
+            grad_weight = _backward_steps(ctx, problem, treedef, n, weight, adj_params, adj_state, grad_weight, last)
         ctx.saved_steps = None
         return (grad_weight, None, None, None, None, None, None) + (None,) * (len(grads_out))
+
+
+def _backward_steps(ctx, problem, treedef, n, weight, adj_params, adj_state, grad_weight, last):
+    """The reverse walk over the stored steps: recompute each with a graph, pull the adjoints through it."""
+    for k, (params, state) in enumerate(reversed(ctx.saved_steps)):
+        with torch.enable_grad():
+            p = tuple(x.detach().requires_grad_(True) for x in params)
+            leaves, _ = pytree.tree_flatten(state)
+            leaves = [x.detach().requires_grad_(True) if _floating(x) else x for x in leaves]
+            new_params, new_state, _ = _step(problem, p, pytree.tree_unflatten(treedef, leaves), weight)
+            new_leaves, _ = pytree.tree_flatten(new_state)
+            outputs, cotangents = [], []
+            for value, cot in zip(list(new_params) + list(new_leaves), adj_params + adj_state):
+                if cot is not None and _floating(value) and value.requires_grad:
+                    outputs.append(value)
+                    cotangents.append(cot)
+            inputs = list(p) + [x for x in leaves if _floating(x)] + [weight]
+            grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
+        grads = [None if g is None else g.detach() for g in grads]
+        adj_params = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads[:n], p)]
+        float_adj = iter(grads[n:-1])
+        adj_state = [next(float_adj) if _floating(x) else None for x in leaves]
+        if _RECORDERS:
+            _record(last - k, adj_params, adj_state)
+        if grads[-1] is not None:
+            grad_weight = grad_weight + grads[-1]
+    return grad_weight

@@ -73,7 +73,11 @@ class StackedNodes:
             raise ConfigError("every seed needs a non-empty node set for its loss")
         self.index, self.seed, self.counts, self.per_seed = index, seed, counts, per_seed
         self.local = torch.cat(per_seed)  # the same nodes as indices into one seed's graph
+        self._weights: dict = {}
 
     def mean_weights(self, dtype: torch.dtype) -> torch.Tensor:
         """``1 / |set of s|`` for each listed node: a weighted sum is then the sum of per-seed means."""
-        return (1.0 / self.counts.to(dtype))[self.seed]
+        cached = self._weights.get(dtype)
+        if cached is None:
+            cached = self._weights[dtype] = (1.0 / self.counts.to(dtype))[self.seed]
+        return cached
