@@ -127,10 +127,12 @@ def finished_seed(config: ExperimentConfig, path: Path) -> "dict | None":
                       "output folder")
 
 
-def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: Sequence, echo=print) -> list:
-    """Every seed in ``seeds`` through the configured executor; records in seed order."""
+def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: Sequence, echo=print,
+               try_stacking: bool = True) -> list:
+    """Every seed in ``seeds`` through the configured executor; records in seed order
+    (``try_stacking=False``: the caller already knows these seeds do not stack)."""
     if config.executor == "local" or not seeds:
-        if config.stack_seeds != "off" and config.learns_graph and len(seeds) > 1:
+        if try_stacking and config.stack_seeds != "off" and config.learns_graph and len(seeds) > 1:
             from .stacked import run_seeds_stacked  # noqa: PLC0415 -- only runs with several seeds need it
 
             stacked = run_seeds_stacked(config, seeds, run_dir, callbacks, echo)
@@ -247,6 +249,7 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
     ``off`` (methods, structures, regularisers and outer settings may differ). Returns the summaries.
     """
     prepared = [prepare_run(config, echo) for config in configs]
+    known_unstackable = None  # a lone configuration just found not to stack: no second try
     try:
         pooled = [run for run in prepared if run.config.learns_graph and run.config.executor == "local"
                   and run.config.stack_seeds != "off" and run.todo]
@@ -254,14 +257,19 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
             from .stacked import SeedTask, run_tasks_stacked  # noqa: PLC0415 -- only pooled runs need it
 
             tasks = [SeedTask(run.config, seed, run.run_dir) for run in pooled for seed in run.todo]
-            records = run_tasks_stacked(tasks, callbacks, echo, strict=any(r.config.stack_seeds == "on" for r in pooled))
+            # not strict: a pool that does not stack as a whole may still stack config by config below,
+            # where --stack-seeds on refuses what does not
+            records = run_tasks_stacked(tasks, callbacks, echo, strict=False)
             if records is not None:
                 for task, record in zip(tasks, records):
                     next(r for r in pooled if r.run_dir == task.run_dir).record(task.seed, record, echo)
                 for run in pooled:
                     run.todo = []
+            elif len(pooled) == 1 and pooled[0].config.stack_seeds == "auto":
+                known_unstackable = pooled[0]
         for run in prepared:
-            for seed, record in zip(run.todo, _run_seeds(run.config, run.todo, run.run_dir, callbacks, echo)):
+            for seed, record in zip(run.todo, _run_seeds(run.config, run.todo, run.run_dir, callbacks, echo,
+                                                         try_stacking=run is not known_unstackable)):
                 run.record(seed, record, echo)
     except BaseException:
         for run in prepared:
