@@ -21,7 +21,7 @@ from ..outer import OuterLoop
 from ..outer.callbacks import LogLines
 from ..seeds import fit_seeds, why_not_lockstep
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
-from .run import checkpoint_path, run_data, write_learned_seed
+from .seed_files import checkpoint_path, run_data, write_learned_seed
 
 
 class _SeedLines:

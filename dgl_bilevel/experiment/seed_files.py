@@ -1,0 +1,69 @@
+"""What one seed runs on and what it leaves on disk: its data, its checkpoint path, ``seed_<s>.json``
+and ``graph_seed<s>.bin``, and the settings a finished seed's results depend on.
+
+Shared by the one-seed-at-a-time path (:mod:`~dgl_bilevel.experiment.run`) and the stacked one
+(:mod:`~dgl_bilevel.experiment.stacked`), so both write the same files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .._dgl import dgl
+from ..config import ExperimentConfig
+from ..data import SPLITS, load_dataset
+from ..data.bilevel_data import BilevelData
+from ..errors import ConfigError
+from ..outer import FitResult
+from ..results import write_json
+
+
+def training_view(data: BilevelData, training_set: str) -> BilevelData:
+    """``data`` as a method's declared training set needs it (:data:`~dgl_bilevel.methods.TRAINING_SETS`):
+    unchanged for ``v_in``, :meth:`~BilevelData.with_v_out_in_training` for ``v_in+v_out``."""
+    if training_set == "v_in":
+        return data
+    if training_set == "v_in+v_out":
+        return data.with_v_out_in_training()
+    raise ConfigError(f"unknown training set {training_set!r}")
+
+
+def run_data(config: ExperimentConfig, seed: int) -> BilevelData:
+    """The data one seed of a resolved ``config`` runs on: its split, in ``config.dtype``, with the
+    method's training set (``a_obs+v_out`` trains on ``v_in ∪ v_out``)."""
+    data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(getattr(torch, config.dtype))
+    return training_view(data, config.training_set)
+
+
+def checkpoint_path(run_dir: Path, seed: int) -> Path:
+    return run_dir / f"checkpoint_seed{seed}.pt"
+
+
+def write_learned_seed(config: ExperimentConfig, seed: int, run_dir: Path, result: FitResult, seconds: float,
+                       **extra) -> dict:
+    """Write a learned graph's seed files (``seed_<s>.json``, ``graph_seed<s>.bin``); returns its record."""
+    if config.save_graph:
+        keep = ("label",) + tuple(f"{s}_mask" for s in SPLITS)  # not the features: they are the data set's
+        dgl.save_graphs(str(run_dir / f"graph_seed{seed}.bin"), [result.to_graph(node_data=keep)])
+    return write_seed(config, seed, run_dir, {**result.summary(), **extra}, result.config, result.history, seconds)
+
+
+def write_seed(config: ExperimentConfig, seed: int, run_dir: Path, record: dict, config_used: dict, history: list,
+               seconds: float) -> dict:
+    """``seed_<s>.json``: the seed's record, the settings it ran under and its history."""
+    record = {"seed": seed, **record, "training_set": config.training_set, "wall_seconds": seconds}
+    write_json(run_dir / f"seed_{seed}.json", {"result": record, "config": config_used, "history": history,
+                                               "run_config": comparable_settings(config)})
+    return record
+
+
+#: Options that may differ between a run and its resumption (they change neither results nor their meaning).
+RESUME_FREE = ("seeds", "seed_start", "out", "name", "resume", "progress", "log_every", "checkpoint_every",
+               "save_graph", "extra", "data_root", "executor", "ray_address", "cpus_per_task",
+               "stack_seeds")
+
+
+def comparable_settings(config: ExperimentConfig) -> dict:
+    """The settings a finished seed's results depend on."""
+    return {k: v for k, v in config.to_dict(nested=False).items() if k not in RESUME_FREE}
