@@ -51,6 +51,16 @@ def constant_edge_weights() -> Iterator[None]:
             _REUSE.generation += 1
 
 
+def _same_memory(held: torch.Tensor, tensor: torch.Tensor) -> bool:
+    """True when ``tensor`` reads exactly the memory of ``held`` (the same tensor, or a view of it
+    as backward passes unpack saved tensors). ``held`` is kept alive by the cache, so its memory
+    cannot be handed to another tensor meanwhile."""
+    return held is tensor or (
+        held.data_ptr() == tensor.data_ptr() and held.shape == tensor.shape
+        and held.stride() == tensor.stride() and held.dtype == tensor.dtype
+    )
+
+
 class _CSRPlan:
     """CSR index structures of ``A^T`` (rows = destinations) and ``A`` (rows = sources) for a graph.
 
@@ -99,7 +109,7 @@ class _CSRPlan:
             return self._build_matrix(direction, edge_weight)
         cache = self.__dict__.setdefault("_matrices", {})
         held = cache.get(direction)
-        if held is not None and held[0] is edge_weight and held[1] == _REUSE.generation:
+        if held is not None and held[1] == _REUSE.generation and _same_memory(held[0], edge_weight):
             return held[2]
         matrix = self._build_matrix(direction, edge_weight)
         cache[direction] = (edge_weight, _REUSE.generation, matrix)  # the tensor is held: its id stays unique
@@ -129,6 +139,30 @@ def _flip(direction: str) -> str:
     return "src" if direction == "dst" else "dst"
 
 
+def _grad_wanted(ctx, index: int) -> bool:
+    """True when the backward pass running now uses the gradient of input ``index``.
+
+    ``needs_input_grad`` only says that the input requires grad. ``autograd.grad(outputs,
+    inputs)`` discards the gradients of every other input, so computing them is wasted work: the
+    per-edge weight gradient inside a Hessian-vector product in the parameters (an implicit
+    hypergradient's solve) or inside the inner gradient of an unrolled step, where it was about
+    half the time of the product on large graphs. Inputs reach these functions through
+    :func:`_nonleaf`, because the engine cannot answer for leaves during ``autograd.grad``.
+    """
+    if not ctx.needs_input_grad[index]:
+        return False
+    node = ctx.next_functions[index][0]
+    try:
+        return node is not None and bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):  # private API missing or unsupported here: compute it
+        return True
+
+
+def _nonleaf(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, behind a view when it is a leaf that requires grad (see :func:`_grad_wanted`)."""
+    return tensor.view_as(tensor) if tensor.is_leaf and tensor.requires_grad else tensor
+
+
 class _WeightedSum(torch.autograd.Function):
     """``out = A(w)^T h`` (direction ``"dst"``) or ``A(w) h`` (``"src"``)."""
 
@@ -144,9 +178,9 @@ class _WeightedSum(torch.autograd.Function):
         feat, edge_weight = ctx.saved_tensors
         plan, direction = ctx.plan, ctx.direction
         grad_feat = grad_weight = None
-        if ctx.needs_input_grad[0]:
+        if _grad_wanted(ctx, 0):
             grad_feat = _WeightedSum.apply(grad_out, edge_weight, plan, _flip(direction))
-        if ctx.needs_input_grad[1]:
+        if _grad_wanted(ctx, 1):
             # d out[r] / d w_e = feat[c] for the edge e at (row r, col c)
             grad_weight = _EdgeDot.apply(grad_out, feat, plan, direction)
         return grad_feat, grad_weight, None, None
@@ -203,9 +237,9 @@ class _EdgeDot(torch.autograd.Function):
         a, b = ctx.saved_tensors
         plan, direction = ctx.plan, ctx.direction
         grad_a = grad_b = None
-        if ctx.needs_input_grad[0]:  # sum_e g_e <a[r_e], b[c_e]>  ->  d/da[r] = sum_e g_e b[c_e]
+        if _grad_wanted(ctx, 0):  # sum_e g_e <a[r_e], b[c_e]>  ->  d/da[r] = sum_e g_e b[c_e]
             grad_a = _WeightedSum.apply(b.reshape(b.shape[0], -1), grad_edges, plan, direction).reshape(a.shape)
-        if ctx.needs_input_grad[1]:
+        if _grad_wanted(ctx, 1):
             grad_b = _WeightedSum.apply(a.reshape(a.shape[0], -1), grad_edges, plan, _flip(direction)).reshape(b.shape)
         return grad_a, grad_b, None, None
 
@@ -219,7 +253,7 @@ def weighted_sum(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight: torch.T
         return weighted_sum(graph, feat.unsqueeze(-1), edge_weight).squeeze(-1)
     shape = feat.shape
     flat = feat.reshape(shape[0], -1)
-    out = _WeightedSum.apply(flat, edge_weight.to(flat.dtype), _plan(graph), "dst")
+    out = _WeightedSum.apply(_nonleaf(flat), _nonleaf(edge_weight.to(flat.dtype)), _plan(graph), "dst")
     return out.reshape(graph.num_dst_nodes(), *shape[1:])
 
 
@@ -228,7 +262,7 @@ def weighted_sum_reverse(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight:
     if feat.dim() == 1:
         return weighted_sum_reverse(graph, feat.unsqueeze(-1), edge_weight).squeeze(-1)
     shape = feat.shape
-    out = _WeightedSum.apply(feat.reshape(shape[0], -1), edge_weight.to(feat.dtype), _plan(graph), "src")
+    out = _WeightedSum.apply(_nonleaf(feat.reshape(shape[0], -1)), _nonleaf(edge_weight.to(feat.dtype)), _plan(graph), "src")
     return out.reshape(graph.num_src_nodes(), *shape[1:])
 
 

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import ConfigError
 from ..inner.base import InnerProblem, Params
+from ..ops import constant_edge_weights
 from .base import HypergradMethod, Monitor, Solution, optimize
 from .implicit_diff import ResidualWarner, SolveOptions, attach, implicit_vjp, optimality_products, stationarity
 from .linalg import SolveInfo, Vector
@@ -103,16 +104,17 @@ class Implicit(HypergradMethod):
     ) -> tuple[torch.Tensor, SolveInfo]:
         """``-(d^2 g / dw dphi)^T (H + damping I)^-1 cotangent`` at ``params`` and its solve's info."""
         weight = edge_weight.detach().requires_grad_(True)
-        with torch.enable_grad():
-            terms = problem.objective_terms(weight)
-        if terms is None:  # one graph of the gradient, reused by every product
-            matvec, args_vjp, _ = optimality_products(stationarity(problem.objective), tuple(params), (edge_weight,))
-        else:
-            matvec, args_vjp = _term_products(terms, params, weight)
         x0 = self._previous if self.warm_start else None
         if x0 is not None and any(a.shape != c.shape for a, c in zip(x0, cotangent)):
             x0 = None
-        (grad,), v, info = implicit_vjp(matvec, args_vjp, tuple(cotangent), self.options, x0)
+        with constant_edge_weights():  # every product reuses one sparse matrix of the weights
+            with torch.enable_grad():
+                terms = problem.objective_terms(weight)
+            if terms is None:  # one graph of the gradient, reused by every product
+                matvec, args_vjp, _ = optimality_products(stationarity(problem.objective), tuple(params), (weight,))
+            else:
+                matvec, args_vjp = _term_products(terms, params, weight)
+            (grad,), v, info = implicit_vjp(matvec, args_vjp, tuple(cotangent), self.options, x0)
         if self.warm_start:
             self._previous = tuple(t.detach() for t in v)
         self.last_solve = info
