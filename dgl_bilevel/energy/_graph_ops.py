@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from .._dgl import dgl
-from ..ops import _EdgeDot, _plan, weighted_sum, weighted_sum_reverse  # noqa: PLC2701  (the library's per-edge kernel)
+from ..ops import _EdgeDot, _nonleaf, _plan, weighted_sum, weighted_sum_reverse  # noqa: PLC2701  (the library's per-edge kernel)
 
 
 @dataclass
@@ -92,5 +92,5 @@ def squared_edge_distances(graph: "dgl.DGLGraph", z: torch.Tensor) -> torch.Tens
     topo = topology(graph)
     flat = z.reshape(z.shape[0], -1)
     norms = (flat * flat).sum(-1)
-    inner = _EdgeDot.apply(flat, flat, _plan(graph), "dst")  # <z_t, z_s>, edge-id order
+    inner = _EdgeDot.apply(_nonleaf(flat), _nonleaf(flat), _plan(graph), "dst")  # <z_t, z_s>, edge-id order
     return (norms[topo.src] + norms[topo.dst] - 2.0 * inner).clamp_min(0.0)
