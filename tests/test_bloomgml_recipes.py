@@ -2,6 +2,7 @@
 graph_regularized_mlp.py): their helpers on tiny inputs, and each end to end in seconds."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -103,6 +104,28 @@ def test_energy_appnp_row_equals_dgl_appnp():
     a = nc.run_row("energy-appnp", data, config, seed=1)
     b = nc.run_row("dgl-appnp", data, config, seed=1)
     assert (a.val_acc, a.test_acc, a.best_epoch) == (b.val_acc, b.test_acc, b.best_epoch)
+
+
+def test_heavy_dropout_rows_apply_their_protocol_and_agree(monkeypatch):
+    """The ``-k16-drop`` rows train with the protocol's width and dropouts (not the shared recipe's),
+    K = 16, and the energy row equals DGL's APPNPConv seed for seed."""
+    seen = []
+    train = nc.train_node_classifier
+
+    def recording(model, data, config, seed, **kw):
+        seen.append((model, config))
+        return train(model, data, dataclasses.replace(config, epochs=3), seed, **kw)
+
+    monkeypatch.setattr(nc, "train_node_classifier", recording)
+    data = tiny(3)
+    config = nc.TrainConfig(epochs=3, hidden=8)
+    a = nc.run_row("energy-appnp-k16-drop", data, config, seed=2)
+    b = nc.run_row("dgl-appnp-k16-drop", data, config, seed=2)
+    assert (a.val_acc, a.test_acc, a.best_epoch) == (b.val_acc, b.test_acc, b.best_epoch)
+    for model, used in seen:
+        assert (used.hidden, used.in_drop, used.dropout) == (256, 0.9, 0.6)
+        assert any(p.shape[0] == 256 for p in model.parameters())
+    assert seen[0][0].propagate.steps == 16 and seen[1][0].prop._k == 16
 
 
 def test_node_classification_main_writes_table(tmp_path, monkeypatch):
