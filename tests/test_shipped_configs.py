@@ -14,7 +14,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").g
 
 def test_configs_are_shipped():
     names = {p.stem for p in CONFIGS}
-    assert {"cora-gnn", "cora-laplacian"} <= names
+    assert {"cora-gnn", "cora-laplacian", "cora-energy"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -32,6 +32,6 @@ def test_config_runs(path, tmp_path, data_root):
                  "--out", str(tmp_path), "--name", "smoke", "--no-progress"]) == 0
     seed0 = json.loads((tmp_path / "smoke" / "seed_0.json").read_text())
     tuned = ExperimentConfig.from_mapping(load_yaml(path), str(path)).resolved()
-    for option in ("inner", "outer_lr", "inner_steps", "hidden", "lam"):
+    for option in ("inner", "outer_lr", "inner_lr", "inner_steps", "hidden", "lam", "energy_lam"):
         assert seed0["run_config"][option] == getattr(tuned, option)  # the file's values, not the presets'
     assert len(seed0["history"]) == 2 and 0.0 <= seed0["result"]["test_acc"] <= 1.0
