@@ -48,9 +48,12 @@ class Implicit(HypergradMethod):
     Defaults (measured on Cora, one outer iteration, against solves converged to 1e-10 in
     float64): ``minres`` because CG diverges on the GNN's indefinite Hessian (undamped, 100
     iterations: cosine -0.08 to the converged result) while MINRES's residual never grows;
-    ``tol=1e-2`` because it already gives cosine >= 0.998 to the converged hypergradient (27
-    products for the GNN with damping 1e-3, 90 for the cross-entropy Laplacian); ``maxiter=200``
-    caps the cost. ``damping`` depends on the problem: ~1e-3 for a GNN after 100 Adam steps (its
+    ``tol=1e-2`` (26-33 products for the GNN with damping 1e-3, 90 for the cross-entropy
+    Laplacian); ``maxiter=200`` caps the cost. On six Cora GNN graphs along an outer run
+    (``bench/implicit_tolerance.py``, 2026-12-02) the cosine to the hypergradient converged to
+    1e-9 is 0.989 in the median but 0.79 at worst: the converged solve needs 265-2,869 products,
+    and what a loose tolerance misses lies in those slow directions -- ``tol=2e-2`` (21
+    products) gives a median of 0.987, so the tolerance is not what limits the accuracy. ``damping`` depends on the problem: ~1e-3 for a GNN after 100 Adam steps (its
     undamped Hessian is so ill-conditioned that the exact solve needs ~2800 products and points
     elsewhere, cosine 0.15 to unrolled, against 0.95 with damping 1e-3), 0 for the Laplacian
     (damping 1e-3 drops the cosine to unrolled from 0.95 to 0.65).
