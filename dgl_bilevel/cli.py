@@ -161,10 +161,27 @@ def config_from_args(args: argparse.Namespace):
 
     names = {f.name for f in dataclasses.fields(ExperimentConfig)}
     values: dict[str, Any] = dict(COMMAND_DEFAULTS.get(args.command, {}))
+    given = {k: v for k, v in vars(args).items() if k in names}
     if args.config:
-        values.update(load_yaml(args.config))
-    values.update({k: v for k, v in vars(args).items() if k in names})
+        values.update(_file_values(load_yaml(args.config), given, args.config))
+    values.update(given)
     return ExperimentConfig(**flatten(values, "command line"))
+
+
+def _file_values(from_file: dict, given: dict, path: str) -> dict:
+    """A config file's options under the command line's: a ``--method`` other than the file's drops
+    the file's expansion of its own method (a written ``config.yaml`` records ``regularizer: none``
+    for ``bo``; kept, it would silently turn ``--method bo+reg`` back into ``bo``)."""
+    from .methods import preset_fields
+
+    method = given.get("method")
+    if method is None or method == from_file.get("method"):
+        return from_file
+    dropped = sorted(k for k in preset_fields() if k in from_file and k not in given)
+    if dropped:
+        print(f"--method {method} replaces {from_file.get('method', 'the default method')} of {path}: "
+              f"{', '.join(dropped)} follow {method} (pass them as flags to set them)", file=sys.stderr)
+    return {k: v for k, v in from_file.items() if k not in dropped}
 
 
 # --------------------------------------------------------------------------- commands

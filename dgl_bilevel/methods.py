@@ -53,3 +53,10 @@ for _name, _preset in {
                            fields={"structure": "g2g"}),
 }.items():
     METHODS.register(_name, _preset, help=_preset.help)
+
+
+def preset_fields() -> frozenset:
+    """The fields a method name expands into (``structure``, ``support``, ``regularizer``): a
+    configuration that names another method must not keep the old method's values of these."""
+    return frozenset(key for _, method in METHODS.items() for key in method.fields)
+

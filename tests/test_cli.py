@@ -55,6 +55,25 @@ def test_config_file_and_flags(tmp_path):
     assert summary["config"]["outer_steps"] == 2 and summary["config"]["hidden"] == 5
 
 
+def test_method_flag_over_a_written_config_follows_the_new_method(tmp_path, capsys):
+    """A run's config.yaml records bo's expansion (regularizer none, support observed); ``--method
+    bo+reg`` over it must give the regulariser, not silently rerun bo; explicit flags still win."""
+    base = ["--out", str(tmp_path), "--no-progress", "--outer-steps", "1", "--inner-steps", "2", "--seeds", "1"]
+    assert main(["run", "--dataset", "cheaters", "--method", "bo"] + base) == 0
+    written = tmp_path / "cheaters-gnn-bo" / "config.yaml"
+    assert "regularizer: none" in written.read_text()
+
+    def resolved(name: str, *flags: str) -> dict:
+        assert main(["run", "--config", str(written), "--name", name, *flags] + base) == 0
+        return json.loads((tmp_path / name / "summary.json").read_text())["config"]
+
+    assert resolved("reg", "--method", "bo+reg")["regularizer"] == "log_degree"
+    assert "regularizer, structure, support follow bo+reg" in capsys.readouterr().err
+    assert resolved("power", "--method", "bo+power")["support"] == "power"
+    assert resolved("reg-off", "--method", "bo+reg", "--regularizer", "none")["regularizer"] == "none"
+    assert resolved("same", "--method", "bo")["regularizer"] == "none"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
