@@ -59,4 +59,3 @@ def preset_fields() -> frozenset:
     """The fields a method name expands into (``structure``, ``support``, ``regularizer``): a
     configuration that names another method must not keep the old method's values of these."""
     return frozenset(key for _, method in METHODS.items() for key in method.fields)
-

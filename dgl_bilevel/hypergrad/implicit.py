@@ -53,9 +53,10 @@ class Implicit(HypergradMethod):
     (``bench/implicit_tolerance.py``, 2026-12-02) the cosine to the hypergradient converged to
     1e-9 is 0.989 in the median but 0.79 at worst: the converged solve needs 265-2,869 products,
     and what a loose tolerance misses lies in those slow directions -- ``tol=2e-2`` (21
-    products) gives a median of 0.987, so the tolerance is not what limits the accuracy. ``damping`` depends on the problem: ~1e-3 for a GNN after 100 Adam steps (its
-    undamped Hessian is so ill-conditioned that the exact solve needs ~2800 products and points
-    elsewhere, cosine 0.15 to unrolled, against 0.95 with damping 1e-3), 0 for the Laplacian
+    products) gives a median of 0.987, so the tolerance is not what limits the accuracy.
+    ``damping`` depends on the problem: ~1e-3 for a GNN after 100 Adam steps (its undamped Hessian
+    is so ill-conditioned that the exact solve needs ~2800 products and points elsewhere, cosine
+    0.15 to unrolled, against 0.95 with damping 1e-3), 0 for the Laplacian
     (damping 1e-3 drops the cosine to unrolled from 0.95 to 0.65).
 
     Every solve's final residual and iteration count are in the returned solution's ``info``
