@@ -376,6 +376,21 @@ def table(out: Path, rows) -> str:
     return "\n".join(lines)
 
 
+def merged_table(block: str, path: Path = DOC, marker: str = "bloomgml-node-classification") -> str:
+    """``block``'s rows replace the same rows of the table already in ``path``; the doc's other rows
+    stay (in their order, new rows at the end), so rerunning some rows never drops the others."""
+    def rows_of(text: str) -> dict:
+        return {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| `")}
+
+    text = path.read_text() if path.is_file() else ""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    old = rows_of(text[text.index(start):text.index(end)]) if start in text and end in text else {}
+    new = rows_of(block)
+    order = list(old) + [row for row in new if row not in old]
+    header = [line for line in block.splitlines() if not line.startswith("| `")]
+    return "\n".join(header + [new.get(row) or old[row] for row in order])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="*", choices=list(ROWS), default=list(ROWS))
@@ -416,7 +431,7 @@ def main() -> None:
     block = table(out, args.rows)
     print(block)
     if not args.no_doc:
-        write_doc_block(block, "bloomgml-node-classification")
+        write_doc_block(merged_table(block, DOC), "bloomgml-node-classification", DOC)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,27 @@ def test_heavy_dropout_rows_apply_their_protocol_and_agree(monkeypatch):
     assert seen[0][0].propagate.steps == 16 and seen[1][0].prop._k == 16
 
 
+def test_rerunning_some_rows_keeps_the_docs_other_rows(tmp_path, monkeypatch):
+    """``--rows mlp`` rewrites the mlp row of the doc table and keeps every other row it shows."""
+    data = tiny()
+    import dgl_bilevel.data
+
+    monkeypatch.setattr(dgl_bilevel.data, "cora", lambda root, seed: data)
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- bloomgml-node-classification:start -->\n| row | model |\n|---|---|\n"
+                   "| `mlp` | OLD MLP LINE |\n| `energy-halo` | kept line |\n"
+                   "<!-- bloomgml-node-classification:end -->\noutro\n")
+    monkeypatch.setattr(nc, "DOC", doc)
+    monkeypatch.setattr(sys, "argv", ["x", "--rows", "mlp", "lp", "--seeds", "1", "--epochs", "2", "--hidden", "4",
+                                      "--out", str(tmp_path / "runs")])
+    nc.main()
+    text = doc.read_text()
+    assert "OLD MLP LINE" not in text and "| `mlp` | MLP (no graph) |" in text
+    assert "| `energy-halo` | kept line |" in text and text.index("`mlp`") < text.index("`energy-halo`")
+    assert text.index("`energy-halo`") < text.index("`lp`")  # new rows after the kept ones
+    assert text.startswith("intro") and text.rstrip().endswith("outro")
+
+
 def test_node_classification_main_writes_table(tmp_path, monkeypatch):
     data = tiny()
     import dgl_bilevel.data
