@@ -53,8 +53,7 @@ def run_case(name: str) -> dict:
     import torch
 
     import dgl_bilevel as dbl
-    from dgl_bilevel.hypergrad import optimize
-    from dgl_bilevel.losses import task_loss
+    from timing import timed_outer_iteration, timed_plain_training
 
     spec = CASES[name]
     started = time.perf_counter()
@@ -88,26 +87,15 @@ def run_case(name: str) -> dict:
     generator = torch.Generator().manual_seed(0)
 
     def outer_iteration() -> float:
-        t = time.perf_counter()
-        w = structure()
-        solution = method.solve(inner, w, inner.starting_params(generator))
-        loss = task_loss(inner.predict(solution.params, w), data.labels, data.v_out, data.task)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return time.perf_counter() - t
+        return timed_outer_iteration(method, inner, structure, data, optimizer, generator)
 
     def plain_training() -> float:
         """The same inner model fitted once, without any hypergradient."""
-        t = time.perf_counter()
-        w = structure().detach()
         if inner.is_quadratic and spec["method"] == "adjoint":
-            method.solve(inner, w, ())  # one exact solve
-        else:
-            params, _, _ = optimize(inner, w, inner.starting_params(generator), inner.steps, differentiable=False)
-            with torch.no_grad():
-                inner.predict(params, w)
-        return time.perf_counter() - t
+            t = time.perf_counter()
+            method.solve(inner, structure().detach(), ())  # one exact solve
+            return time.perf_counter() - t
+        return timed_plain_training(inner, structure, generator)
 
     outer_iteration()  # warm-up (allocations, CSR structures)
     plain_training()

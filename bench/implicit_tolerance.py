@@ -19,7 +19,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +38,7 @@ def main(argv=None) -> None:
     import dgl_bilevel as dbl
     from dgl_bilevel.hypergrad import optimize
     from dgl_bilevel.losses import task_loss
+    from timing import timed_outer_iteration, timed_plain_training
 
     data = dbl.data.cora(args.data_root)
     inner = dbl.TrainedGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes), steps=100)
@@ -57,24 +57,11 @@ def main(argv=None) -> None:
         return grad + direct, info
 
     def timed_outer(tol: float) -> float:
-        """One outer iteration as ``fit`` runs it (inner solve, hypergradient, outer step)."""
-        started = time.perf_counter()
         method = dbl.Implicit(damping=args.damping, tol=tol, warn_residual=1.0)
-        w = structure()
-        solution = method.solve(inner, w, inner.starting_params(generator))
-        loss = task_loss(inner.predict(solution.params, w), data.labels, data.v_out, data.task)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return time.perf_counter() - started
+        return timed_outer_iteration(method, inner, structure, data, optimizer, generator)
 
     def timed_plain() -> float:
-        started = time.perf_counter()
-        params, _, _ = optimize(inner, structure().detach(), inner.starting_params(generator), inner.steps,
-                                differentiable=False)
-        with torch.no_grad():
-            inner.predict(params, structure().detach())
-        return time.perf_counter() - started
+        return timed_plain_training(inner, structure, generator)
 
     rows = {tol: {"products": [], "cosine": [], "outer": [], "plain": []} for tol in args.tols}
     timed_outer(args.tols[0]), timed_plain()  # warm-up
