@@ -329,9 +329,10 @@ def test_laplacian_closed_form_equals_autograd_fallback(tiny):
 
 
 @pytest.mark.parametrize("problem", [
-    lambda: TrainedGNN(SumAggGNN(5, 4, 3), steps=12),
+    lambda: TrainedGNN(SumAggGNN(5, 4, 3), steps=12),  # hand-derived second derivatives
+    lambda: TrainedGNN(GCN(5, 4, 3), steps=12),  # recomputed steps
     lambda: LaplacianRegularization(loss="ce", steps=25, lr=0.1),
-], ids=["gnn", "laplacian"])
+], ids=["gnn", "gcn", "laplacian"])
 def test_checkpointed_unrolling_equals_the_full_autograd_graph(tiny, problem):
     w = _weights(tiny)
     plain, _ = hypergradient(problem(), Unrolled(checkpoint=False), tiny, w)

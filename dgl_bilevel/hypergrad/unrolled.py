@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from ..inner.base import InnerProblem, Params
 from .base import HypergradMethod, Monitor, Solution, optimize
 from .checkpointed import unroll_checkpointed
+from .recorded import unroll_recorded
 
 
 def _check_trajectory(method: HypergradMethod, problem: InnerProblem, steps: int) -> None:
@@ -17,8 +18,24 @@ def _check_trajectory(method: HypergradMethod, problem: InnerProblem, steps: int
                           "use the implicit or first-order hypergradient")
 
 
+def uses_hand_derivatives(problem: InnerProblem, checkpoint: bool) -> bool:
+    """True when the lean unroll runs on the problem's own second derivatives
+    (:mod:`~dgl_bilevel.hypergrad.recorded`): declared by the problem, with one of the library's
+    elementwise optimizers (their update reads only the gradient and the state)."""
+    return checkpoint and problem.second_order is not None and problem.elementwise_optimizer
+
+
+def _reverse(problem: InnerProblem, checkpoint: bool) -> str:
+    """How the trajectory is differentiated, for result files: hand-derived, recomputed or autograd's graph."""
+    if uses_hand_derivatives(problem, checkpoint):
+        return "hand-derived"
+    return "checkpointed" if checkpoint else "autograd"
+
+
 def _differentiable_steps(problem, edge_weight, params, steps, state, monitor, checkpoint):
     if checkpoint and steps > 0 and edge_weight.requires_grad:
+        if uses_hand_derivatives(problem, checkpoint):
+            return unroll_recorded(problem, edge_weight, params, steps, state=state, monitor=monitor)
         return unroll_checkpointed(problem, edge_weight, params, steps, state=state, monitor=monitor)
     return optimize(problem, edge_weight, params, steps, differentiable=True, state=state, monitor=monitor)
 
@@ -27,10 +44,16 @@ class Unrolled(HypergradMethod):
     """Back-propagate through all ``problem.steps`` inner updates (exact for the finite trajectory).
 
     Args:
-        checkpoint: keep only each step's parameters and optimizer state and recompute one step
-            at a time in the backward pass (default): memory O(steps x parameters) instead of
-            O(steps x activations), for about one extra gradient evaluation per step. ``False``
-            keeps the whole trajectory on torch's autograd graph.
+        checkpoint: the lean unroll (default). When the inner problem declares hand-derived
+            second derivatives (``second_order``: the paper's GNN, :class:`~dgl_bilevel.models.SumAggGNN`
+            trained with the library's Adam or SGD), each step keeps its gradient, optimizer state
+            and a compact record of its forward pass, and the backward pass takes one tangent pass
+            per step over it (:mod:`~dgl_bilevel.hypergrad.recorded`). Otherwise each step's
+            parameters and optimizer state are kept and one step at a time is recomputed in the
+            backward pass (:mod:`~dgl_bilevel.hypergrad.checkpointed`): memory O(steps x
+            parameters) instead of O(steps x activations), for about one extra gradient evaluation
+            per step. ``False`` keeps the whole trajectory on torch's autograd graph. All three
+            give the same hypergradient up to rounding.
     """
 
     name = "unrolled"
@@ -44,7 +67,7 @@ class Unrolled(HypergradMethod):
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
         self.check(problem)
         params, _, value = _differentiable_steps(problem, edge_weight, params, problem.steps, None, monitor, self.checkpoint)
-        return Solution(params, value, {"differentiated_steps": problem.steps})
+        return Solution(params, value, {"differentiated_steps": problem.steps, "reverse": _reverse(problem, self.checkpoint)})
 
     def describe(self) -> dict:
         return {"hypergrad": self.name, "checkpoint": self.checkpoint}
@@ -80,7 +103,7 @@ class Truncated(HypergradMethod):
         params, state, value = optimize(problem, edge_weight, params, problem.steps - k, differentiable=False, monitor=monitor)
         if k:
             params, _, value = _differentiable_steps(problem, edge_weight, params, k, state, monitor, self.checkpoint)
-        return Solution(params, value, {"differentiated_steps": k})
+        return Solution(params, value, {"differentiated_steps": k, "reverse": _reverse(problem, self.checkpoint) if k else None})
 
     def describe(self) -> dict:
         return {"hypergrad": self.name, "k": self.k, "checkpoint": self.checkpoint}

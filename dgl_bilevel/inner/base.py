@@ -14,6 +14,8 @@ Optional capabilities are *declared*, never discovered by probing for attributes
   product (a fast VJP); ``None`` means autograd computes it;
 * ``custom_steps`` -- a training loop of the problem's own (mini-batches), used instead of the
   generic one when the trajectory is not differentiated; ``None`` means the generic loop;
+* ``second_order`` -- hand-derived gradient and gradient-VJP of the objective, which unrolled
+  hypergradients use instead of autograd's second derivatives; ``None`` means autograd;
 * ``objective_terms`` -- closures whose sum is the objective, so second-order products can be
   accumulated term by term in bounded memory; returning ``None`` means one pass.
 """
@@ -122,6 +124,10 @@ class InnerProblem:
     #: Capability (quadratic problems): closed form of ``d/dw [p^T (b(w) - A(w) Y)]`` per edge,
     #: ``(w, adjoint p, solution Y) -> [E]``; None: autograd through ``linear_system``.
     edge_gradient: Optional[Callable[..., torch.Tensor]] = None
+    #: Capability: hand-derived derivatives of ``objective`` for fast unrolling, an object with
+    #: ``gradient(params, w) -> (loss, grads, record)`` and ``gradient_vjp(record, V, w) ->
+    #: (V^T dg/dparams, V^T dg/dw)`` (:mod:`dgl_bilevel.hypergrad.recorded`); None: autograd.
+    second_order: Optional[Any] = None
 
     def __init__(self, steps: int, optimizer: torchopt.base.GradientTransformation, init: str = "fresh") -> None:
         if steps < 0:

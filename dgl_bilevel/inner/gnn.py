@@ -14,6 +14,7 @@ from ..losses import task_loss
 from ..ops import maybe_sparse
 from ..models import build_model
 from ..registry import INNER_PROBLEMS
+from .sumagg_derivatives import SumAggDerivatives, supports as supports_derivatives
 from .base import ELEMENTWISE_CONFIG_OPTIMIZERS, InnerProblem, Params, default_adam, optimizer_from_config
 
 
@@ -100,6 +101,8 @@ class TrainedGNN(InnerProblem):
         self._built = [p.detach().clone() for p in self.model.parameters()]
         self._dtype = dtype
         self._check_output_width()
+        own_objective = type(self).objective is TrainedGNN.objective and type(self).predict is TrainedGNN.predict
+        self.second_order = SumAggDerivatives(self) if own_objective and supports_derivatives(self) else None
         return self
 
     def _check_output_width(self) -> None:

@@ -1,0 +1,174 @@
+"""Reverse-mode differentiation through an inner trajectory with the problem's own second derivatives.
+
+When an inner problem declares :attr:`~dgl_bilevel.inner.base.InnerProblem.second_order` (an object
+with ``gradient(params, w) -> (loss, grads, record)`` and ``gradient_vjp(record, V, w) -> (V^T
+dg/dparams, V^T dg/dw)``), each inner step is ``params' = params + update(g, state)`` with ``g``
+from ``gradient``. The forward pass keeps per step the gradient, the optimizer state entering it
+and the problem's compact record; the backward pass walks the steps in reverse and, per step,
+
+1. pulls the adjoints of the new parameters and state through the optimizer's update with
+   autograd (elementwise: cheap) -- giving the adjoint of ``g`` and of the old state;
+2. turns the adjoint of ``g`` into parameter and edge-weight adjoints with ``gradient_vjp``
+   (one tangent pass over the stored record, no recomputation).
+
+The hypergradient is that of full unrolling (the same derivatives, other rounding). Memory is
+O(steps x (parameters + the record)); :class:`~dgl_bilevel.inner.sumagg_derivatives.SumAggDerivatives`
+documents what its record holds.
+"""
+from __future__ import annotations
+
+import torch
+from torchopt import pytree
+
+from ..inner.base import InnerProblem
+from ..inner.training import Params
+from ..ops import constant_edge_weights
+from .checkpointed import _RECORDERS, _floating, _record
+
+
+def unroll_recorded(
+    problem: InnerProblem,
+    edge_weight: torch.Tensor,
+    params: Params,
+    steps: int,
+    state=None,
+    monitor=None,
+) -> tuple[Params, object, float]:
+    """Run ``steps`` inner updates with ``problem.second_order``; the returned params are
+    differentiable in ``edge_weight`` exactly as with full unrolling."""
+    record: dict = {"value": float("nan")}
+    optimizer = problem.optimizer
+    if state is None:
+        state = optimizer.init(tuple(p.detach() for p in params))
+    layout = FlatLayout(params)
+    flat_state = layout.flatten_state(optimizer, state)
+    leaves, treedef = pytree.tree_flatten(flat_state)
+    out = _RecordedTrajectory.apply(edge_weight, problem, steps, treedef, record, monitor, layout,
+                                    layout.flatten(p.detach() for p in params), *leaves)
+    params_out = layout.split(out[0])
+    state_out = layout.unflatten_state(optimizer, pytree.tree_unflatten(treedef, list(out[1:])), params_out)
+    return params_out, state_out, record["value"]
+
+
+class FlatLayout:
+    """The parameters as one flat vector, and the optimizer state to match.
+
+    An elementwise optimizer (Adam, SGD) does on one concatenated vector exactly what it does on
+    each tensor, and one tensor costs one set of operator calls instead of one per parameter --
+    which, with the autograd graph the backward pass builds over each update, is most of an
+    update's cost on a small model.
+    """
+
+    def __init__(self, params: Params) -> None:
+        self.shapes = [p.shape for p in params]
+        self.sizes = [p.numel() for p in params]
+
+    def flatten(self, tensors) -> torch.Tensor:
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def split(self, flat: torch.Tensor) -> Params:
+        return tuple(part.view(shape) for part, shape in zip(flat.split(self.sizes), self.shapes))
+
+    def flatten_state(self, optimizer, state):
+        """``state`` (one entry per parameter in each of its fields) as the state of one flat vector."""
+        n = len(self.sizes)
+        template = optimizer.init((torch.zeros(sum(self.sizes)),))
+        flat_leaves, flat_def = pytree.tree_flatten(template)
+        leaves, _ = pytree.tree_flatten(state)
+        if len(leaves) != n * len(flat_leaves):
+            raise ValueError("optimizer state does not hold one entry per parameter in each field")
+        merged = []
+        for j, like in enumerate(flat_leaves):
+            group = leaves[j * n:(j + 1) * n]
+            if all(isinstance(x, torch.Tensor) and x.numel() == size for x, size in zip(group, self.sizes)) \
+                    and like.numel() == sum(self.sizes):
+                merged.append(self.flatten(group))
+            elif all(isinstance(x, torch.Tensor) and x.numel() == 1 and torch.equal(x, group[0]) for x in group):
+                merged.append(group[0].clone())  # a step count shared by every parameter
+            else:
+                raise ValueError("optimizer state entries differ between parameters")
+        return pytree.tree_unflatten(flat_def, merged)
+
+    def unflatten_state(self, optimizer, flat_state, params: Params):
+        """The inverse of :meth:`flatten_state`."""
+        leaves, _ = pytree.tree_flatten(flat_state)
+        template_leaves, template_def = pytree.tree_flatten(optimizer.init(tuple(p.detach() for p in params)))
+        n = len(self.sizes)
+        out = []
+        for leaf in leaves:
+            if leaf.numel() == sum(self.sizes) and leaf.numel() != 1:
+                out.extend(self.split(leaf))
+            else:
+                out.extend([leaf] * n)
+        assert len(out) == len(template_leaves)
+        return pytree.tree_unflatten(template_def, out)
+
+
+class _RecordedTrajectory(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, edge_weight, problem, steps, treedef, record, monitor, layout, flat_params, *leaves):
+        derivatives, optimizer = problem.second_order, problem.optimizer
+        params = flat_params
+        state = pytree.tree_unflatten(treedef, list(leaves))
+        weight = edge_weight.detach()
+        saved = []
+        with constant_edge_weights(), torch.no_grad():  # one detached weight tensor: its sparse matrices are reused
+            for _ in range(steps):
+                loss, grads, step_record = derivatives.gradient(layout.split(params), weight)
+                grads = layout.flatten(grads)
+                saved.append((grads, state, step_record))
+                # elementwise optimizers read no parameters; None keeps forward and backward the same function
+                (update,), state = optimizer.update((grads,), state, params=None, inplace=False)
+                params = params + update
+                record["value"] = float(loss)
+                if monitor is not None:
+                    monitor(layout.split(params))
+        ctx.problem, ctx.saved_steps, ctx.treedef, ctx.layout = problem, saved, treedef, layout
+        ctx.save_for_backward(edge_weight)
+        out_leaves, _ = pytree.tree_flatten(state)
+        return (params, *out_leaves)
+
+    @staticmethod
+    def backward(ctx, adj_params, *adj_state):
+        (edge_weight,) = ctx.saved_tensors
+        problem, treedef, layout = ctx.problem, ctx.treedef, ctx.layout
+        adj_params = torch.zeros_like(ctx.saved_steps[0][0]) if adj_params is None else adj_params
+        adj_state = list(adj_state)
+        weight = edge_weight.detach()
+        grad_weight = torch.zeros_like(weight)
+        last = len(ctx.saved_steps) - 1
+        with constant_edge_weights():
+            for k, (grads, state, step_record) in enumerate(reversed(ctx.saved_steps)):
+                adj_grads, adj_state = _optimizer_vjp(problem.optimizer, grads, state, treedef, adj_params, adj_state)
+                hessian_part, edge_part = problem.second_order.gradient_vjp(step_record, layout.split(adj_grads), weight)
+                adj_params = adj_params + layout.flatten(hessian_part)
+                grad_weight = grad_weight + edge_part.to(grad_weight.dtype)
+                if _RECORDERS:
+                    _record(last - k, list(layout.split(adj_params)), adj_state)
+        ctx.saved_steps = None
+        return (grad_weight, None, None, None, None, None, None) + (None,) * (1 + len(adj_state))
+
+
+def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state):
+    """Adjoints of the (flat) gradient and of the entering state, from those of the step's outputs.
+
+    ``params' = params + update(g, state)``: the new parameters' adjoint passes unchanged to the
+    old parameters (added by the caller) and, through ``update``, to ``g`` and ``state``.
+    """
+    with torch.enable_grad():
+        g = grads.detach().requires_grad_(True)
+        leaves, _ = pytree.tree_flatten(state)
+        leaves = [x.detach().requires_grad_(True) if _floating(x) else x for x in leaves]
+        (update,), new_state = optimizer.update((g,), pytree.tree_unflatten(treedef, leaves), params=None, inplace=False)
+        new_leaves, _ = pytree.tree_flatten(new_state)
+        outputs, cotangents = [update], [adj_params]
+        for value, cot in zip(new_leaves, adj_state):
+            if cot is not None and _floating(value) and value.requires_grad:
+                outputs.append(value)
+                cotangents.append(cot)
+        inputs = [g] + [x for x in leaves if _floating(x)]
+        found = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
+    adj_grads = torch.zeros_like(g) if found[0] is None else found[0]
+    float_adj = iter(found[1:])
+    new_adj_state = [next(float_adj) if _floating(x) else None for x in leaves]
+    return adj_grads.detach(), [None if a is None else a.detach() for a in new_adj_state]
