@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES: dict[str, dict] = {
     "cora-gnn-unrolled": dict(data="cora", inner="gnn", method="unrolled", iters=6),
     "cora-gnn-unrolled-nockpt": dict(data="cora", inner="gnn", method="unrolled-full", iters=6),
+    # the lean unroll without the GNN's hand-derived second derivatives: recomputed steps (before 2026-12-02)
+    "cora-gnn-unrolled-recompute": dict(data="cora", inner="gnn", method="unrolled", iters=6, hand_derived=False),
     "cora-gnn-implicit": dict(data="cora", inner="gnn", method="implicit", iters=6),
     "cora-gnn-truncated10": dict(data="cora", inner="gnn", method="truncated", iters=6),
     "cora-lap-unrolled500": dict(data="cora", inner="lap-ce", method="unrolled", iters=5),
@@ -83,6 +85,8 @@ def run_case(name: str) -> dict:
     }[spec["method"]]
     structure = dbl.EdgeWeights(data.graph, generator=torch.Generator().manual_seed(0))
     inner.bind(data, structure.graph)
+    if not spec.get("hand_derived", True):
+        inner.second_order = None
     optimizer = torch.optim.Adam(structure.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(0)
 

@@ -153,3 +153,9 @@ def test_flat_layout_round_trips_parameters_and_adam_state():
     ours, _ = torchopt.pytree.tree_flatten(back)
     theirs, _ = torchopt.pytree.tree_flatten(state)
     assert len(ours) == len(theirs) and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_optimizer_states_are_stored_every_sqrt_steps():
+    from dgl_bilevel.hypergrad.recorded import state_segment
+
+    assert [state_segment(n) for n in (0, 1, 2, 4, 5, 100, 101)] == [1, 1, 2, 2, 3, 10, 11]

@@ -11,11 +11,16 @@ and the problem's compact record; the backward pass walks the steps in reverse a
 2. turns the adjoint of ``g`` into parameter and edge-weight adjoints with ``gradient_vjp``
    (one tangent pass over the stored record, no recomputation).
 
-The hypergradient is that of full unrolling (the same derivatives, other rounding). Memory is
-O(steps x (parameters + the record)); :class:`~dgl_bilevel.inner.sumagg_derivatives.SumAggDerivatives`
+The hypergradient is that of full unrolling (the same derivatives, other rounding). The optimizer
+state (Adam's two moments) is stored only every ``ceil(sqrt(steps))`` steps and replayed from the
+stored gradients one segment at a time in the backward pass -- the same elementwise updates, so the
+same states bit for bit, for one extra pass of the (cheap) optimizer update. Memory is
+O(steps x (parameters + the record) + sqrt(steps) x optimizer state); :class:`~dgl_bilevel.inner.sumagg_derivatives.SumAggDerivatives`
 documents what its record holds.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torchopt import pytree
@@ -112,18 +117,19 @@ class _RecordedTrajectory(torch.autograd.Function):
         state = pytree.tree_unflatten(treedef, list(leaves))
         weight = edge_weight.detach()
         saved = []
+        segment = state_segment(steps)
         with constant_edge_weights(), torch.no_grad():  # one detached weight tensor: its sparse matrices are reused
-            for _ in range(steps):
+            for step in range(steps):
                 loss, grads, step_record = derivatives.gradient(layout.split(params), weight)
                 grads = layout.flatten(grads)
-                saved.append((grads, state, step_record))
+                saved.append((grads, state if step % segment == 0 else None, step_record))
                 # elementwise optimizers read no parameters; None keeps forward and backward the same function
                 (update,), state = optimizer.update((grads,), state, params=None, inplace=False)
                 params = params + update
                 record["value"] = float(loss)
                 if monitor is not None:
                     monitor(layout.split(params))
-        ctx.problem, ctx.saved_steps, ctx.treedef, ctx.layout = problem, saved, treedef, layout
+        ctx.problem, ctx.saved_steps, ctx.treedef, ctx.layout, ctx.segment = problem, saved, treedef, layout, segment
         ctx.save_for_backward(edge_weight)
         out_leaves, _ = pytree.tree_flatten(state)
         return (params, *out_leaves)
@@ -136,17 +142,39 @@ class _RecordedTrajectory(torch.autograd.Function):
         adj_state = list(adj_state)
         weight = edge_weight.detach()
         grad_weight = torch.zeros_like(weight)
-        last = len(ctx.saved_steps) - 1
+        saved = ctx.saved_steps
         with constant_edge_weights():
-            for k, (grads, state, step_record) in enumerate(reversed(ctx.saved_steps)):
-                adj_grads, adj_state = _optimizer_vjp(problem.optimizer, grads, state, treedef, adj_params, adj_state)
-                hessian_part, edge_part = problem.second_order.gradient_vjp(step_record, layout.split(adj_grads), weight)
-                adj_params = adj_params + layout.flatten(hessian_part)
-                grad_weight = grad_weight + edge_part.to(grad_weight.dtype)
-                if _RECORDERS:
-                    _record(last - k, list(layout.split(adj_params)), adj_state)
+            for start in reversed(range(0, len(saved), ctx.segment)):
+                states = _replay_states(problem.optimizer, saved[start:start + ctx.segment])
+                for step in reversed(range(start, min(start + ctx.segment, len(saved)))):
+                    grads, _, step_record = saved[step]
+                    adj_grads, adj_state = _optimizer_vjp(problem.optimizer, grads, states[step - start], treedef,
+                                                          adj_params, adj_state)
+                    hessian_part, edge_part = problem.second_order.gradient_vjp(step_record, layout.split(adj_grads), weight)
+                    adj_params = adj_params + layout.flatten(hessian_part)
+                    grad_weight = grad_weight + edge_part.to(grad_weight.dtype)
+                    saved[step] = None  # its record is no longer needed
+                    if _RECORDERS:
+                        _record(step, list(layout.split(adj_params)), adj_state)
         ctx.saved_steps = None
         return (grad_weight, None, None, None, None, None, None) + (None,) * (1 + len(adj_state))
+
+
+def state_segment(steps: int) -> int:
+    """Steps between stored optimizer states: ``ceil(sqrt(steps))``, so the states kept and the
+    states replayed in one segment are both about ``sqrt(steps)``."""
+    return max(1, math.isqrt(max(steps - 1, 0)) + 1)
+
+
+@torch.no_grad()
+def _replay_states(optimizer, segment: list) -> list:
+    """The optimizer state entering each step of ``segment`` (its first step's is stored), rebuilt
+    from the stored gradients by the same updates as the forward pass: bitwise the same states."""
+    states = [segment[0][1]]
+    for grads, _, _ in segment[:-1]:
+        _, state = optimizer.update((grads,), states[-1], params=None, inplace=False)
+        states.append(state)
+    return states
 
 
 def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state):

@@ -46,10 +46,11 @@ class SumAggDerivatives:
     ``gradient_vjp`` (the product of a cotangent with the gradient's Jacobian, from that record)
     for a bound :class:`~dgl_bilevel.inner.gnn.TrainedGNN` that :func:`supports` accepts.
 
-    The record keeps per step only what needs a sparse product to rebuild: ``Q_1 = X W_1``'s
-    neighbour half, the hidden layers ``H_l``, ``R_l = M^T G_l`` for ``l >= 2``, the weights
-    ``W_l`` for ``l >= 2`` and the softmax on ``v_in`` (39 numbers per node on Cora's 16-unit
-    GNN); ``G_l`` and the other ``Q_l`` are rebuilt from them with small dense products.
+    The record keeps per step only what is costly to rebuild: ``Q_1 = X W_1``'s neighbour half
+    (a product with the feature matrix), the hidden layers ``H_l``, the weights ``W_l`` for
+    ``l >= 2`` and the softmax on ``v_in`` -- 32 numbers per node on Cora's 16-unit GNN. ``G_l``,
+    ``R_l`` and the other ``Q_l`` are rebuilt from them with small dense products and one
+    product with ``M^T`` per layer above the first.
     """
 
     def __init__(self, problem) -> None:
@@ -108,7 +109,6 @@ class SumAggDerivatives:
         probs = log_probs.exp()
         grad_z = self._logit_gradient(probs, z)
         grads: list = [None] * len(params)
-        grad_qs = [None] * count
         for l in range(count - 1, -1, -1):
             grad_q = m_src @ grad_z
             grad_projected = torch.cat([grad_z, grad_q], dim=1)
@@ -116,15 +116,13 @@ class SumAggDerivatives:
                 grads[0] = self._features_transpose_times(grad_projected)
             else:
                 grads[2 * l] = hidden[l - 1].t() @ grad_projected
-                grad_qs[l] = grad_q
             grads[2 * l + 1] = grad_z.sum(0)
             if l:
                 grad_z = (grad_projected @ weights[l].t()) * slopes[l - 1]
         if self.weight_decay:
             loss = loss + 0.5 * self.weight_decay * sum((p * p).sum() for p in params)
             grads = [g + self.weight_decay * p for g, p in zip(grads, params)]
-        record = {"probs": probs, "neigh": neighs[0], "hidden": hidden, "grad_q": grad_qs,
-                  "weights": [None] + [w.detach() for w in weights[1:]]}
+        record = {"probs": probs, "neigh": neighs[0], "hidden": hidden, "weights": [None] + [w.detach() for w in weights[1:]]}
         return loss, tuple(grads), record
 
     # ------------------------------------------------------------ second order
@@ -134,7 +132,7 @@ class SumAggDerivatives:
         ``record`` was taken: the Hessian-vector product ``H V`` and the mixed derivative
         ``d/dw <g, V>`` (one tangent pass; see the module docstring)."""
         plan, m_dst, m_src = self._matrices(edge_weight)
-        probs, hidden, grad_qs, weights = record["probs"], record["hidden"], record["grad_q"], record["weights"]
+        probs, hidden, weights = record["probs"], record["hidden"], record["weights"]
         v_weights, v_biases = cotangent[0::2], cotangent[1::2]
         count = len(weights)
         slopes = [h.clamp(max=0.0) + 1.0 for h in hidden]  # elu'(z): 1 for z > 0 (h > 0), exp(z) = h + 1 otherwise
@@ -168,7 +166,7 @@ class SumAggDerivatives:
             if l == 0:
                 out[0] = self._features_transpose_times(d_grad_projected)
                 break
-            grad_projected = torch.cat([grad_z, grad_qs[l]], dim=1)
+            grad_projected = torch.cat([grad_z, m_src @ grad_z], dim=1)
             d_inputs = d_pre[l - 1] * slopes[l - 1]
             out[2 * l] = d_inputs.t() @ grad_projected + hidden[l - 1].t() @ d_grad_projected
             grad_h = grad_projected @ weights[l].t()
