@@ -159,3 +159,36 @@ def test_optimizer_states_are_stored_every_sqrt_steps():
     from dgl_bilevel.hypergrad.recorded import state_segment
 
     assert [state_segment(n) for n in (0, 1, 2, 4, 5, 100, 101)] == [1, 1, 2, 2, 3, 10, 11]
+
+
+def test_stacked_seeds_derivatives_equal_autograd_on_the_stacked_objective():
+    from dgl_bilevel.seeds import stack_problems
+
+    problems, weights, params = [], [], []
+    for s in range(3):
+        data = _data(sparse=True)
+        perm = torch.randperm(data.num_nodes, generator=torch.Generator().manual_seed(s))
+        data = data.with_splits(v_in=perm[: 4 + s], v_out=perm[10:13], val=perm[13:15], test=perm[15:])
+        problem = _problem(data, sparse=True)
+        point, weight = _point(problem, data, seed=s)
+        problems.append(problem), params.append(point), weights.append(weight)
+    stacked = stack_problems(problems)
+    assert isinstance(stacked.second_order, SumAggDerivatives)
+    p = stacked.stack_params(params)
+    w = torch.cat(weights)
+    loss, grads, record = stacked.second_order.gradient(tuple(x.detach() for x in p), w)
+    mine_per_seed = stacked.per_seed_objective.clone()
+    wv = w.clone().requires_grad_(True)
+    objective = stacked.objective(p, wv)
+    assert torch.allclose(mine_per_seed, stacked.per_seed_objective, rtol=0, atol=1e-13)
+    auto = torch.autograd.grad(objective, p, create_graph=True)
+    assert abs(float(loss - objective.detach())) < 1e-12
+    for mine, theirs in zip(grads, auto):
+        assert _relative(mine, theirs) < 1e-12
+    gen = torch.Generator().manual_seed(5)
+    cotangent = tuple(torch.randn(x.shape, generator=gen, dtype=x.dtype) for x in p)
+    second = torch.autograd.grad(auto, p + (wv,), cotangent)
+    hessian_part, edge_part = stacked.second_order.gradient_vjp(record, cotangent, w)
+    for mine, theirs in zip(hessian_part, second[:-1]):
+        assert _relative(mine, theirs) < 1e-11
+    assert _relative(edge_part, second[-1]) < 1e-11

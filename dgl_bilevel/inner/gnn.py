@@ -102,7 +102,7 @@ class TrainedGNN(InnerProblem):
         self._dtype = dtype
         self._check_output_width()
         own_objective = type(self).objective is TrainedGNN.objective and type(self).predict is TrainedGNN.predict
-        self.second_order = SumAggDerivatives(self) if own_objective and supports_derivatives(self) else None
+        self.second_order = SumAggDerivatives.for_problem(self) if own_objective and supports_derivatives(self) else None
         return self
 
     def _check_output_width(self) -> None:

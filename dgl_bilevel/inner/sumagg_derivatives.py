@@ -24,6 +24,8 @@ The tangent pass differentiates each of these lines once more.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from ..models import SumAggGNN
@@ -44,7 +46,9 @@ def supports(problem) -> bool:
 class SumAggDerivatives:
     """``gradient`` (the objective's value and gradient, keeping a compact record of the pass) and
     ``gradient_vjp`` (the product of a cotangent with the gradient's Jacobian, from that record)
-    for a bound :class:`~dgl_bilevel.inner.gnn.TrainedGNN` that :func:`supports` accepts.
+    for one trained :class:`~dgl_bilevel.models.SumAggGNN` (:meth:`for_problem`) or ``S`` seeds of
+    it stacked into one problem (:meth:`for_stack`: parameters ``[S, ...]``, a graph of ``S``
+    copies). Internally every tensor has a leading seed axis; one seed is a stack of one.
 
     The record keeps per step only what is costly to rebuild: ``Q_1 = X W_1``'s neighbour half
     (a product with the feature matrix), the hidden layers ``H_l``, the weights ``W_l`` for
@@ -53,14 +57,32 @@ class SumAggDerivatives:
     product with ``M^T`` per layer above the first.
     """
 
-    def __init__(self, problem) -> None:
-        self.graph = problem.graph
-        self.features = problem.features
-        self.weight_decay = problem.weight_decay
-        self.widths = [layer.out_feats for layer in problem.model.layers]
+    def __init__(self, graph, features, weight_decay: float, widths: list, rows: torch.Tensor, labels: torch.Tensor,
+                 row_weights: torch.Tensor, row_seeds: torch.Tensor, num_seeds: int, stacked: bool,
+                 report: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.graph, self.features, self.weight_decay, self.widths = graph, features, weight_decay, widths
+        self.rows, self.labels, self.row_weights, self.row_seeds = rows, labels, row_weights, row_seeds
+        self.num_seeds, self.stacked, self.report = num_seeds, stacked, report
+
+    @classmethod
+    def for_problem(cls, problem) -> "SumAggDerivatives":
+        """For a bound :class:`~dgl_bilevel.inner.gnn.TrainedGNN` that :func:`supports` accepts."""
         data = problem.data
-        self.v_in = data.v_in
-        self.labels = data.labels[data.v_in]
+        n = data.v_in.numel()
+        weights = torch.full((n,), 1.0 / n, dtype=data.features.dtype)
+        return cls(problem.graph, problem.features, problem.weight_decay, [layer.out_feats for layer in problem.model.layers],
+                   data.v_in, data.labels[data.v_in], weights, torch.zeros(n, dtype=torch.long), 1, False,
+                   lambda per_seed: per_seed.sum())
+
+    @classmethod
+    def for_stack(cls, stacked) -> "SumAggDerivatives":
+        """For a :class:`~dgl_bilevel.seeds.problems.StackedGNN` of problems :func:`supports` accepts;
+        each seed's objective is reported to it as its objective evaluation would."""
+        nodes = stacked.v_in
+        dtype = stacked.problems[0].data.features.dtype
+        return cls(stacked.graph, stacked.features, stacked.weight_decay, [layer.out_feats for layer in stacked.model.layers],
+                   nodes.index, stacked.labels.index_select(0, nodes.local), nodes.mean_weights(dtype), nodes.seed,
+                   stacked.num_seeds, True, stacked._record)
 
     # ----------------------------------------------------------------- helpers
     def _matrices(self, edge_weight: torch.Tensor):
@@ -68,62 +90,81 @@ class SumAggDerivatives:
         weight = edge_weight.detach()
         return plan, plan.matrix("dst", weight), plan.matrix("src", weight)
 
-    def _project_features(self, weight: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.features, SparseFeatures):
-            return self.features.matrix @ weight
-        return self.features @ weight
+    def _seed_axis(self, params: tuple) -> tuple:
+        return params if self.stacked else tuple(p.unsqueeze(0) for p in params)
+
+    def _without_seed_axis(self, tensors: list) -> tuple:
+        return tuple(tensors) if self.stacked else tuple(t.squeeze(0) for t in tensors)
+
+    def _sparse(self, matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A node-by-node sparse matrix of the (stacked) graph times ``[S, N, c]``."""
+        seeds, nodes, width = x.shape
+        return (matrix @ x.reshape(seeds * nodes, width)).reshape(seeds, nodes, width)
+
+    def _features_times(self, weight: torch.Tensor) -> torch.Tensor:
+        """``X W_s`` for every seed's ``[in, c]`` weight: one product with ``[in, S * c]``; ``[S, N, c]``."""
+        seeds, width, cols = weight.shape
+        wide = weight[0] if seeds == 1 else weight.permute(1, 0, 2).reshape(width, seeds * cols)
+        out = self.features.matrix @ wide if isinstance(self.features, SparseFeatures) else self.features @ wide
+        return out.reshape(out.shape[0], seeds, cols).transpose(0, 1)
 
     def _features_transpose_times(self, grad: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.features, SparseFeatures):
-            return self.features.matrix_t @ grad
-        return self.features.t() @ grad
+        """``X^T G_s`` for every seed's ``[N, c]``: one product; ``[S, in, c]``."""
+        seeds, nodes, cols = grad.shape
+        wide = grad[0] if seeds == 1 else grad.transpose(0, 1).reshape(nodes, seeds * cols)
+        out = self.features.matrix_t @ wide if isinstance(self.features, SparseFeatures) else self.features.t() @ wide
+        return out.reshape(out.shape[0], seeds, cols).transpose(0, 1)
 
     def _logit_gradient(self, probs: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``G_L = dL/dlogits``: (softmax - one-hot) / n on the ``v_in`` rows, zero elsewhere."""
-        n = self.v_in.numel()
+        """``G_L = dL/dlogits``: (softmax - one-hot) / n_s on each seed's ``v_in`` rows, zero elsewhere."""
         rows = probs.clone()
-        rows[torch.arange(n), self.labels] -= 1.0
-        return torch.zeros_like(like).index_add_(0, self.v_in, rows / n)
+        rows[torch.arange(rows.shape[0]), self.labels] -= 1.0
+        flat = torch.zeros(like.shape[0] * like.shape[1], like.shape[2], dtype=like.dtype)
+        return flat.index_add_(0, self.rows, rows * self.row_weights[:, None]).reshape(like.shape)
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.rows)
 
     # ------------------------------------------------------------- first order
     @torch.no_grad()
     def gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple, dict]:
         """``(L, dL/dtheta, record)`` at ``params``: the same values as autograd on the objective."""
         _, m_dst, m_src = self._matrices(edge_weight)
-        weights, biases = params[0::2], params[1::2]
+        stacked = self._seed_axis(params)
+        weights, biases = stacked[0::2], stacked[1::2]
         count = len(weights)
         hidden, slopes, neighs = [], [], []
         h = None
         for l, (w_l, b_l) in enumerate(zip(weights, biases)):
-            projected = self._project_features(w_l) if l == 0 else h @ w_l
-            self_part, neigh = projected.split(self.widths[l], dim=1)
+            projected = self._features_times(w_l) if l == 0 else h @ w_l
+            self_part, neigh = projected.split(self.widths[l], dim=2)
             neigh = neigh.contiguous()
             neighs.append(neigh)
-            z = self_part + m_dst @ neigh + b_l
+            z = self_part + self._sparse(m_dst, neigh) + b_l[:, None, :]
             if l < count - 1:
                 h = torch.nn.functional.elu(z)
                 hidden.append(h)
                 slopes.append(torch.where(z > 0, torch.ones_like(z), torch.exp(z)))
-        log_probs = torch.log_softmax(z.index_select(0, self.v_in), dim=1)
-        loss = -log_probs.gather(1, self.labels[:, None]).sum() / self.v_in.numel()
+        log_probs = torch.log_softmax(self._rows(z), dim=1)
+        per_row = -log_probs.gather(1, self.labels[:, None]).squeeze(1) * self.row_weights
+        per_seed = torch.zeros(self.num_seeds, dtype=z.dtype).index_add_(0, self.row_seeds, per_row)
         probs = log_probs.exp()
         grad_z = self._logit_gradient(probs, z)
-        grads: list = [None] * len(params)
+        grads: list = [None] * len(stacked)
         for l in range(count - 1, -1, -1):
-            grad_q = m_src @ grad_z
-            grad_projected = torch.cat([grad_z, grad_q], dim=1)
+            grad_projected = torch.cat([grad_z, self._sparse(m_src, grad_z)], dim=2)
             if l == 0:
                 grads[0] = self._features_transpose_times(grad_projected)
             else:
-                grads[2 * l] = hidden[l - 1].t() @ grad_projected
-            grads[2 * l + 1] = grad_z.sum(0)
+                grads[2 * l] = hidden[l - 1].transpose(1, 2) @ grad_projected
+            grads[2 * l + 1] = grad_z.sum(1)
             if l:
-                grad_z = (grad_projected @ weights[l].t()) * slopes[l - 1]
+                grad_z = (grad_projected @ weights[l].transpose(1, 2)) * slopes[l - 1]
         if self.weight_decay:
-            loss = loss + 0.5 * self.weight_decay * sum((p * p).sum() for p in params)
-            grads = [g + self.weight_decay * p for g, p in zip(grads, params)]
-        record = {"probs": probs, "neigh": neighs[0], "hidden": hidden, "weights": [None] + [w.detach() for w in weights[1:]]}
-        return loss, tuple(grads), record
+            per_seed = per_seed + 0.5 * self.weight_decay * sum(p.reshape(self.num_seeds, -1).pow(2).sum(1) for p in stacked)
+            grads = [g + self.weight_decay * p for g, p in zip(grads, stacked)]
+        record = {"probs": probs, "neigh": neighs[0], "hidden": hidden, "weights": [None] + [w for w in weights[1:]]}
+        return self.report(per_seed), self._without_seed_axis(grads), record
 
     # ------------------------------------------------------------ second order
     @torch.no_grad()
@@ -133,48 +174,52 @@ class SumAggDerivatives:
         ``d/dw <g, V>`` (one tangent pass; see the module docstring)."""
         plan, m_dst, m_src = self._matrices(edge_weight)
         probs, hidden, weights = record["probs"], record["hidden"], record["weights"]
-        v_weights, v_biases = cotangent[0::2], cotangent[1::2]
+        tangent = self._seed_axis(cotangent)
+        v_weights, v_biases = tangent[0::2], tangent[1::2]
         count = len(weights)
         slopes = [h.clamp(max=0.0) + 1.0 for h in hidden]  # elu'(z): 1 for z > 0 (h > 0), exp(z) = h + 1 otherwise
-        neighs = [record["neigh"]] + [hidden[l - 1] @ weights[l][:, self.widths[l]:] for l in range(1, count)]
+        neighs = [record["neigh"]] + [hidden[l - 1] @ weights[l][:, :, self.widths[l]:] for l in range(1, count)]
         # forward tangents: dZ_l, and dQ_l for the edge derivative
         d_pre, d_neighs = [], []
         d_h = None
         for l in range(count):
-            d_projected = self._project_features(v_weights[0]) if l == 0 else d_h @ weights[l] + hidden[l - 1] @ v_weights[l]
-            d_self, d_neigh = d_projected.split(self.widths[l], dim=1)
+            d_projected = self._features_times(v_weights[0]) if l == 0 else d_h @ weights[l] + hidden[l - 1] @ v_weights[l]
+            d_self, d_neigh = d_projected.split(self.widths[l], dim=2)
             d_neigh = d_neigh.contiguous()
-            d_z = d_self + m_dst @ d_neigh + v_biases[l]
+            d_z = d_self + self._sparse(m_dst, d_neigh) + v_biases[l][:, None, :]
             d_pre.append(d_z)
             d_neighs.append(d_neigh)
             if l < count - 1:
                 d_h = d_z * slopes[l]
-        # the softmax cross-entropy's Hessian on the v_in rows
-        d_rows = d_pre[-1].index_select(0, self.v_in)
-        d_rows = probs * (d_rows - (probs * d_rows).sum(1, keepdim=True)) / self.v_in.numel()
-        d_grad_z = torch.zeros_like(d_pre[-1]).index_add_(0, self.v_in, d_rows)
-        grad_z = self._logit_gradient(probs, d_pre[-1])
+        # the softmax cross-entropy's Hessian on each seed's v_in rows
+        d_rows = self._rows(d_pre[-1])
+        d_rows = probs * (d_rows - (probs * d_rows).sum(1, keepdim=True)) * self.row_weights[:, None]
+        logits = d_pre[-1]
+        d_grad_z = torch.zeros(logits.shape[0] * logits.shape[1], logits.shape[2], dtype=logits.dtype)
+        d_grad_z = d_grad_z.index_add_(0, self.rows, d_rows).reshape(logits.shape)
+        grad_z = self._logit_gradient(probs, logits)
         out: list = [None] * (2 * count)
         # d/dw_e sum_l <G_l[dst], Q_l[src]> = sum_l <dG_l[dst], Q_l[src]> + <G_l[dst], dQ_l[src]>: one edge product
         at_dst, at_src = [], []
         for l in range(count - 1, -1, -1):
-            d_grad_q = m_src @ d_grad_z
-            d_grad_projected = torch.cat([d_grad_z, d_grad_q], dim=1)
+            d_grad_projected = torch.cat([d_grad_z, self._sparse(m_src, d_grad_z)], dim=2)
             at_dst += [d_grad_z, grad_z]
             at_src += [neighs[l], d_neighs[l]]
-            out[2 * l + 1] = d_grad_z.sum(0)
+            out[2 * l + 1] = d_grad_z.sum(1)
             if l == 0:
                 out[0] = self._features_transpose_times(d_grad_projected)
                 break
-            grad_projected = torch.cat([grad_z, m_src @ grad_z], dim=1)
+            grad_projected = torch.cat([grad_z, self._sparse(m_src, grad_z)], dim=2)
             d_inputs = d_pre[l - 1] * slopes[l - 1]
-            out[2 * l] = d_inputs.t() @ grad_projected + hidden[l - 1].t() @ d_grad_projected
-            grad_h = grad_projected @ weights[l].t()
-            d_grad_h = d_grad_projected @ weights[l].t() + grad_projected @ v_weights[l].t()
+            out[2 * l] = d_inputs.transpose(1, 2) @ grad_projected + hidden[l - 1].transpose(1, 2) @ d_grad_projected
+            grad_h = grad_projected @ weights[l].transpose(1, 2)
+            d_grad_h = d_grad_projected @ weights[l].transpose(1, 2) + grad_projected @ v_weights[l].transpose(1, 2)
             curvature = slopes[l - 1].masked_fill(hidden[l - 1] > 0, 0.0)  # elu''(z): 0 for z > 0, exp(z) otherwise
             d_grad_z = curvature * d_pre[l - 1] * grad_h + slopes[l - 1] * d_grad_h
             grad_z = grad_h * slopes[l - 1]
-        edge = _EdgeDot.apply(torch.cat(at_dst, dim=1), torch.cat(at_src, dim=1), plan, "dst")
+        seeds, nodes = logits.shape[0], logits.shape[1]
+        edge = _EdgeDot.apply(torch.cat(at_dst, dim=2).reshape(seeds * nodes, -1),
+                              torch.cat(at_src, dim=2).reshape(seeds * nodes, -1), plan, "dst")
         if self.weight_decay:
-            out = [o + self.weight_decay * v for o, v in zip(out, cotangent)]
-        return tuple(out), edge
+            out = [o + self.weight_decay * v for o, v in zip(out, tangent)]
+        return self._without_seed_axis(out), edge

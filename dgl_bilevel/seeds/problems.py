@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..inner.base import InnerProblem, Params
 from ..inner.gnn import TrainedGNN
 from ..inner.laplacian import LaplacianRegularization
+from ..inner.sumagg_derivatives import SumAggDerivatives
 from ..losses import task_loss
 from ..ops import DegreeCache, SparseFeatures, weighted_sum
 from .stack import SeedStack, same_structure
@@ -43,6 +44,7 @@ class StackedProblem(InnerProblem):
     def __init__(self, problems: Sequence[InnerProblem]) -> None:
         first = problems[0]
         super().__init__(first.steps, first.optimizer, "fresh")
+        self.elementwise_optimizer = True  # stacking requires it (why_not_stackable)
         self.problems = list(problems)
         self.num_seeds = len(self.problems)
         self.stack = SeedStack(first.graph, self.num_seeds)
@@ -88,6 +90,8 @@ class StackedGNN(StackedProblem):
         self.weight_decay, self.task = first.weight_decay, first.data.task
         self.labels = first.data.labels
         self.v_in = self.stack.offset([p.data.v_in for p in self.problems])
+        if first.second_order is not None:  # the paper's GNN: hand-derived derivatives, stacked
+            self.second_order = SumAggDerivatives.for_stack(self)
 
     def stack_params(self, per_seed: Sequence[Params]) -> Params:
         return tuple(torch.stack([p[i].detach() for p in per_seed]).requires_grad_(True)
