@@ -170,8 +170,10 @@ class HypergradConfig:
                                             "else unrolled", choices=HYPERGRADIENTS)
     truncate_k: int = option(10, "truncated: steps differentiated", check="non_negative")
     unroll_checkpoint: bool = option(True, "unrolled/truncated: keep the whole trajectory on the autograd graph "
-                                           "(about 30% faster, memory grows with steps x activations) instead of "
-                                           "recomputing each step", flag="--no-unroll-checkpoint")
+                                           "(memory grows with steps x activations) instead of the lean unroll: "
+                                           "hand-derived second derivatives for the paper's GNN (sumagg; faster "
+                                           "and leaner than the graph), recomputed steps for other models (slower)",
+                                     flag="--no-unroll-checkpoint")
     implicit_solver: str = option("minres", "implicit: linear solver of the Hessian system (minres: symmetric, "
                                             "indefinite allowed; cg: positive definite; gmres; neumann)",
                                   choices=("minres", "cg", "gmres", "neumann"))

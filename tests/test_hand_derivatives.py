@@ -192,3 +192,22 @@ def test_stacked_seeds_derivatives_equal_autograd_on_the_stacked_objective():
     for mine, theirs in zip(hessian_part, second[:-1]):
         assert _relative(mine, theirs) < 1e-11
     assert _relative(edge_part, second[-1]) < 1e-11
+
+
+def test_beyond_the_record_budget_steps_recompute_their_records(monkeypatch):
+    """Large graphs keep each step's parameters instead of its record: the same hypergradient."""
+    import dgl_bilevel.hypergrad.recorded as recorded
+
+    data = _data()
+    problem = _problem(data, steps=11)
+    _, weight = _point(problem, data)
+    kept, _ = _hypergradient(problem, Unrolled(), data, weight)
+    monkeypatch.setattr(recorded, "RECORD_BUDGET_BYTES", 0)
+    calls = []
+    gradient = problem.second_order.gradient
+    monkeypatch.setattr(problem.second_order, "gradient", lambda *a: calls.append(1) or gradient(*a))
+    recomputed, _ = _hypergradient(problem, Unrolled(), data, weight)
+    reference, _ = _hypergradient(problem, Unrolled(checkpoint=False), data, weight)
+    assert len(calls) == 22  # 11 steps forward, 11 again backward
+    assert torch.equal(kept, recomputed)
+    assert _relative(recomputed, reference) < 1e-11

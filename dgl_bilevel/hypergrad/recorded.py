@@ -11,6 +11,12 @@ and the problem's compact record; the backward pass walks the steps in reverse a
 2. turns the adjoint of ``g`` into parameter and edge-weight adjoints with ``gradient_vjp``
    (one tangent pass over the stored record, no recomputation).
 
+Records are kept while the whole trajectory's take at most :data:`RECORD_BUDGET_BYTES` (512 MiB:
+Cora's 100 steps take 35 MB); beyond -- large graphs, where a record is ``O(nodes x hidden)`` and
+the parameters are few -- each step keeps its parameters instead and its gradient and record are
+recomputed, one segment at a time, in the backward pass (one more hand-derived gradient per
+step, still cheaper than autograd's recomputation and double backward).
+
 The hypergradient is that of full unrolling (the same derivatives, other rounding). The optimizer
 state (Adam's two moments) is stored only every ``ceil(sqrt(steps))`` steps and replayed from the
 stored gradients one segment at a time in the backward pass -- the same elementwise updates, so the
@@ -109,6 +115,11 @@ class FlatLayout:
         return pytree.tree_unflatten(template_def, out)
 
 
+#: Records of the whole trajectory are kept while they take at most this many bytes; beyond, each
+#: step keeps its parameters and its gradient and record are recomputed in the backward pass.
+RECORD_BUDGET_BYTES = 512 * 2**20
+
+
 class _RecordedTrajectory(torch.autograd.Function):
     @staticmethod
     def forward(ctx, edge_weight, problem, steps, treedef, record, monitor, layout, flat_params, *leaves):
@@ -118,11 +129,15 @@ class _RecordedTrajectory(torch.autograd.Function):
         weight = edge_weight.detach()
         saved = []
         segment = state_segment(steps)
+        keep_records = None
         with constant_edge_weights(), torch.no_grad():  # one detached weight tensor: its sparse matrices are reused
             for step in range(steps):
                 loss, grads, step_record = derivatives.gradient(layout.split(params), weight)
+                if keep_records is None:
+                    keep_records = steps * _bytes(step_record) <= RECORD_BUDGET_BYTES
                 grads = layout.flatten(grads)
-                saved.append((grads, state if step % segment == 0 else None, step_record))
+                saved.append(_Step(None if keep_records else params, grads if keep_records else None,
+                                   state if step % segment == 0 else None, step_record if keep_records else None))
                 # elementwise optimizers read no parameters; None keeps forward and backward the same function
                 (update,), state = optimizer.update((grads,), state, params=None, inplace=False)
                 params = params + update
@@ -130,27 +145,29 @@ class _RecordedTrajectory(torch.autograd.Function):
                 if monitor is not None:
                     monitor(layout.split(params))
         ctx.problem, ctx.saved_steps, ctx.treedef, ctx.layout, ctx.segment = problem, saved, treedef, layout, segment
-        ctx.save_for_backward(edge_weight)
+        ctx.save_for_backward(edge_weight, flat_params)
         out_leaves, _ = pytree.tree_flatten(state)
         return (params, *out_leaves)
 
     @staticmethod
     def backward(ctx, adj_params, *adj_state):
-        (edge_weight,) = ctx.saved_tensors
+        edge_weight, flat_params = ctx.saved_tensors
         problem, treedef, layout = ctx.problem, ctx.treedef, ctx.layout
-        adj_params = torch.zeros_like(ctx.saved_steps[0][0]) if adj_params is None else adj_params
+        adj_params = torch.zeros_like(flat_params) if adj_params is None else adj_params
         adj_state = list(adj_state)
         weight = edge_weight.detach()
         grad_weight = torch.zeros_like(weight)
         saved = ctx.saved_steps
         with constant_edge_weights():
             for start in reversed(range(0, len(saved), ctx.segment)):
-                states = _replay_states(problem.optimizer, saved[start:start + ctx.segment])
-                for step in reversed(range(start, min(start + ctx.segment, len(saved)))):
-                    grads, _, step_record = saved[step]
-                    adj_grads, adj_state = _optimizer_vjp(problem.optimizer, grads, states[step - start], treedef,
+                end = min(start + ctx.segment, len(saved))
+                _fill_segment(problem, layout, weight, saved[start:end])
+                states = _replay_states(problem.optimizer, saved[start:end])
+                for step in reversed(range(start, end)):
+                    entry = saved[step]
+                    adj_grads, adj_state = _optimizer_vjp(problem.optimizer, entry.grads, states[step - start], treedef,
                                                           adj_params, adj_state)
-                    hessian_part, edge_part = problem.second_order.gradient_vjp(step_record, layout.split(adj_grads), weight)
+                    hessian_part, edge_part = problem.second_order.gradient_vjp(entry.record, layout.split(adj_grads), weight)
                     adj_params = adj_params + layout.flatten(hessian_part)
                     grad_weight = grad_weight + edge_part.to(grad_weight.dtype)
                     saved[step] = None  # its record is no longer needed
@@ -158,6 +175,30 @@ class _RecordedTrajectory(torch.autograd.Function):
                         _record(step, list(layout.split(adj_params)), adj_state)
         ctx.saved_steps = None
         return (grad_weight, None, None, None, None, None, None) + (None,) * (1 + len(adj_state))
+
+
+class _Step:
+    """What one step keeps: its gradient and record (or its parameters, to recompute them), and
+    the optimizer state entering it at the first step of each segment."""
+
+    __slots__ = ("params", "grads", "state", "record")
+
+    def __init__(self, params, grads, state, record) -> None:
+        self.params, self.grads, self.state, self.record = params, grads, state, record
+
+
+def _bytes(record: dict) -> int:
+    tensors = [t for t in pytree.tree_flatten(record)[0] if isinstance(t, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@torch.no_grad()
+def _fill_segment(problem, layout, weight, segment: list) -> None:
+    """Recompute the gradient and record of the steps that kept only their parameters."""
+    for entry in segment:
+        if entry.record is None:
+            _, grads, entry.record = problem.second_order.gradient(layout.split(entry.params), weight)
+            entry.grads, entry.params = layout.flatten(grads), None
 
 
 def state_segment(steps: int) -> int:
@@ -170,9 +211,9 @@ def state_segment(steps: int) -> int:
 def _replay_states(optimizer, segment: list) -> list:
     """The optimizer state entering each step of ``segment`` (its first step's is stored), rebuilt
     from the stored gradients by the same updates as the forward pass: bitwise the same states."""
-    states = [segment[0][1]]
-    for grads, _, _ in segment[:-1]:
-        _, state = optimizer.update((grads,), states[-1], params=None, inplace=False)
+    states = [segment[0].state]
+    for entry in segment[:-1]:
+        _, state = optimizer.update((entry.grads,), states[-1], params=None, inplace=False)
         states.append(state)
     return states
 

@@ -46,9 +46,10 @@ class Unrolled(HypergradMethod):
     Args:
         checkpoint: the lean unroll (default). When the inner problem declares hand-derived
             second derivatives (``second_order``: the paper's GNN, :class:`~dgl_bilevel.models.SumAggGNN`
-            trained with the library's Adam or SGD), each step keeps its gradient, optimizer state
-            and a compact record of its forward pass, and the backward pass takes one tangent pass
-            per step over it (:mod:`~dgl_bilevel.hypergrad.recorded`). Otherwise each step's
+            trained with the library's Adam or SGD), each step keeps its gradient and a compact
+            record of its pass (or, on graphs where the records would pass 512 MiB, its
+            parameters, to recompute them) and the backward pass takes one tangent pass per step
+            (:mod:`~dgl_bilevel.hypergrad.recorded`). Otherwise each step's
             parameters and optimizer state are kept and one step at a time is recomputed in the
             backward pass (:mod:`~dgl_bilevel.hypergrad.checkpointed`): memory O(steps x
             parameters) instead of O(steps x activations), for about one extra gradient evaluation
