@@ -114,6 +114,10 @@ class StructureConfig:
     g2g_layers: Optional[int] = option(None, "g2g: hidden layers; default: preset (1; cheaters 2)",
                                        check="at_least_one", preset=True)
     g2g_dropout: float = option(0.5, "g2g: input dropout (paper's code)", check="non_negative")
+    g2g_inputs: str = option("features", "g2g: squared differences of what: features (as loaded, the paper's "
+                                         "code), binary (their non-zero indicators, for bag-of-words), scaled "
+                                         "(divided by their mean non-zero magnitude, so differences are O(1))",
+                             choices=("features", "binary", "scaled"))  # structure.g2g.G2G_INPUTS
     g2g_scale: Optional[float] = option(None, "g2g: initial scale of the last layer; default: preset (1; cheaters 1e-5)",
                                         check="positive", preset=True)
     budget: Optional[float] = option(None, "topk: edges kept, a share of the support's edges in (0, 1] or a count",

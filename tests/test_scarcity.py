@@ -1,6 +1,7 @@
 """Gradient scarcity: Theorem III.3 exactly, distances, the Laplacian bound, and the mitigations."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -176,6 +177,25 @@ def test_g2g_last_layer_scale_starts_uniform():
     g2g = dbl.G2G(graph, torch.rand(8, 3), hidden=4, last_layer_scale=1e-5, output_scale=2.0)
     w = g2g().detach()
     assert torch.allclose(w, torch.ones_like(w), atol=1e-4)
+
+
+def test_g2g_inputs_binary_and_scaled_make_row_normalised_differences_order_one():
+    from dgl_bilevel.config import ExperimentConfig
+    from dgl_bilevel.structure.g2g import G2G_INPUTS
+
+    graph = _path(6)
+    counts = torch.tensor([[1.0, 0, 2, 0], [0, 3, 0, 1], [1, 1, 0, 0], [0, 0, 4, 0], [2, 0, 0, 2], [0, 1, 1, 1]])
+    features = counts / counts.sum(1, keepdim=True)  # row-normalised, as DGL loads Cora
+    binary = dbl.G2G(graph, features, inputs="binary").features
+    assert torch.equal(binary, (counts > 0).float())
+    scaled = dbl.G2G(graph, features, inputs="scaled").features
+    assert torch.allclose(scaled, features / features[features > 0].mean())
+    assert float(scaled[scaled > 0].mean()) == pytest.approx(1.0)
+    assert torch.equal(dbl.G2G(graph, features).features, features)  # the paper's code: as loaded
+    with pytest.raises(ConfigError, match="G2G inputs must be one of"):
+        dbl.G2G(graph, features, inputs="standardised")
+    option = next(f for f in dataclasses.fields(ExperimentConfig) if f.name == "g2g_inputs")
+    assert tuple(option.metadata["choices"]) == G2G_INPUTS
 
 
 def test_recorder_and_scarcity_command(tmp_path, capsys):
