@@ -205,3 +205,26 @@ def test_beyond_the_record_budget_steps_recompute_their_records(monkeypatch):
     assert len(calls) == 22  # 11 steps forward, 11 again backward
     assert torch.equal(kept, recomputed)
     assert _relative(recomputed, reference) < 1e-11
+
+
+def test_adam_vjp_written_out_equals_autograd_through_torchopt(monkeypatch):
+    import dgl_bilevel.hypergrad.recorded as recorded
+    from dgl_bilevel.inner.optimizers import adam_settings
+
+    optimizer = default_adam(0.05)
+    assert adam_settings(optimizer).lr == 0.05 and adam_settings(torchopt.adam(0.05)) is None
+    gen = torch.Generator().manual_seed(0)
+    state = optimizer.init((torch.zeros(7, dtype=torch.float64),))
+    for _ in range(3):
+        _, state = optimizer.update((torch.randn(7, generator=gen, dtype=torch.float64),), state, inplace=False)
+    grads = torch.randn(7, generator=gen, dtype=torch.float64)
+    grads[0] = 0.0  # a coordinate without gradient: Adam's sqrt at eps_root
+    adj_params = torch.randn(7, generator=gen, dtype=torch.float64)
+    adj_state = [torch.randn(7, generator=gen, dtype=torch.float64), torch.randn(7, generator=gen, dtype=torch.float64), None]
+    _, treedef = torchopt.pytree.tree_flatten(state)
+    hand = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
+    monkeypatch.setattr(recorded, "adam_settings", lambda optimizer: None)
+    auto = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
+    assert _relative(hand[0], auto[0]) < 1e-13
+    for mine, theirs in zip(hand[1][:2], auto[1][:2]):
+        assert _relative(mine, theirs) < 1e-13

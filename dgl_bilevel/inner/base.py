@@ -28,7 +28,7 @@ import torch
 import torchopt
 
 from ..errors import ConfigError
-from .optimizers import ADAM_BETAS, ADAM_EPS, ADAM_EPS_ROOT
+from .optimizers import ADAM_BETAS, ADAM_EPS, ADAM_EPS_ROOT, AdamSettings, remember_adam
 from .training import Monitor, Params
 
 INIT_MODES = ("fresh", "fixed", "warm")
@@ -71,7 +71,8 @@ def default_adam(lr: float, eps: float = ADAM_EPS) -> torchopt.base.GradientTran
     """
     if not eps > 0:
         raise ConfigError(f"Adam's eps must be > 0, got {eps}")
-    return torchopt.adam(lr, betas=ADAM_BETAS, eps=eps, eps_root=ADAM_EPS_ROOT)
+    return remember_adam(torchopt.adam(lr, betas=ADAM_BETAS, eps=eps, eps_root=ADAM_EPS_ROOT),
+                         AdamSettings(lr, ADAM_BETAS[0], ADAM_BETAS[1], eps, ADAM_EPS_ROOT))
 
 
 def optimizer_from_config(config: Any) -> Optional[torchopt.base.GradientTransformation]:

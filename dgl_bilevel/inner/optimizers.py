@@ -6,6 +6,10 @@ Adam that is a condition on ``eps``: see :func:`~dgl_bilevel.inner.base.default_
 """
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+from typing import Optional
+
 #: Adam's ``eps`` in :func:`~dgl_bilevel.inner.base.default_adam` (torch's and torchopt's default is 1e-8).
 ADAM_EPS = 1e-6
 #: Adam's ``eps_root`` in :func:`~dgl_bilevel.inner.base.default_adam`.
@@ -33,3 +37,32 @@ def adam_step_gain(lr: float, curvature: float, eps: float = ADAM_EPS, eps_root:
     ``D = sqrt(eps_root) + eps``): the worst case of the rule of :func:`adam_stability_bound`
     (1e-2 * 5e-4 / (1e-8 + 1e-6) = 5 at the paper's GNN settings; 250 with ``eps=1e-8``)."""
     return lr * curvature / (eps_root ** 0.5 + eps)
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """The hyper-parameters of an Adam transform the library built (see :func:`adam_settings`)."""
+
+    lr: float
+    b1: float
+    b2: float
+    eps: float
+    eps_root: float
+
+
+_ADAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def remember_adam(optimizer, settings: AdamSettings):
+    """Record that ``optimizer`` (a torchopt transform) is Adam with ``settings``; returns it."""
+    _ADAMS[optimizer.update] = settings
+    return optimizer
+
+
+def adam_settings(optimizer) -> Optional[AdamSettings]:
+    """The settings of an Adam transform built by :func:`~dgl_bilevel.inner.base.default_adam`;
+    None for any other transform (whose internals the library does not assume)."""
+    try:
+        return _ADAMS.get(optimizer.update)
+    except TypeError:
+        return None
