@@ -228,3 +228,4 @@ def test_adam_vjp_written_out_equals_autograd_through_torchopt(monkeypatch):
     assert _relative(hand[0], auto[0]) < 1e-13
     for mine, theirs in zip(hand[1][:2], auto[1][:2]):
         assert _relative(mine, theirs) < 1e-13
+
