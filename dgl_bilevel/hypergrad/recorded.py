@@ -6,8 +6,9 @@ dg/dparams, V^T dg/dw)``), each inner step is ``params' = params + update(g, sta
 from ``gradient``. The forward pass keeps per step the gradient, the optimizer state entering it
 and the problem's compact record; the backward pass walks the steps in reverse and, per step,
 
-1. pulls the adjoints of the new parameters and state through the optimizer's update with
-   autograd (elementwise: cheap) -- giving the adjoint of ``g`` and of the old state;
+1. pulls the adjoints of the new parameters and state through the optimizer's update -- written
+   out for the library's Adam, by autograd for other elementwise transforms -- giving the adjoint
+   of ``g`` and of the old state;
 2. turns the adjoint of ``g`` into parameter and edge-weight adjoints with ``gradient_vjp``
    (one tangent pass over the stored record, no recomputation).
 
