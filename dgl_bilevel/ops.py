@@ -270,6 +270,23 @@ def weighted_sum(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight: torch.T
     return out.reshape(graph.num_dst_nodes(), *shape[1:])
 
 
+def weighted_sum_matrices(graph: "dgl.DGLGraph", edge_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The constant sparse matrices of :func:`weighted_sum` (``A(w)^T``, rows = destinations) and
+    :func:`weighted_sum_reverse` (``A(w)``), for code that applies them directly (hand-derived
+    derivatives); inside :func:`constant_edge_weights` built once per weight tensor."""
+    plan = _plan(graph)
+    weight = edge_weight.detach()
+    return plan.matrix("dst", weight), plan.matrix("src", weight)
+
+
+def edge_products(graph: "dgl.DGLGraph", at_dst: torch.Tensor, at_src: torch.Tensor) -> torch.Tensor:
+    """Per edge ``u -> v``, in edge-id order: ``<at_dst[v], at_src[u]>`` -- the derivative of
+    ``<at_dst, weighted_sum(graph, at_src, w)>`` in ``w`` -- with the kernel :class:`_EdgeDot`
+    picks by size (not differentiable)."""
+    with torch.no_grad():
+        return _EdgeDot.apply(at_dst, at_src, _plan(graph), "dst")
+
+
 def weighted_sum_reverse(graph: "dgl.DGLGraph", feat: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
     """``out[u] = sum over edges u -> v of edge_weight[e] * feat[v]`` (``A feat``)."""
     if feat.dim() == 1:

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from ..models import SumAggGNN
-from ..ops import SparseFeatures, _EdgeDot, _plan
+from ..ops import SparseFeatures, edge_products, weighted_sum_matrices
 
 
 def supports(problem) -> bool:
@@ -86,9 +86,7 @@ class SumAggDerivatives:
 
     # ----------------------------------------------------------------- helpers
     def _matrices(self, edge_weight: torch.Tensor):
-        plan = _plan(self.graph)
-        weight = edge_weight.detach()
-        return plan, plan.matrix("dst", weight), plan.matrix("src", weight)
+        return weighted_sum_matrices(self.graph, edge_weight)
 
     def _seed_axis(self, params: tuple) -> tuple:
         return params if self.stacked else tuple(p.unsqueeze(0) for p in params)
@@ -129,7 +127,7 @@ class SumAggDerivatives:
     @torch.no_grad()
     def gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple, dict]:
         """``(L, dL/dtheta, record)`` at ``params``: the same values as autograd on the objective."""
-        _, m_dst, m_src = self._matrices(edge_weight)
+        m_dst, m_src = self._matrices(edge_weight)
         stacked = self._seed_axis(params)
         weights, biases = stacked[0::2], stacked[1::2]
         count = len(weights)
@@ -172,7 +170,7 @@ class SumAggDerivatives:
         """``(V^T dg/dtheta, V^T dg/dw)`` for a cotangent ``V`` on the gradient ``g`` at the point
         ``record`` was taken: the Hessian-vector product ``H V`` and the mixed derivative
         ``d/dw <g, V>`` (one tangent pass; see the module docstring)."""
-        plan, m_dst, m_src = self._matrices(edge_weight)
+        m_dst, m_src = self._matrices(edge_weight)
         probs, hidden, weights = record["probs"], record["hidden"], record["weights"]
         tangent = self._seed_axis(cotangent)
         v_weights, v_biases = tangent[0::2], tangent[1::2]
@@ -218,8 +216,8 @@ class SumAggDerivatives:
             d_grad_z = curvature * d_pre[l - 1] * grad_h + slopes[l - 1] * d_grad_h
             grad_z = grad_h * slopes[l - 1]
         seeds, nodes = logits.shape[0], logits.shape[1]
-        edge = _EdgeDot.apply(torch.cat(at_dst, dim=2).reshape(seeds * nodes, -1),
-                              torch.cat(at_src, dim=2).reshape(seeds * nodes, -1), plan, "dst")
+        edge = edge_products(self.graph, torch.cat(at_dst, dim=2).reshape(seeds * nodes, -1),
+                             torch.cat(at_src, dim=2).reshape(seeds * nodes, -1))
         if self.weight_decay:
             out = [o + self.weight_decay * v for o, v in zip(out, tangent)]
         return self._without_seed_axis(out), edge
