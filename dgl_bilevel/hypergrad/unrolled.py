@@ -68,7 +68,8 @@ class Unrolled(HypergradMethod):
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
         self.check(problem)
         params, _, value = _differentiable_steps(problem, edge_weight, params, problem.steps, None, monitor, self.checkpoint)
-        return Solution(params, value, {"differentiated_steps": problem.steps, "reverse": _reverse(problem, self.checkpoint)})
+        reverse = _reverse(problem, self.checkpoint and edge_weight.requires_grad)
+        return Solution(params, value, {"differentiated_steps": problem.steps, "reverse": reverse})
 
     def describe(self) -> dict:
         return {"hypergrad": self.name, "checkpoint": self.checkpoint}
@@ -104,7 +105,8 @@ class Truncated(HypergradMethod):
         params, state, value = optimize(problem, edge_weight, params, problem.steps - k, differentiable=False, monitor=monitor)
         if k:
             params, _, value = _differentiable_steps(problem, edge_weight, params, k, state, monitor, self.checkpoint)
-        return Solution(params, value, {"differentiated_steps": k, "reverse": _reverse(problem, self.checkpoint) if k else None})
+        reverse = _reverse(problem, self.checkpoint and edge_weight.requires_grad) if k else None
+        return Solution(params, value, {"differentiated_steps": k, "reverse": reverse})
 
     def describe(self) -> dict:
         return {"hypergrad": self.name, "k": self.k, "checkpoint": self.checkpoint}
