@@ -140,8 +140,10 @@ def minres(
     x0: Optional[Vector] = None,
     tol: float = 1e-6,
     maxiter: int = 100,
+    damping: float = 0.0,
 ) -> tuple[Vector, SolveInfo]:
-    """Solve ``A x = rhs`` for symmetric, possibly indefinite ``A`` (MINRES, Paige & Saunders 1975).
+    """Solve ``(A + damping I) x = rhs`` for symmetric, possibly indefinite ``A`` (MINRES, Paige &
+    Saunders 1975).
 
     Each iteration minimises ``|rhs - A x|`` over the Krylov space, so the residual never grows
     -- unlike CG, which divides by ``p^T A p`` and breaks down or diverges when the curvature
@@ -150,29 +152,33 @@ def minres(
     recurrence's, which equals the true one in exact arithmetic.
     """
     rhs = tuple(rhs)
-    b_norm = global_dot(rhs, rhs).sqrt()
+    b = _flat(rhs)  # one flat vector: each recurrence step is a handful of kernels, not one per tensor
+
+    def apply(flat: torch.Tensor) -> torch.Tensor:
+        out = _flat(matvec(_unflat(flat, rhs)))
+        return out.add_(flat, alpha=damping) if damping else out
+
     if x0 is None:
-        x = tuple(torch.zeros_like(b) for b in rhs)
-        r = rhs
+        x = torch.zeros_like(b)
+        r = b
     else:
-        x = tuple(x0)
-        r = tuple(b - ax for b, ax in zip(rhs, matvec(x)))
-    beta = float(global_dot(r, r).sqrt())
-    scale = float(b_norm) if float(b_norm) > 0 else 1.0
+        x = _flat(tuple(x0)).clone()
+        r = b - apply(x)
+    beta = float(r.norm())
+    scale = float(b.norm()) or 1.0
     residual = beta / scale
     if beta == 0.0 or residual <= tol:
-        return x, SolveInfo(0, residual, True)
-    zeros = tuple(torch.zeros_like(b) for b in rhs)
-    v_prev, v = zeros, tuple(t / beta for t in r)
-    w_prev, w_prev2 = zeros, zeros
+        return _unflat(x, rhs), SolveInfo(0, residual, True)
+    v_prev, v = torch.zeros_like(b), r / beta
+    w_prev, w_prev2 = torch.zeros_like(b), torch.zeros_like(b)
     c_prev, s_prev, c_prev2, s_prev2 = 1.0, 0.0, 1.0, 0.0
     eta = beta  # the rotated right-hand side's last entry: |eta| is the residual norm
     iterations = 0
     while iterations < maxiter:
-        av = matvec(v)
-        alpha = float(global_dot(v, av))
-        u = tuple(a - alpha * vi - beta * vp for a, vi, vp in zip(av, v, v_prev))
-        beta_next = float(global_dot(u, u).sqrt())
+        u = apply(v)
+        alpha = float(torch.dot(v, u))
+        u.sub_(v, alpha=alpha).sub_(v_prev, alpha=beta)
+        beta_next = float(u.norm())
         # rotations k-2 and k-1 applied to the new column (0, beta, alpha, beta_next) of T
         epsilon = s_prev2 * beta
         delta_bar = c_prev2 * beta
@@ -183,17 +189,17 @@ def minres(
         if gamma == 0.0:  # singular on the Krylov space: no further progress is possible
             break
         c, s = gamma_bar / gamma, beta_next / gamma
-        w = tuple((vi - delta * a - epsilon * b) / gamma for vi, a, b in zip(v, w_prev, w_prev2))
-        x = tuple(xi + (c * eta) * wi for xi, wi in zip(x, w))
+        w = (v - delta * w_prev - epsilon * w_prev2).div_(gamma)
+        x.add_(w, alpha=c * eta)
         eta = -s * eta
         residual = abs(eta) / scale
         if residual <= tol or beta_next == 0.0:
             break
-        v_prev, v = v, tuple(t / beta_next for t in u)
+        v_prev, v = v, u.div_(beta_next)
         w_prev2, w_prev = w_prev, w
         c_prev2, s_prev2, c_prev, s_prev = c_prev, s_prev, c, s
         beta = beta_next
-    return x, SolveInfo(iterations, residual, residual <= tol)
+    return _unflat(x, rhs), SolveInfo(iterations, residual, residual <= tol)
 
 
 def _flat(vec: Vector) -> torch.Tensor:
@@ -303,12 +309,12 @@ def linear_solve(
     if damping:
         operator = lambda v: tuple(a + damping * x for a, x in zip(matvec(v), v))  # noqa: E731
     rhs = tuple(rhs)
+    if solve == "minres":  # damps its flat vector itself: one kernel instead of one per tensor
+        return minres(matvec, rhs, x0=x0, tol=tol, maxiter=maxiter, damping=damping)
     if callable(solve):
         return solve(operator, rhs)
     if solve == "cg":
         return conjugate_gradient(operator, rhs, x0=x0, tol=tol, maxiter=maxiter)
-    if solve == "minres":
-        return minres(operator, rhs, x0=x0, tol=tol, maxiter=maxiter)
     if solve == "gmres":
         return gmres(operator, rhs, x0=x0, tol=tol, maxiter=maxiter, restart=restart)
     if solve == "neumann":
