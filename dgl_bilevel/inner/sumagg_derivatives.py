@@ -170,13 +170,45 @@ class SumAggDerivatives:
         """``(V^T dg/dtheta, V^T dg/dw)`` for a cotangent ``V`` on the gradient ``g`` at the point
         ``record`` was taken: the Hessian-vector product ``H V`` and the mixed derivative
         ``d/dw <g, V>`` (one tangent pass; see the module docstring)."""
+        return self._tangent(self._expand(record, edge_weight), cotangent, with_edge=True)
+
+    def hessian_products(self, record: dict, edge_weight: torch.Tensor) -> tuple[Callable, Callable]:
+        """``(V -> H V, V -> d/dw <g, V>)`` at the point ``record`` was taken, for many products at
+        one point (implicit differentiation): what does not depend on ``V`` is computed once here."""
+        with torch.no_grad():
+            point = self._expand(record, edge_weight)
+        return (lambda v: self._tangent(point, v, with_edge=False)[0]), (lambda v: self._tangent(point, v, with_edge=True)[1])
+
+    def _expand(self, record: dict, edge_weight: torch.Tensor) -> dict:
+        """The record's point with every quantity the tangent pass reads that does not depend on
+        the cotangent: ``elu'``, ``elu''``, ``Q_l``, ``G_l``, ``[G_l | R_l]`` and ``dL/dH_(l-1)``."""
         m_dst, m_src = self._matrices(edge_weight)
         probs, hidden, weights = record["probs"], record["hidden"], record["weights"]
+        count = len(weights)
+        slopes = [h.clamp(max=0.0) + 1.0 for h in hidden]  # elu'(z): 1 for z > 0 (h > 0), exp(z) = h + 1 otherwise
+        curvatures = [slope.masked_fill(h > 0, 0.0) for slope, h in zip(slopes, hidden)]  # elu''(z)
+        neighs = [record["neigh"]] + [hidden[l - 1] @ weights[l][:, :, self.widths[l]:] for l in range(1, count)]
+        seeds = neighs[0].shape[0]
+        grad_z = self._logit_gradient(probs, torch.empty(seeds, neighs[0].shape[1], self.widths[-1], dtype=probs.dtype))
+        grad_zs, grad_projecteds, grad_hs = [None] * count, [None] * count, [None] * count
+        for l in range(count - 1, -1, -1):
+            grad_zs[l] = grad_z
+            if l == 0:
+                break
+            grad_projecteds[l] = torch.cat([grad_z, self._sparse(m_src, grad_z)], dim=2)
+            grad_hs[l] = grad_projecteds[l] @ weights[l].transpose(1, 2)
+            grad_z = grad_hs[l] * slopes[l - 1]
+        return {"m_dst": m_dst, "m_src": m_src, "probs": probs, "hidden": hidden, "weights": weights, "slopes": slopes,
+                "curvatures": curvatures, "neighs": neighs, "grad_z": grad_zs, "grad_projected": grad_projecteds,
+                "grad_h": grad_hs}
+
+    @torch.no_grad()
+    def _tangent(self, point: dict, cotangent: tuple, with_edge: bool) -> tuple[tuple, "torch.Tensor | None"]:
+        m_dst, m_src, probs, hidden, weights = point["m_dst"], point["m_src"], point["probs"], point["hidden"], point["weights"]
+        slopes, neighs = point["slopes"], point["neighs"]
         tangent = self._seed_axis(cotangent)
         v_weights, v_biases = tangent[0::2], tangent[1::2]
         count = len(weights)
-        slopes = [h.clamp(max=0.0) + 1.0 for h in hidden]  # elu'(z): 1 for z > 0 (h > 0), exp(z) = h + 1 otherwise
-        neighs = [record["neigh"]] + [hidden[l - 1] @ weights[l][:, :, self.widths[l]:] for l in range(1, count)]
         # forward tangents: dZ_l, and dQ_l for the edge derivative
         d_pre, d_neighs = [], []
         d_h = None
@@ -195,29 +227,27 @@ class SumAggDerivatives:
         logits = d_pre[-1]
         d_grad_z = torch.zeros(logits.shape[0] * logits.shape[1], logits.shape[2], dtype=logits.dtype)
         d_grad_z = d_grad_z.index_add_(0, self.rows, d_rows).reshape(logits.shape)
-        grad_z = self._logit_gradient(probs, logits)
         out: list = [None] * (2 * count)
         # d/dw_e sum_l <G_l[dst], Q_l[src]> = sum_l <dG_l[dst], Q_l[src]> + <G_l[dst], dQ_l[src]>: one edge product
         at_dst, at_src = [], []
         for l in range(count - 1, -1, -1):
             d_grad_projected = torch.cat([d_grad_z, self._sparse(m_src, d_grad_z)], dim=2)
-            at_dst += [d_grad_z, grad_z]
+            at_dst += [d_grad_z, point["grad_z"][l]]
             at_src += [neighs[l], d_neighs[l]]
             out[2 * l + 1] = d_grad_z.sum(1)
             if l == 0:
                 out[0] = self._features_transpose_times(d_grad_projected)
                 break
-            grad_projected = torch.cat([grad_z, self._sparse(m_src, grad_z)], dim=2)
+            grad_projected = point["grad_projected"][l]
             d_inputs = d_pre[l - 1] * slopes[l - 1]
             out[2 * l] = d_inputs.transpose(1, 2) @ grad_projected + hidden[l - 1].transpose(1, 2) @ d_grad_projected
-            grad_h = grad_projected @ weights[l].transpose(1, 2)
             d_grad_h = d_grad_projected @ weights[l].transpose(1, 2) + grad_projected @ v_weights[l].transpose(1, 2)
-            curvature = slopes[l - 1].masked_fill(hidden[l - 1] > 0, 0.0)  # elu''(z): 0 for z > 0, exp(z) otherwise
-            d_grad_z = curvature * d_pre[l - 1] * grad_h + slopes[l - 1] * d_grad_h
-            grad_z = grad_h * slopes[l - 1]
+            d_grad_z = point["curvatures"][l - 1] * d_pre[l - 1] * point["grad_h"][l] + slopes[l - 1] * d_grad_h
+        if self.weight_decay:
+            out = [o + self.weight_decay * v for o, v in zip(out, tangent)]
+        if not with_edge:
+            return self._without_seed_axis(out), None
         seeds, nodes = logits.shape[0], logits.shape[1]
         edge = edge_products(self.graph, torch.cat(at_dst, dim=2).reshape(seeds * nodes, -1),
                              torch.cat(at_src, dim=2).reshape(seeds * nodes, -1))
-        if self.weight_decay:
-            out = [o + self.weight_decay * v for o, v in zip(out, tangent)]
         return self._without_seed_axis(out), edge
