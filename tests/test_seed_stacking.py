@@ -60,6 +60,7 @@ CASES = [
     ("gnn", "truncated", "g2g", "fresh", "last", LogDegree()),
     ("laplacian", "unrolled", "edges", "warm", "last", LogDegree()),
     ("laplacian", "implicit", "g2g", "fresh", "best_val", None),
+    ("gnn", "implicit-damped", "edges", "fresh", "last", None),  # hand-derived Hessian products, stacked
 ]
 
 
@@ -70,6 +71,8 @@ def method(name: str):
         return Unrolled(checkpoint=False)
     if name == "implicit":  # solved to 1e-13: a joint (block-diagonal) solve then equals separate ones
         return Implicit(tol=1e-13, maxiter=500)
+    if name == "implicit-damped":  # the GNN's Hessian is indefinite: damped as the CLI does, solved to 1e-13
+        return Implicit(tol=1e-13, maxiter=3000, damping=0.1)
     return name
 
 
