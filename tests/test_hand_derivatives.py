@@ -251,3 +251,80 @@ def test_implicit_on_hand_derived_products_equals_autograd_products(layers, spar
     assert solution.info["implicit_products"] == "autograd" and solution.info["implicit_converged"]
     assert float(auto.norm()) > 1e-4
     assert _relative(hand, auto) < 1e-9
+
+
+# ------------------------------------------------------------------ the Laplacian's hand gradient
+def _laplacian(loss="ce", normalize="edges", ridge=1e-5, task="classification", seed=2):
+    from dgl_bilevel.inner import LaplacianRegularization
+
+    data = random_graph_data(n=30, num_edges=80, features=6, classes=3, seed=seed, task=task)
+    return data, LaplacianRegularization(lam=2.0, loss=loss, normalize=normalize, ridge=ridge, steps=40).bind(data, data.graph)
+
+
+def _laplacian_point(problem, data, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randn(data.num_nodes, problem.width, generator=gen, dtype=torch.float64)
+    return y, 0.3 + torch.rand(data.num_edges, generator=gen, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("loss,normalize,ridge,task", [("ce", "edges", 1e-5, "classification"),
+                                                       ("mse", "none", 0.3, "classification"),
+                                                       ("mse", "edges", 0.0, "regression")])
+def test_laplacian_first_order_equals_autograd(loss, normalize, ridge, task):
+    data, problem = _laplacian(loss, normalize, ridge, task)
+    y, weight = _laplacian_point(problem, data)
+    value, (grad,) = problem.first_order((y,), weight)
+    variable = y.clone().requires_grad_(True)
+    objective = problem.objective((variable,), weight)
+    (expected,) = torch.autograd.grad(objective, variable)
+    assert abs(float(value - objective.detach())) < 1e-12 * max(1.0, abs(float(objective.detach())))
+    assert float(expected.norm()) > 1e-2 and _relative(grad, expected) < 1e-12
+
+
+def test_plain_laplacian_training_on_the_hand_gradient_follows_autograd():
+    from dgl_bilevel.inner.training import run_steps
+
+    data, problem = _laplacian()
+    y, weight = _laplacian_point(problem, data)
+    hand, _, hand_value = run_steps(problem, weight, (y.clone(),), 40, differentiable=False)
+    problem.first_order = None
+    auto, _, auto_value = run_steps(problem, weight, (y.clone(),), 40, differentiable=False)
+    assert _relative(hand[0], y) > 1e-2  # the steps moved Y
+    assert _relative(hand[0], auto[0]) < 1e-12 and abs(hand_value - auto_value) < 1e-12
+
+
+def test_laplacian_subclass_with_its_own_objective_keeps_autograd():
+    from dgl_bilevel.inner import LaplacianRegularization
+
+    class Shifted(LaplacianRegularization):
+        def objective(self, params, edge_weight):
+            return super().objective(params, edge_weight) + params[0].sum()
+
+    data = random_graph_data(n=30, num_edges=80, features=6, classes=3, seed=2)
+    assert Shifted().bind(data, data.graph).first_order is None
+
+
+def test_stacked_laplacian_first_order_equals_autograd_and_reports_each_seed():
+    from dgl_bilevel.seeds import stack_problems
+
+    problems, points, weights = [], [], []
+    for s in range(3):
+        data, _ = _laplacian(seed=2)
+        perm = torch.randperm(data.num_nodes, generator=torch.Generator().manual_seed(s))
+        data = data.with_splits(v_in=perm[: 4 + s], v_out=perm[10:13], val=perm[13:15], test=perm[15:])
+        problem = _laplacian()[1].bind(data, data.graph)
+        y, weight = _laplacian_point(problem, data, seed=s)
+        problems.append(problem), points.append((y,)), weights.append(weight)
+    stacked = stack_problems(problems)
+    assert stacked.first_order is not None
+    (y,), w = stacked.stack_params(points), torch.cat(weights)
+    value, (grad,) = stacked.first_order((y.detach(),), w)
+    reported = stacked.per_seed_objective.clone()
+    variable = y.detach().clone().requires_grad_(True)
+    objective = stacked.objective((variable,), w)
+    (expected,) = torch.autograd.grad(objective, variable)
+    assert torch.allclose(reported, stacked.per_seed_objective, rtol=0, atol=1e-13)
+    assert abs(float(value - objective.detach())) < 1e-12 and _relative(grad, expected) < 1e-12
+    for s, problem in enumerate(problems):  # each seed's block is that seed's own gradient
+        own = problem.first_order(points[s], weights[s])[1][0]
+        assert _relative(grad[s * 30:(s + 1) * 30], own) < 1e-12

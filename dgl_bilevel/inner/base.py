@@ -129,6 +129,9 @@ class InnerProblem:
     #: ``gradient(params, w) -> (loss, grads, record)`` and ``gradient_vjp(record, V, w) ->
     #: (V^T dg/dparams, V^T dg/dw)`` (:mod:`dgl_bilevel.hypergrad.recorded`); None: autograd.
     second_order: Optional[Any] = None
+    #: Capability: hand-derived ``(params, w) -> (objective, gradient in params)`` without an autograd
+    #: graph; plain (non-differentiated) training steps use it instead of autograd's backward pass.
+    first_order: Optional[Callable[..., tuple]] = None
 
     def __init__(self, steps: int, optimizer: torchopt.base.GradientTransformation, init: str = "fresh") -> None:
         if steps < 0:

@@ -40,12 +40,14 @@ def update_step(
     *,
     mode: str,
     monitor: Optional[Monitor] = None,
+    gradient_fn: Optional[Callable[[Params], tuple]] = None,
 ) -> tuple[Params, Any, torch.Tensor]:
     """One inner update of ``params`` on ``loss_fn``; returns ``(params, state, loss)``.
 
     With ``mode="inplace"`` the parameters must be leaf tensors that require grad; they are
     updated in place and returned. The loss returned is detached except in the
-    differentiable mode.
+    differentiable mode. ``gradient_fn`` (``params -> (loss, grads)``, hand-derived) replaces
+    autograd's backward pass in the two modes that keep no graph.
     """
     if mode == "differentiable":
         with torch.enable_grad():
@@ -55,9 +57,13 @@ def update_step(
             params = tuple(torchopt.apply_updates(params, updates, inplace=False))
     elif mode in ("detached", "inplace"):
         variables = params if mode == "inplace" else tuple(p.detach().requires_grad_(True) for p in params)
-        with torch.enable_grad():
-            loss = loss_fn(variables)
-            grads = torch.autograd.grad(loss, variables)
+        if gradient_fn is not None:
+            with torch.no_grad():
+                loss, grads = gradient_fn(variables)
+        else:
+            with torch.enable_grad():
+                loss = loss_fn(variables)
+                grads = torch.autograd.grad(loss, variables)
         with torch.no_grad():
             inplace = mode == "inplace"
             updates, state = optimizer.update(grads, state, params=params, inplace=inplace)
@@ -105,7 +111,13 @@ def run_steps(
     def loss_fn(variables: Params) -> torch.Tensor:
         return problem.objective(variables, weight)
 
+    gradient_fn = None
+    if mode == "inplace" and problem.first_order is not None:  # hand-derived gradient: no autograd graph per step
+        def gradient_fn(variables: Params) -> tuple:
+            return problem.first_order(variables, weight)
+
     with constant_edge_weights() if mode == "inplace" else nullcontext():  # w is one detached tensor throughout
         for _ in range(steps):
-            params, state, value = update_step(loss_fn, optimizer, params, state, mode=mode, monitor=monitor)
+            params, state, value = update_step(loss_fn, optimizer, params, state, mode=mode, monitor=monitor,
+                                               gradient_fn=gradient_fn)
     return params, state, float(value.detach())
