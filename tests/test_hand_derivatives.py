@@ -149,6 +149,24 @@ def test_problems_the_derivatives_do_not_describe_keep_autograd(case):
     reference, _ = _hypergradient(problem, Unrolled(checkpoint=False), data, weight)
     assert solution.info["reverse"] == "checkpointed"
     assert _relative(lean, reference) < 1e-11
+    # plain training keeps autograd's gradient too, except with a user optimizer (the gradient is the same)
+    assert (problem.first_order is None) == (case != "user-optimizer")
+
+
+@pytest.mark.parametrize("layers,sparse", [(1, False), (2, True)])
+def test_plain_gnn_training_on_the_hand_gradient_follows_autograd(layers, sparse):
+    from dgl_bilevel.inner.training import run_steps
+
+    data = _data(sparse)
+    problem = _problem(data, layers, sparse, steps=25)
+    params, weight = _point(problem, data)
+    hand, _, hand_value = run_steps(problem, weight, tuple(p.clone() for p in params), 25, differentiable=False)
+    problem.first_order = None
+    auto, _, auto_value = run_steps(problem, weight, tuple(p.clone() for p in params), 25, differentiable=False)
+    assert _relative(hand[0], params[0]) > 1e-2  # the steps moved the parameters
+    for mine, theirs in zip(hand, auto):
+        assert _relative(mine, theirs) < 1e-11
+    assert abs(hand_value - auto_value) < 1e-12
 
 
 def test_flat_layout_round_trips_parameters_and_adam_state():

@@ -103,6 +103,7 @@ class TrainedGNN(InnerProblem):
         self._check_output_width()
         own_objective = type(self).objective is TrainedGNN.objective and type(self).predict is TrainedGNN.predict
         self.second_order = SumAggDerivatives.for_problem(self) if own_objective and supports_derivatives(self) else None
+        self.first_order = self.second_order.value_and_gradient if self.second_order is not None else None
         return self
 
     def _check_output_width(self) -> None:

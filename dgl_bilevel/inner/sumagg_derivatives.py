@@ -124,6 +124,11 @@ class SumAggDerivatives:
         return x.reshape(-1, x.shape[-1]).index_select(0, self.rows)
 
     # ------------------------------------------------------------- first order
+    def value_and_gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """``(L, dL/dtheta)``: the inner problem's ``first_order`` capability (plain training)."""
+        value, grads, _ = self.gradient(params, edge_weight)
+        return value, grads
+
     @torch.no_grad()
     def gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple, dict]:
         """``(L, dL/dtheta, record)`` at ``params``: the same values as autograd on the objective."""

@@ -92,6 +92,7 @@ class StackedGNN(StackedProblem):
         self.v_in = self.stack.offset([p.data.v_in for p in self.problems])
         if first.second_order is not None:  # the paper's GNN: hand-derived derivatives, stacked
             self.second_order = SumAggDerivatives.for_stack(self)
+            self.first_order = self.second_order.value_and_gradient
 
     def stack_params(self, per_seed: Sequence[Params]) -> Params:
         return tuple(torch.stack([p[i].detach() for p in per_seed]).requires_grad_(True)
