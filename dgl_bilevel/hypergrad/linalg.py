@@ -305,12 +305,12 @@ def linear_solve(
     the damped ``matvec`` and ``rhs`` (and none of the options). The reported residual is that
     of the damped system.
     """
-    operator = matvec
-    if damping:
-        operator = lambda v: tuple(a + damping * x for a, x in zip(matvec(v), v))  # noqa: E731
     rhs = tuple(rhs)
     if solve == "minres":  # damps its flat vector itself: one kernel instead of one per tensor
         return minres(matvec, rhs, x0=x0, tol=tol, maxiter=maxiter, damping=damping)
+    operator = matvec
+    if damping:
+        operator = lambda v: tuple(a + damping * x for a, x in zip(matvec(v), v))  # noqa: E731
     if callable(solve):
         return solve(operator, rhs)
     if solve == "cg":

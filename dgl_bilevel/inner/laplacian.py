@@ -97,6 +97,9 @@ class LaplacianRegularization(InnerProblem):
         self._degrees = DegreeCache()
         own_objective = type(self).objective is LaplacianRegularization.objective
         self.first_order = self._value_and_gradient if own_objective else None
+        v_in = data.v_in  # what the written-out gradient reads at every step, selected once
+        self._fit_rows = (v_in, data.labels.index_select(0, v_in), self.targets.index_select(0, v_in),
+                          torch.full((v_in.numel(),), 1.0 / v_in.numel(), dtype=dtype), torch.zeros_like(v_in))
         return self
 
     # ------------------------------------------------------------- iterative
@@ -128,12 +131,11 @@ class LaplacianRegularization(InnerProblem):
 
     def _value_and_gradient(self, params: Params, edge_weight: torch.Tensor) -> tuple[torch.Tensor, Params]:
         """:attr:`~dgl_bilevel.inner.base.InnerProblem.first_order`: the objective and its gradient in ``Y``."""
-        v_in = self.data.v_in
+        rows, labels, targets, row_weights, row_seeds = self._fit_rows
         value, grad = laplacian_value_and_gradient(
-            params[0], v_in, self.data.labels.index_select(0, v_in), self.targets.index_select(0, v_in),
-            torch.full((v_in.numel(),), 1.0 / v_in.numel(), dtype=params[0].dtype), torch.zeros_like(v_in), 1,
-            self.loss_kind, self._degrees(self.graph, edge_weight, self.reverse), self.graph, self.reverse,
-            edge_weight, self.coef, self.ridge)
+            params[0], rows, labels, targets, row_weights.to(params[0].dtype), row_seeds, 1, self.loss_kind,
+            self._degrees(self.graph, edge_weight, self.reverse), self.graph, self.reverse, edge_weight,
+            self.coef, self.ridge)
         return value.sum(), (grad,)
 
     # ------------------------------------------------------------- quadratic

@@ -136,6 +136,7 @@ class StackedLaplacian(StackedProblem):
         self.v_in = self.stack.offset([p.data.v_in for p in self.problems])
         self._degrees = DegreeCache()
         self.first_order = self._value_and_gradient if first.first_order is not None else None
+        self._fit_rows = (self.labels.index_select(0, self.v_in.local), self.targets.index_select(0, self.v_in.index))
 
     def stack_params(self, per_seed: Sequence[Params]) -> Params:
         return (torch.cat([p[0].detach() for p in per_seed]).requires_grad_(True),)
@@ -148,10 +149,9 @@ class StackedLaplacian(StackedProblem):
 
     def _value_and_gradient(self, params: Params, edge_weight: torch.Tensor) -> tuple[torch.Tensor, Params]:
         """The stack's objective and gradient, hand-derived (each seed's as its own ``first_order``)."""
-        nodes = self.v_in
+        nodes, (labels, targets) = self.v_in, self._fit_rows
         value, grad = laplacian_value_and_gradient(
-            params[0], nodes.index, self.labels.index_select(0, nodes.local), self.targets.index_select(0, nodes.index),
-            nodes.mean_weights(params[0].dtype), nodes.seed, self.num_seeds, self.loss_kind,
+            params[0], nodes.index, labels, targets, nodes.mean_weights(params[0].dtype), nodes.seed, self.num_seeds, self.loss_kind,
             self._degrees(self.graph, edge_weight, self.stack.reverse), self.graph, self.stack.reverse, edge_weight,
             self.coef, self.ridge)
         return self._record(value), (grad,)
