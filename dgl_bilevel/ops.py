@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from contextlib import contextmanager
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import torch
 
@@ -92,6 +92,30 @@ class _CSRPlan:
             num_rows, num_cols = (self.num_dst, self.num_src) if direction == "dst" else (self.num_src, self.num_dst)
             blocks[direction] = dgl.create_block((cols, rows), num_src_nodes=num_cols, num_dst_nodes=num_rows)
         return blocks[direction]
+
+    def pattern(self, direction: str, dtype: torch.dtype) -> torch.Tensor:
+        """The CSR structure of ``direction`` with zero values of ``dtype`` (the mask of a sampled
+        product), built once per direction and dtype."""
+        patterns = self.__dict__.setdefault("_patterns", {})
+        key = (direction, dtype)
+        if key not in patterns:
+            crow, col = self._indices[direction]
+            shape = (self.by_dst if direction == "dst" else self.by_src)[4]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                patterns[key] = torch.sparse_csr_tensor(crow, col, torch.zeros(col.numel(), dtype=dtype), shape,
+                                                        check_invariants=False)
+        return patterns[key]
+
+    def edge_entries(self, direction: str) -> torch.Tensor:
+        """For every edge id, its entry in the CSR structure of ``direction`` (parallel edges share one)."""
+        entries = self.__dict__.setdefault("_entries", {})
+        if direction not in entries:
+            _, _, order, slot, _ = self.by_dst if direction == "dst" else self.by_src
+            found = torch.empty_like(order)
+            found[order] = torch.arange(order.numel()) if slot is None else slot
+            entries[direction] = found
+        return entries[direction]
 
     @staticmethod
     def _csr(rows: torch.Tensor, cols: torch.Tensor, num_rows: int, num_cols: int):
@@ -199,22 +223,41 @@ class _WeightedSum(torch.autograd.Function):
         return grad_feat, grad_weight, None, None
 
 
-#: The per-edge dot product takes one of three kernels by edge x feature products, the fastest
-#: measured for each range (2026-12-02, 2 cores, float32, microseconds per call):
+#: The per-edge dot product takes one of three kernels (:func:`edge_dot_kernel`), the fastest measured
+#: for each case (2026-12-03, 2 cores, float32, microseconds per call; ``bench/edge_dot_kernels.py``):
 #:
-#: ====================  ======  ==========  ==========
-#: edges x features      gather  DGL SDDMM   torch SDDMM
-#: ====================  ======  ==========  ==========
-#: 10,556 x 16 (Cora)       135         157          285
-#: 52,780 x 7               616         332        2,109
-#: 105,560 x 16           7,758         850        1,768
-#: 2,332,486 x 16       193,600      97,115       41,146
-#: ====================  ======  ==========  ==========
+#: ====================  =====  ======  ==========  =====================  ===========================
+#: edges                 width  gather  DGL SDDMM   torch SDDMM, b^T copy  torch SDDMM, b^T a view
+#: ====================  =====  ======  ==========  =====================  ===========================
+#: 10,556 (Cora)             7     136         108                    398                          303
+#: 10,556 (Cora)            16     143         146                    272                          102
+#: 10,556 (Cora)            46     236         183                    329                           73
+#: 52,780 (5 Cora)           7     313         178                  1,491                        1,254
+#: 52,780 (5 Cora)          16     511         346                    973                          178
+#: 105,560                  16   3,265       1,377                  3,825                          835
+#: 2,332,486                 7 119,636      25,053                104,312                       85,179
+#: 2,332,486                16 216,245     117,259                 60,233                       48,132
+#: ====================  =====  ======  ==========  =====================  ===========================
 #:
-#: below ``GATHER_MAX_WORK`` a plain gather (``index_select``), below ``SDDMM_MIN_WORK`` DGL's
-#: ``u_dot_v``, above torch's ``sampled_addmm`` on the CSR structure.
-GATHER_MAX_WORK = 1 << 18
+#: torch's ``sampled_addmm`` reads the rows of ``b`` when ``b^T`` is passed as a transposed view (the
+#: library made it contiguous before 2026-12-03: 2-5x slower); it is slow below 8 columns, where
+#: DGL's ``u_dot_v`` wins at every size. In float64 DGL wins below ``SDDMM_MIN_WORK`` edge x column
+#: products (Cora x 16: 85 against 166 us). Other dtypes take the gather.
+SDDMM_MIN_WIDTH = 8
 SDDMM_MIN_WORK = 1 << 22
+#: tests force one kernel ("gather", "dgl" or "sddmm") by setting this
+FORCE_EDGE_DOT_KERNEL: Optional[str] = None
+
+
+def edge_dot_kernel(num_edges: int, width: int, dtype: torch.dtype) -> str:
+    """The kernel :class:`_EdgeDot` uses for ``num_edges`` dot products of ``width`` columns."""
+    if FORCE_EDGE_DOT_KERNEL is not None:
+        return FORCE_EDGE_DOT_KERNEL
+    if dtype not in (torch.float32, torch.float64):
+        return "gather"
+    if width >= SDDMM_MIN_WIDTH and (dtype == torch.float32 or num_edges * width >= SDDMM_MIN_WORK):
+        return "sddmm"
+    return "dgl"
 
 
 class _EdgeDot(torch.autograd.Function):
@@ -224,26 +267,19 @@ class _EdgeDot(torch.autograd.Function):
     def forward(ctx, a, b, plan, direction):
         ctx.save_for_backward(a, b)
         ctx.plan, ctx.direction = plan, direction
-        crow, col, order, slot, shape = plan.by_dst if direction == "dst" else plan.by_src
         # contiguous rows: index_select on a strided view (a column slice) is 3-10x slower
         a2, b2 = a.reshape(a.shape[0], -1).contiguous(), b.reshape(b.shape[0], -1).contiguous()
-        work = plan.num_edges * a2.shape[1]
-        if work < GATHER_MAX_WORK:
+        kernel = edge_dot_kernel(plan.num_edges, a2.shape[1], a2.dtype)
+        if kernel == "gather":
             rows, cols = plan.endpoints(direction)
             # index_select, not a2[rows]: advanced indexing is ~4x slower on CPU for these shapes
             return a2.index_select(0, rows).mul_(b2.index_select(0, cols)).sum(-1)
-        if work < SDDMM_MIN_WORK:  # DGL's SDDMM on the edges as a block col -> row, in edge-id order
+        if kernel == "dgl":  # DGL's SDDMM on the edges as a block col -> row, in edge-id order
             return dgl.ops.u_dot_v(plan.edge_block(direction), b2, a2).reshape(-1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            mask = torch.sparse_csr_tensor(crow, col, torch.zeros(col.numel(), dtype=a.dtype), shape,
-                                           check_invariants=False)
-            values = torch.sparse.sampled_addmm(mask, a2.contiguous(), b2.t().contiguous(), beta=0.0).values()
-        if slot is not None:
-            values = values[slot]
-        out = torch.empty_like(values)
-        out[order] = values
-        return out
+            values = torch.sparse.sampled_addmm(plan.pattern(direction, a2.dtype), a2, b2.t(), beta=0.0).values()
+        return values.index_select(0, plan.edge_entries(direction))
 
     @staticmethod
     def backward(ctx, grad_edges):

@@ -83,8 +83,7 @@ def test_weighted_sum_equals_dgl_message_passing_to_second_order(multigraph, edg
     from dgl_bilevel.ops import weighted_sum, weighted_sum_reverse
 
     # the per-edge dot product of the backward pass switches kernel by size: test both
-    monkeypatch.setattr(ops, "GATHER_MAX_WORK", 1 << 60 if edge_dot_kernel == "gather" else 0)
-    monkeypatch.setattr(ops, "SDDMM_MIN_WORK", 0 if edge_dot_kernel == "sddmm" else 1 << 60)
+    monkeypatch.setattr(ops, "FORCE_EDGE_DOT_KERNEL", edge_dot_kernel)
 
     if multigraph:
         g = dgl.graph((torch.tensor([0, 0, 1, 1, 2]), torch.tensor([1, 1, 2, 2, 2])), num_nodes=4)
@@ -105,8 +104,7 @@ def test_weighted_sum_on_a_block_to_second_order(edge_dot_kernel, monkeypatch):
     from dgl_bilevel import ops
     from dgl_bilevel.ops import weighted_sum
 
-    monkeypatch.setattr(ops, "GATHER_MAX_WORK", 1 << 60 if edge_dot_kernel == "gather" else 0)
-    monkeypatch.setattr(ops, "SDDMM_MIN_WORK", 0 if edge_dot_kernel == "sddmm" else 1 << 60)
+    monkeypatch.setattr(ops, "FORCE_EDGE_DOT_KERNEL", edge_dot_kernel)
     block = dgl.create_block((torch.tensor([0, 3, 4, 2, 4, 1]), torch.tensor([0, 0, 1, 2, 2, 1])),
                              num_src_nodes=5, num_dst_nodes=3)
     gen = torch.Generator().manual_seed(1)
@@ -184,3 +182,30 @@ def test_constant_weights_build_one_matrix_for_every_product(monkeypatch):
     with constant_edge_weights():
         weighted_sum(g, h, w), weighted_sum(g, h, other)
     assert builds == ["dst", "dst"]
+
+
+@pytest.mark.parametrize("width", [1, 7, 8, 16, 46])
+def test_edge_dot_kernels_agree_in_float32(width, monkeypatch):
+    """Every kernel of the per-edge dot product, on a multigraph with unsorted edge ids, equals the
+    plain formula (the torch kernel reads b^T as a view and maps CSR entries back to edge ids)."""
+    from dgl_bilevel import ops
+
+    gen = torch.Generator().manual_seed(width)
+    src, dst = torch.randint(0, 30, (200,), generator=gen), torch.randint(0, 30, (200,), generator=gen)
+    src[:5], dst[:5] = 3, 4  # parallel edges
+    g = dgl.graph((src, dst), num_nodes=30)
+    a, b = torch.randn(30, width, generator=gen), torch.randn(30, width, generator=gen)
+    expected = (a[dst] * b[src]).sum(-1)
+    for kernel in ("gather", "dgl", "sddmm"):
+        monkeypatch.setattr(ops, "FORCE_EDGE_DOT_KERNEL", kernel)
+        assert torch.allclose(ops.edge_products(g, a, b), expected, atol=1e-5), kernel
+
+
+def test_edge_dot_kernel_choice():
+    from dgl_bilevel.ops import edge_dot_kernel
+
+    assert edge_dot_kernel(10_556, 16, torch.float32) == "sddmm"
+    assert edge_dot_kernel(10_556, 7, torch.float32) == "dgl"  # torch's kernel is slow below 8 columns
+    assert edge_dot_kernel(10_556, 16, torch.float64) == "dgl"
+    assert edge_dot_kernel(2_332_486, 16, torch.float64) == "sddmm"
+    assert edge_dot_kernel(10_556, 16, torch.float16) == "gather"
