@@ -234,6 +234,10 @@ class RunConfig:
                                       "(results equal separate runs up to rounding). auto: when the inner problem "
                                       "stacks and the seeds fit in memory; on: refuse otherwise; off: one seed "
                                       "after the other", choices=("auto", "on", "off"))
+    workers: int = option(1, "--executor local: worker processes that share the seeds, each with CPUs / N torch "
+                             "threads and its seeds stacked (on small graphs N processes of one thread do more "
+                             "than one of N threads; results equal one process's up to rounding); 1: this "
+                             "process", check="at_least_one")
     extra: dict = option(help="free-form notes kept with the results", cli=False, factory=dict)
 
 
@@ -340,6 +344,9 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
         if resolved.structure == "topk" and (resolved.budget is None) == (resolved.topk_per_node is None):
             raise ConfigError("--structure topk needs exactly one of --budget (edges kept in all) and "
                               "--topk-per-node (edges kept per node)")
+        if resolved.workers > 1 and resolved.executor != "local":
+            raise ConfigError(f"--workers {resolved.workers} splits seeds among local processes; with --executor "
+                              f"{resolved.executor} set --cpus-per-task instead")
         if resolved.inner_steps == 0 and INNER_PROBLEMS[resolved.inner].needs_steps:
             raise ConfigError(f"--inner-steps must be >= 1 for the {resolved.inner} inner problem (a trained model: 0 "
                               "steps would keep its random initialisation)")

@@ -28,6 +28,7 @@ import torch
 from common import METHOD_LABELS, PAPER_TABLE1, add_table_arguments, cell_text, load_summary, write_between_markers
 
 from dgl_bilevel.experiment import ExperimentConfig, run_experiments  # after common: it puts the repository on the path
+from dgl_bilevel.experiment.workers import available_cpus
 
 METHODS = ("a_obs", "bo", "bo+reg", "bo+g2g")
 INNERS = ("gnn", "laplacian")
@@ -68,6 +69,13 @@ def markdown(out: str) -> str:
     return "\n".join(lines)
 
 
+def default_workers(inner: str) -> int:
+    """Worker processes for an inner problem's cells: one per CPU for the GNN (a stack of 14 Cora GNN
+    seeds: 3.60 s an outer iteration on two threads, 2.6-2.8 s as two stacks of 7 on one thread each),
+    one for the Laplacian (0.95 s against 0.94-1.01 s); docs/benchmarks.md, 2026-12-02."""
+    return available_cpus() if inner == "gnn" else 1
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
@@ -82,6 +90,10 @@ def main() -> None:
     p.add_argument("--no-docs", action="store_true", help="print the table, do not write it into docs/results.md")
     p.add_argument("--stack-seeds", choices=("auto", "on", "off"), default="auto",
                    help="share the inner solves of every learned cell's seeds (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes sharing each inner problem's seeds, one torch thread each (default: "
+                        "one per CPU for the GNN cells, 1 for the Laplacian's, the faster measured; 1: this "
+                        "process, stacked)")
     args = p.parse_args()
     if not args.report_only:
         started = time.perf_counter()
@@ -90,18 +102,21 @@ def main() -> None:
                 # every cell of one inner problem in one call: the learned cells' seeds share one stack of
                 # inner solves (dgl_bilevel.seeds; --stack-seeds off runs them one after the other)
                 hypergrad = args.hypergrad_gnn if inner == "gnn" else args.hypergrad_laplacian
+                workers = args.workers or default_workers(inner)
                 configs = [ExperimentConfig(
                     dataset="cora", inner=inner, method=method, seeds=args.seeds, out=args.out,
                     name=run_name(inner, method, preset), data_root=args.data_root, resume=args.resume,
                     progress=not args.no_progress, preset=preset, stack_seeds=args.stack_seeds,
                     # the GNN unrolls on its hand-derived second derivatives (the default; faster than
                     # torch's graph, docs/benchmarks.md)
-                    hypergrad=None if method == "a_obs" else hypergrad)
+                    hypergrad=None if method == "a_obs" else hypergrad, workers=workers)
                     for method in args.methods]
                 run_experiments(configs)
         wall = time.perf_counter() - started
         print(f"\nTable I: {len(args.preset) * len(args.inner) * len(args.methods)} cells x {args.seeds} seeds in "
-              f"{wall / 60:.1f} min wall ({time.strftime('%Y-%m-%d %H:%M')}, torch threads {torch.get_num_threads()})")
+              f"{wall / 60:.1f} min wall ({time.strftime('%Y-%m-%d %H:%M')}, "
+              f"GNN cells in {args.workers or default_workers('gnn')} worker process(es), Laplacian cells in "
+              f"{args.workers or default_workers('laplacian')}; {torch.get_num_threads()} torch threads here)")
     table = markdown(args.out)
     print(table)
     if not args.no_docs:

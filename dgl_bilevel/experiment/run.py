@@ -85,6 +85,12 @@ def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: 
     """Every seed in ``seeds`` through the configured executor; records in seed order
     (``try_stacking=False``: the caller already knows these seeds do not stack)."""
     if config.executor == "local" or not seeds:
+        if config.workers > 1 and config.learns_graph and len(seeds) > 1:
+            from .stacked import SeedTask  # noqa: PLC0415
+            from .workers import run_tasks_in_workers  # noqa: PLC0415 -- only --workers runs need it
+
+            return run_tasks_in_workers([SeedTask(config, seed, run_dir) for seed in seeds], config.workers,
+                                        callbacks, echo, progress=config.progress, description=config.run_name)
         if try_stacking and config.stack_seeds != "off" and config.learns_graph and len(seeds) > 1:
             from .stacked import run_seeds_stacked  # noqa: PLC0415 -- only runs with several seeds need it
 
@@ -210,9 +216,17 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
             from .stacked import SeedTask, run_tasks_stacked  # noqa: PLC0415 -- only pooled runs need it
 
             tasks = [SeedTask(run.config, seed, run.run_dir) for run in pooled for seed in run.todo]
-            # not strict: a pool that does not stack as a whole may still stack config by config below,
-            # where --stack-seeds on refuses what does not
-            records = run_tasks_stacked(tasks, callbacks, echo, strict=False)
+            workers = max(run.config.workers for run in pooled)
+            if workers > 1:  # each worker stacks its share of the pool, or runs it seed by seed
+                from .workers import run_tasks_in_workers  # noqa: PLC0415
+
+                records = run_tasks_in_workers(tasks, workers, callbacks, echo,
+                                               progress=any(run.config.progress for run in pooled),
+                                               description=", ".join(run.config.run_name for run in pooled))
+            else:
+                # not strict: a pool that does not stack as a whole may still stack config by config below,
+                # where --stack-seeds on refuses what does not
+                records = run_tasks_stacked(tasks, callbacks, echo, strict=False)
             if records is not None:
                 for task, record in zip(tasks, records):
                     next(r for r in pooled if r.run_dir == task.run_dir).record(task.seed, record, echo)

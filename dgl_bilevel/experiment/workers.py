@@ -1,0 +1,195 @@
+"""Seeds split among local worker processes (``--workers N``), each group stacked as one computation.
+
+One Cora seed's inner solve is bound by memory traffic, not by the number of threads: a stack of
+14 GNN seeds runs about as fast on one thread as on two (docs/benchmarks.md). Two processes with one
+thread each therefore do nearly twice the work of one process with two. :func:`run_tasks_in_workers`
+deals the seeds out to ``N`` spawned processes with ``cpus / N`` torch threads each; every worker
+stacks its share (:func:`~dgl_bilevel.experiment.stacked.run_tasks_stacked`, or runs it seed by seed
+where the share does not stack) and writes the same files a single process would -- results,
+checkpoints, learned graphs -- so ``--resume`` works across worker counts. Results equal a single
+process's up to floating-point rounding (another stack size and thread count sum in another order).
+
+Progress from every worker flows into one bar in this process; a worker's error stops the others
+and is raised here with the worker's traceback; Ctrl-C reaches every worker, which checkpoints as a
+single process would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import time
+import traceback
+from typing import Callable, Sequence
+
+from ..errors import ConfigError, RunInterrupted
+
+#: seconds a worker may take to write its checkpoints after Ctrl-C before it is terminated
+INTERRUPT_GRACE_SECONDS = 60.0
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def deal(tasks: Sequence, workers: int) -> list[list]:
+    """``tasks`` in ``workers`` groups of sizes differing by at most one, each group in task order
+    (consecutive tasks together: seeds of one configuration share a worker where they can)."""
+    workers = max(1, min(workers, len(tasks)))
+    base, extra = divmod(len(tasks), workers)
+    groups, first = [], 0
+    for index in range(workers):
+        size = base + (1 if index < extra else 0)
+        groups.append(list(tasks[first:first + size]))
+        first += size
+    return groups
+
+
+class _QueueProgress:
+    """A fit callback that reports each finished outer iteration of a seed to the parent."""
+
+    def __init__(self, messages) -> None:
+        self.messages = messages
+
+    def __call__(self, state) -> None:
+        self.messages.put(("progress", 1))
+
+
+def run_tasks_in_workers(tasks: Sequence, workers: int, callbacks: Sequence = (), echo: Callable = print,
+                         progress: bool = True, description: str = "seeds") -> list[dict]:
+    """Run ``tasks`` (:class:`~dgl_bilevel.experiment.stacked.SeedTask`) in ``workers`` spawned
+    processes; their records in task order. ``callbacks`` run inside the workers, so they must pickle."""
+    from tqdm.auto import tqdm
+
+    groups = deal(tasks, workers)
+    threads = max(1, available_cpus() // len(groups))
+    context = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
+    messages = context.Queue()
+    try:
+        processes = [context.Process(target=_worker, args=(index, group, threads, list(callbacks), messages),
+                                     name=f"dgl-bilevel-worker-{index}", daemon=True)
+                     for index, group in enumerate(groups)]
+    except Exception as exc:  # noqa: BLE001 -- say which input could not travel
+        raise ConfigError(f"--workers: the run could not be sent to worker processes ({exc})") from exc
+    total = sum(task.config.outer_steps for task in tasks)
+    echo(f"{len(tasks)} seeds in {len(groups)} worker processes, {threads} torch thread(s) each "
+         f"({', '.join(str(len(g)) for g in groups)} seeds)")
+    results: dict[int, list] = {}
+    failed: set[int] = set()
+    bar = tqdm(total=total, disable=not progress, desc=description, unit="it", dynamic_ncols=True)
+    try:
+        for process in processes:
+            process.start()
+        while len(results) < len(groups):
+            try:
+                kind, *payload = messages.get(timeout=1.0)
+            except queue_module.Empty:
+                dead = [p for i, p in enumerate(processes) if i not in results and not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"worker {dead[0].name} stopped (exit code {dead[0].exitcode}) before "
+                                       "reporting; its seeds keep their checkpoints: rerun with --resume")
+                continue
+            if kind == "progress":
+                bar.update(payload[0])
+            elif kind == "echo":
+                (bar.write if progress else echo)(payload[0])
+            elif kind == "done":
+                results[payload[0]] = payload[1]
+            elif kind == "interrupted":  # a worker got Ctrl-C alone: stop the run as a single process would
+                raise KeyboardInterrupt
+            else:  # "error"
+                index, text = payload
+                failed.add(index)
+                raise RuntimeError(f"worker {index} failed:\n{text}")
+    except BaseException as exc:
+        running = [p for i, p in enumerate(processes) if i not in results and i not in failed]
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        _stop(processes, running, already_interrupted=interrupted)
+        if interrupted:
+            raise _where_to_resume(messages) from exc
+        raise
+    finally:
+        bar.close()
+    for process in processes:
+        process.join()
+    return [record for index in range(len(groups)) for record in results[index]]
+
+
+def _where_to_resume(messages) -> RunInterrupted:
+    """The workers' reports after Ctrl-C as one :class:`RunInterrupted`: a checkpoint written and the
+    earliest outer iteration every interrupted seed has kept."""
+    reports = []
+    while True:
+        try:
+            kind, *payload = messages.get(timeout=0.1)
+        except (queue_module.Empty, OSError, EOFError):
+            break
+        if kind == "interrupted":
+            reports.append(payload)
+    saved = [(checkpoint, iteration) for _, checkpoint, iteration in reports if checkpoint is not None]
+    if not saved:
+        return RunInterrupted(None, -1)
+    return RunInterrupted(saved[0][0], min(iteration for _, iteration in saved))
+
+
+def _stop(processes, running, already_interrupted: bool) -> None:
+    """Stop the workers as Ctrl-C stops a single process: each writes its checkpoints and exits.
+
+    A Ctrl-C at the terminal reaches every process of the group; workers it did not reach (the
+    parent alone was signalled, or another worker failed) get SIGINT here -- only those still
+    ``running``, not the ones that reported and are exiting. Whatever is still alive after :data:`INTERRUPT_GRACE_SECONDS` is terminated.
+    """
+    if already_interrupted:
+        deadline = time.monotonic() + 2.0
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in running:
+        if process.is_alive() and process.pid is not None:
+            try:
+                os.kill(process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+    for process in processes:
+        if process.pid is None:  # never started
+            continue
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.terminate()
+            process.join()
+
+
+def _worker(index: int, tasks: list, threads: int, callbacks: list, messages) -> None:
+    """One worker: ``threads`` torch threads, its tasks stacked (or one by one), records back to the parent."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        from .run import run_seed
+        from .stacked import SeedTask, run_tasks_stacked
+
+        quiet = [SeedTask(dataclasses.replace(t.config, progress=False), t.seed, t.run_dir) for t in tasks]
+        hooks = [*callbacks, _QueueProgress(messages)]
+
+        def echo(line: str) -> None:
+            messages.put(("echo", f"[worker {index}] {line}"))
+
+        records = None
+        if len(quiet) > 1 and all(t.config.stack_seeds != "off" and t.config.learns_graph for t in quiet):
+            records = run_tasks_stacked(quiet, hooks, echo, strict=False)
+        if records is None:
+            records = [run_seed(config=t.config, seed=t.seed, run_dir=t.run_dir, callbacks=hooks) for t in quiet]
+        messages.put(("done", index, records))
+    except KeyboardInterrupt as exc:  # RunInterrupted when the seeds kept checkpoints
+        checkpoint = getattr(exc, "checkpoint", None)
+        messages.put(("interrupted", index, None if checkpoint is None else str(checkpoint),
+                      getattr(exc, "iteration", -1)))
+    except BaseException:  # noqa: BLE001 -- reported to the parent, which raises it
+        messages.put(("error", index, traceback.format_exc()))
