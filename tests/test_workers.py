@@ -19,10 +19,10 @@ def _config(tmp_path, data_root, method, name, **extra):
         "name": name, "save_graph": False, **extra})
 
 
-def test_deal_keeps_order_and_balances():
-    assert deal(list(range(7)), 2) == [[0, 1, 2, 3], [4, 5, 6]]
-    assert deal(list(range(3)), 5) == [[0], [1], [2]]  # no empty workers
-    assert deal([0, 1], 1) == [[0, 1]]
+def test_deal_is_round_robin_without_empty_workers():
+    assert deal(list("abcdefg"), 2) == [[0, 2, 4, 6], [1, 3, 5]]
+    assert deal(list("abc"), 5) == [[0], [1], [2]]
+    assert deal(list("ab"), 1) == [[0, 1]]
 
 
 def test_workers_need_the_local_executor():
@@ -48,7 +48,8 @@ def test_pooled_runs_in_two_workers_equal_one_process(tmp_path, data_root):
             assert ra["seed"] == rb["seed"]
             for key in ("v_out_acc", "val_acc", "test_acc", "best_iteration"):
                 assert ra[key] == rb[key], key
-    assert [r["stacked_seeds"] for r in parallel[0]["per_seed"]] == [3, 3, 3]  # bo's three seeds in worker 0
+    # round-robin: worker 0 has bo seeds 0, 2 and bo+reg seed 1; worker 1 the other three
+    assert [r["stacked_seeds"] for r in parallel[0]["per_seed"]] == [3, 3, 3]
     for name_a, name_b in (("bo-one", "bo-workers"), ("reg-one", "reg-workers")):
         for seed in range(3):
             ha = json.loads((tmp_path / name_a / f"seed_{seed}.json").read_text())["history"]

@@ -38,17 +38,12 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def deal(tasks: Sequence, workers: int) -> list[list]:
-    """``tasks`` in ``workers`` groups of sizes differing by at most one, each group in task order
-    (consecutive tasks together: seeds of one configuration share a worker where they can)."""
+def deal(tasks: Sequence, workers: int) -> list[list[int]]:
+    """The indices of ``tasks`` dealt round-robin to ``workers`` groups (no empty group): each worker
+    gets a share of every configuration, so configurations that cost more per seed (G2G's outer
+    network) do not all land on one worker."""
     workers = max(1, min(workers, len(tasks)))
-    base, extra = divmod(len(tasks), workers)
-    groups, first = [], 0
-    for index in range(workers):
-        size = base + (1 if index < extra else 0)
-        groups.append(list(tasks[first:first + size]))
-        first += size
-    return groups
+    return [list(range(first, len(tasks), workers)) for first in range(workers)]
 
 
 class _QueueProgress:
@@ -67,7 +62,7 @@ def run_tasks_in_workers(tasks: Sequence, workers: int, callbacks: Sequence = ()
     processes; their records in task order. ``callbacks`` run inside the workers, so they must pickle."""
     from tqdm.auto import tqdm
 
-    groups = deal(tasks, workers)
+    groups = [[tasks[i] for i in share] for share in deal(tasks, workers)]
     threads = max(1, available_cpus() // len(groups))
     context = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
     messages = context.Queue()
@@ -118,7 +113,11 @@ def run_tasks_in_workers(tasks: Sequence, workers: int, callbacks: Sequence = ()
         bar.close()
     for process in processes:
         process.join()
-    return [record for index in range(len(groups)) for record in results[index]]
+    records: list = [None] * len(tasks)
+    for index, share in enumerate(deal(tasks, workers)):
+        for position, record in zip(share, results[index]):
+            records[position] = record
+    return records
 
 
 def _where_to_resume(messages) -> RunInterrupted:
