@@ -89,7 +89,7 @@ def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: 
             from .stacked import SeedTask  # noqa: PLC0415
             from .workers import run_tasks_in_workers  # noqa: PLC0415 -- only --workers runs need it
 
-            return run_tasks_in_workers([SeedTask(config, seed, run_dir) for seed in seeds], config.workers,
+            return run_tasks_in_workers([SeedTask(config, seed, run_dir) for seed in seeds], config.workers, run_seed,
                                         callbacks, echo, progress=config.progress, description=config.run_name)
         if try_stacking and config.stack_seeds != "off" and config.learns_graph and len(seeds) > 1:
             from .stacked import run_seeds_stacked  # noqa: PLC0415 -- only runs with several seeds need it
@@ -220,7 +220,7 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
             if workers > 1:  # each worker stacks its share of the pool, or runs it seed by seed
                 from .workers import run_tasks_in_workers  # noqa: PLC0415
 
-                records = run_tasks_in_workers(tasks, workers, callbacks, echo,
+                records = run_tasks_in_workers(tasks, workers, run_seed, callbacks, echo,
                                                progress=any(run.config.progress for run in pooled),
                                                description=", ".join(run.config.run_name for run in pooled))
             else:

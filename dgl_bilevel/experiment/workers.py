@@ -56,10 +56,12 @@ class _QueueProgress:
         self.messages.put(("progress", 1))
 
 
-def run_tasks_in_workers(tasks: Sequence, workers: int, callbacks: Sequence = (), echo: Callable = print,
-                         progress: bool = True, description: str = "seeds") -> list[dict]:
+def run_tasks_in_workers(tasks: Sequence, workers: int, run_one: Callable[..., dict], callbacks: Sequence = (),
+                         echo: Callable = print, progress: bool = True, description: str = "seeds") -> list[dict]:
     """Run ``tasks`` (:class:`~dgl_bilevel.experiment.stacked.SeedTask`) in ``workers`` spawned
-    processes; their records in task order. ``callbacks`` run inside the workers, so they must pickle."""
+    processes; their records in task order. A share that does not stack runs seed by seed through
+    ``run_one(config=, seed=, run_dir=, callbacks=)`` (a module-level function: it travels by name).
+    ``callbacks`` run inside the workers, so they must pickle."""
     from tqdm.auto import tqdm
 
     groups = [[tasks[i] for i in share] for share in deal(tasks, workers)]
@@ -67,7 +69,7 @@ def run_tasks_in_workers(tasks: Sequence, workers: int, callbacks: Sequence = ()
     context = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
     messages = context.Queue()
     try:
-        processes = [context.Process(target=_worker, args=(index, group, threads, list(callbacks), messages),
+        processes = [context.Process(target=_worker, args=(index, group, threads, run_one, list(callbacks), messages),
                                      name=f"dgl-bilevel-worker-{index}", daemon=True)
                      for index, group in enumerate(groups)]
     except Exception as exc:  # noqa: BLE001 -- say which input could not travel
@@ -164,14 +166,13 @@ def _stop(processes, running, already_interrupted: bool) -> None:
             process.join()
 
 
-def _worker(index: int, tasks: list, threads: int, callbacks: list, messages) -> None:
+def _worker(index: int, tasks: list, threads: int, run_one: Callable[..., dict], callbacks: list, messages) -> None:
     """One worker: ``threads`` torch threads, its tasks stacked (or one by one), records back to the parent."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
     try:
-        from .run import run_seed
         from .stacked import SeedTask, run_tasks_stacked
 
         quiet = [SeedTask(dataclasses.replace(t.config, progress=False), t.seed, t.run_dir) for t in tasks]
@@ -184,7 +185,7 @@ def _worker(index: int, tasks: list, threads: int, callbacks: list, messages) ->
         if len(quiet) > 1 and all(t.config.stack_seeds != "off" and t.config.learns_graph for t in quiet):
             records = run_tasks_stacked(quiet, hooks, echo, strict=False)
         if records is None:
-            records = [run_seed(config=t.config, seed=t.seed, run_dir=t.run_dir, callbacks=hooks) for t in quiet]
+            records = [run_one(config=t.config, seed=t.seed, run_dir=t.run_dir, callbacks=hooks) for t in quiet]
         messages.put(("done", index, records))
     except KeyboardInterrupt as exc:  # RunInterrupted when the seeds kept checkpoints
         checkpoint = getattr(exc, "checkpoint", None)
