@@ -1,7 +1,7 @@
 """The per-edge dot product ``<a[row_e], b[col_e]>`` (dgl_bilevel.ops._EdgeDot) on each kernel it can
 take, at the sizes the library meets: microseconds per call (median of 5 timings of 20+ calls), in one
-process, float32 unless told. Chooses ``GATHER_MAX_WORK`` / ``SDDMM_MIN_WORK`` and the torch kernel's
-layout.
+process, float32 unless told. The rule of ``dgl_bilevel.ops.edge_dot_kernel`` and the torch
+kernel's layout come from it.
 
     .venv/bin/python bench/edge_dot_kernels.py
     .venv/bin/python bench/edge_dot_kernels.py --dtype float64

@@ -64,7 +64,8 @@ def run_tasks_in_workers(tasks: Sequence, workers: int, run_one: Callable[..., d
     ``callbacks`` run inside the workers, so they must pickle."""
     from tqdm.auto import tqdm
 
-    groups = [[tasks[i] for i in share] for share in deal(tasks, workers)]
+    shares = deal(tasks, workers)
+    groups = [[tasks[i] for i in share] for share in shares]
     threads = max(1, available_cpus() // len(groups))
     context = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
     messages = context.Queue()
@@ -116,7 +117,7 @@ def run_tasks_in_workers(tasks: Sequence, workers: int, run_one: Callable[..., d
     for process in processes:
         process.join()
     records: list = [None] * len(tasks)
-    for index, share in enumerate(deal(tasks, workers)):
+    for index, share in enumerate(shares):
         for position, record in zip(share, results[index]):
             records[position] = record
     return records
@@ -144,7 +145,8 @@ def _stop(processes, running, already_interrupted: bool) -> None:
 
     A Ctrl-C at the terminal reaches every process of the group; workers it did not reach (the
     parent alone was signalled, or another worker failed) get SIGINT here -- only those still
-    ``running``, not the ones that reported and are exiting. Whatever is still alive after :data:`INTERRUPT_GRACE_SECONDS` is terminated.
+    ``running``, not the ones that reported and are exiting. Whatever is still alive after
+    :data:`INTERRUPT_GRACE_SECONDS` is terminated.
     """
     if already_interrupted:
         deadline = time.monotonic() + 2.0

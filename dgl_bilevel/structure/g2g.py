@@ -64,7 +64,7 @@ class G2G(GraphStructure):
 
     Sparse inputs (at most :data:`SPARSE_MAX_DENSITY` non-zero, such as bag-of-words features) never
     form the dense ``[E, D]`` block: the squared differences are non-zero only where one endpoint's
-    input is, so they are kept once as a sparse ``[E, D]`` matrix (Cora: 0.4M entries instead of
+    input is, so they are kept once as a sparse ``[E, D]`` matrix (Cora: 0.35M entries instead of
     15M), dropout draws its mask on those entries alone, and the first layer is a sparse product.
     Same maths as the dense path (equal up to rounding without dropout); with dropout the masks are
     drawn from the same generator in another number, so runs differ from the dense path's draw by draw.
@@ -103,7 +103,7 @@ class G2G(GraphStructure):
         self.register_buffer("dst", dst, persistent=False)
         self.sparse = float((self.features != 0).sum()) <= SPARSE_MAX_DENSITY * self.features.numel()
         if self.sparse:
-            differences = _squared_differences(self.features, src, dst)
+            differences = _difference_pattern(self.features, src, dst)
             for name, tensor in zip(("crow", "col", "at_src", "at_dst", "crow_t", "col_t", "transpose_order"),
                                     differences):
                 self.register_buffer(f"_sparse_{name}", tensor, persistent=False)
@@ -162,7 +162,7 @@ class G2G(GraphStructure):
                 f"output_scale={self.output_scale}")
 
 
-def _squared_differences(features: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> tuple:
+def _difference_pattern(features: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> tuple:
     """Where ``(x_src - x_dst)^2`` can be non-zero, as a sparse ``[E, D]`` pattern: its CSR ``(crow,
     col)``, both endpoints' inputs at each entry (the squares are taken in the forward pass, in the
     module's current dtype, as the dense path takes them), and the transpose's ``(crow, col)`` with
