@@ -393,6 +393,68 @@ class DegreeCache:
         return self._value
 
 
+class PerWeightCache:
+    """A value built from one weight tensor, built once per tensor inside :func:`constant_edge_weights`
+    (like :class:`DegreeCache`, for any builder); rebuilt on every call outside it or when the
+    weights require grad."""
+
+    def __init__(self) -> None:
+        self._held: "torch.Tensor | None" = None  # held, so no other tensor can take the weights' id
+        self._generation = -1
+        self._value = None
+
+    def get(self, edge_weight: torch.Tensor, build):
+        """``build()``, or what it returned for this very ``edge_weight`` earlier in the block."""
+        if edge_weight.requires_grad or not _REUSE.active:
+            return build()
+        if self._held is not edge_weight or self._generation != _REUSE.generation:
+            self._held, self._generation, self._value = edge_weight, _REUSE.generation, build()
+        return self._value
+
+
+class _LaplacianPlan:
+    """The CSR structure of ``L_s``, the Laplacian of ``W + W^T`` (every stored edge acting both
+    ways), with its diagonal always present, and the entry each contribution lands in: per edge
+    ``u -> v`` four (``-w`` at (u, v) and (v, u), ``+w`` at (u, u) and (v, v)), then one per node
+    (a diagonal shift)."""
+
+    def __init__(self, graph: "dgl.DGLGraph") -> None:
+        src, dst = graph.edges()
+        n = graph.num_nodes()
+        nodes = torch.arange(n)
+        rows, cols = torch.cat([src, dst, src, dst, nodes]), torch.cat([dst, src, src, dst, nodes])
+        crow, col, order, slot, self.shape = _CSRPlan._csr(rows, cols, n, n)
+        self.entry = torch.empty_like(order)
+        self.entry[order] = torch.arange(order.numel()) if slot is None else slot
+        self.crow, self.col = _narrow_indices(crow, col)
+        self.num_nodes, self.num_edges = n, graph.num_edges()
+
+    def matrix(self, edge_weight: torch.Tensor, scale: float, shift: float, dtype: torch.dtype) -> torch.Tensor:
+        w = edge_weight.detach().to(dtype) * scale
+        negative = -w
+        contributions = torch.cat([negative, negative, w, w, w.new_full((self.num_nodes,), shift)])
+        values = torch.zeros(self.col.numel(), dtype=dtype).index_add_(0, self.entry, contributions)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+
+
+_LAPLACIAN_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def laplacian_matrix(graph: "dgl.DGLGraph", edge_weight: torch.Tensor, scale: float = 1.0, shift: float = 0.0,
+                     dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``scale * L_s + shift * I`` as one sparse CSR matrix (detached), ``L_s = D_s - (W + W^T)`` with
+    ``D_s`` the weighted degrees of ``W + W^T``: ``<Y, L_s Y> = sum_e w_e ||Y_u - Y_v||^2`` over the
+    stored edges. One product with it replaces the two weighted sums and the degree scaling of
+    ``D_s Y - (W + W^T) Y`` (the Laplacian inner problem's step, 500 per outer iteration); the
+    structure is built once per graph."""
+    plan = _LAPLACIAN_PLANS.get(graph)
+    if plan is None or plan.num_edges != graph.num_edges() or plan.num_nodes != graph.num_nodes():
+        plan = _LAPLACIAN_PLANS[graph] = _LaplacianPlan(graph)
+    return plan.matrix(edge_weight, scale, shift, dtype or edge_weight.dtype)
+
+
 class _SparseMatmul(torch.autograd.Function):
     """``A @ W`` for a constant sparse CSR ``A``; the backward reuses a stored ``A^T``.
 

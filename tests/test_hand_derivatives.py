@@ -346,3 +346,94 @@ def test_stacked_laplacian_first_order_equals_autograd_and_reports_each_seed():
     for s, problem in enumerate(problems):  # each seed's block is that seed's own gradient
         own = problem.first_order(points[s], weights[s])[1][0]
         assert _relative(grad[s * 30:(s + 1) * 30], own) < 1e-12
+
+
+@pytest.mark.parametrize("loss,normalize,ridge,task", [("ce", "edges", 1e-5, "classification"),
+                                                       ("mse", "none", 0.3, "classification"),
+                                                       ("mse", "edges", 0.0, "regression")])
+def test_laplacian_hessian_and_mixed_products_equal_autograd(loss, normalize, ridge, task):
+    from dgl_bilevel.inner.laplacian_derivatives import LaplacianDerivatives
+
+    data, problem = _laplacian(loss, normalize, ridge, task)
+    assert isinstance(problem.second_order, LaplacianDerivatives)
+    y, weight = _laplacian_point(problem, data)
+    assert_derivatives_equal_autograd(problem, (y,), weight)
+
+
+def test_laplacian_operator_is_the_laplacian_of_both_directions_with_self_loops_and_parallel_edges():
+    """``laplacian_matrix`` against the dense ``scale (D - W - W^T) + shift I`` on a multigraph with a
+    self-loop (which contributes nothing) and a pair of parallel edges."""
+    import dgl
+
+    from dgl_bilevel.ops import laplacian_matrix
+
+    src, dst = torch.tensor([0, 1, 1, 2, 3, 3, 2]), torch.tensor([1, 2, 2, 0, 3, 0, 3])
+    graph = dgl.graph((src, dst), num_nodes=5)
+    weight = torch.tensor([0.5, 1.5, 2.0, 0.25, 3.0, 0.75, 1.25], dtype=torch.float64)
+    dense_w = torch.zeros(5, 5, dtype=torch.float64).index_put_((src, dst), weight, accumulate=True)
+    sym = dense_w + dense_w.T
+    expected = 0.7 * (torch.diag(sym.sum(1)) - sym) + 0.2 * torch.eye(5, dtype=torch.float64)
+    mine = laplacian_matrix(graph, weight, scale=0.7, shift=0.2).to_dense()
+    assert torch.allclose(mine, expected, rtol=0, atol=1e-15)
+    assert float(mine[3, 3]) == pytest.approx(0.7 * (0.75 + 1.25) + 0.2)  # the self-loop 3 -> 3 adds nothing
+
+
+@pytest.mark.parametrize("loss,optimizer", [("ce", "adam"), ("mse", "adam"), ("ce", "sgd")])
+def test_laplacian_hand_derived_unroll_equals_autograd_through_the_trajectory(loss, optimizer):
+    data, problem = _laplacian(loss)
+    problem.steps = 25
+    if optimizer == "sgd":
+        problem.optimizer, problem.elementwise_optimizer = torchopt.sgd(0.5), True
+    _, weight = _laplacian_point(problem, data)
+    lean, solution = _hypergradient(problem, Unrolled(), data, weight)
+    assert solution.info["reverse"] == "hand-derived"
+    reference, solution = _hypergradient(problem, Unrolled(checkpoint=False), data, weight)
+    assert solution.info["reverse"] == "autograd"
+    assert float(reference.norm()) > 1e-6
+    assert _relative(lean, reference) < 1e-10
+
+
+def test_laplacian_implicit_on_hand_derived_products_equals_autograd_products():
+    data, problem = _laplacian("ce")
+    problem.steps = 300
+    _, weight = _laplacian_point(problem, data)
+    method = Implicit(tol=1e-13, maxiter=2000)
+    hand, solution = _hypergradient(problem, method, data, weight)
+    assert solution.info["implicit_products"] == "hand-derived" and solution.info["implicit_converged"]
+    problem.second_order = None
+    auto, solution = _hypergradient(problem, method, data, weight)
+    assert solution.info["implicit_products"] == "autograd" and solution.info["implicit_converged"]
+    assert float(auto.norm()) > 1e-6
+    assert _relative(hand, auto) < 1e-9
+
+
+def test_stacked_laplacian_second_order_equals_autograd_on_the_stacked_objective():
+    from dgl_bilevel.seeds import stack_problems
+
+    problems, points, weights = [], [], []
+    for s in range(3):
+        data, _ = _laplacian(seed=2)
+        perm = torch.randperm(data.num_nodes, generator=torch.Generator().manual_seed(s))
+        data = data.with_splits(v_in=perm[: 4 + s], v_out=perm[10:13], val=perm[13:15], test=perm[15:])
+        problem = _laplacian()[1].bind(data, data.graph)
+        y, weight = _laplacian_point(problem, data, seed=s)
+        problems.append(problem), points.append((y,)), weights.append(weight)
+    stacked = stack_problems(problems)
+    assert stacked.second_order is not None
+    (y,), w = stacked.stack_params(points), torch.cat(weights)
+    assert_derivatives_equal_autograd(stacked, (y.detach(),), w)
+
+
+@pytest.mark.parametrize("shape", [(300, 7), (300, 16), (10, 3)])
+def test_row_log_softmax_equals_torch_on_narrow_and_wide_rows(shape):
+    from dgl_bilevel.losses import row_log_softmax
+
+    logits = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    variable = logits.clone().requires_grad_(True)
+    mine = row_log_softmax(variable)
+    assert torch.allclose(mine, torch.log_softmax(logits, dim=1), rtol=0, atol=1e-14)
+    cotangent = torch.randn(*shape, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(mine, variable, cotangent)
+    reference = variable.detach().requires_grad_(True)
+    (expected,) = torch.autograd.grad(torch.log_softmax(reference, dim=1), reference, cotangent)
+    assert torch.allclose(grad, expected, rtol=0, atol=1e-13)

@@ -22,6 +22,7 @@ from .._dgl import dgl
 from ..errors import ConfigError
 from ..ops import DegreeCache, edge_difference_product, symmetric_weighted_sum, weighted_degrees, weighted_sum
 from ..registry import INNER_PROBLEMS
+from .laplacian_derivatives import LaplacianDerivatives
 from .base import ELEMENTWISE_CONFIG_OPTIMIZERS, InnerProblem, LinearSystem, Params, default_adam, optimizer_from_config
 from ..graphs import reachable_from
 
@@ -95,11 +96,10 @@ class LaplacianRegularization(InnerProblem):
         self._dtype = dtype
         self._reachable = None
         self._degrees = DegreeCache()
+        # the objective's derivatives written out (one sparse product a step), unless a subclass changed it
         own_objective = type(self).objective is LaplacianRegularization.objective
-        self.first_order = self._value_and_gradient if own_objective else None
-        v_in = data.v_in  # what the written-out gradient reads at every step, selected once
-        self._fit_rows = (v_in, data.labels.index_select(0, v_in), self.targets.index_select(0, v_in),
-                          torch.full((v_in.numel(),), 1.0 / v_in.numel(), dtype=dtype), torch.zeros_like(v_in))
+        self.second_order = LaplacianDerivatives.for_problem(self) if own_objective else None
+        self.first_order = self.second_order.value_and_gradient if own_objective else None
         return self
 
     # ------------------------------------------------------------- iterative
@@ -128,15 +128,6 @@ class LaplacianRegularization(InnerProblem):
 
     def predict(self, params: Params, edge_weight: torch.Tensor) -> torch.Tensor:
         return params[0]
-
-    def _value_and_gradient(self, params: Params, edge_weight: torch.Tensor) -> tuple[torch.Tensor, Params]:
-        """:attr:`~dgl_bilevel.inner.base.InnerProblem.first_order`: the objective and its gradient in ``Y``."""
-        rows, labels, targets, row_weights, row_seeds = self._fit_rows
-        value, grad = laplacian_value_and_gradient(
-            params[0], rows, labels, targets, row_weights.to(params[0].dtype), row_seeds, 1, self.loss_kind,
-            self._degrees(self.graph, edge_weight, self.reverse), self.graph, self.reverse, edge_weight,
-            self.coef, self.ridge)
-        return value.sum(), (grad,)
 
     # ------------------------------------------------------------- quadratic
     def laplacian_matvec(self, y: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
@@ -181,42 +172,6 @@ class LaplacianRegularization(InnerProblem):
     def describe(self) -> dict:
         return {**super().describe(), "lam": self.lam, "loss": self.loss_kind if self.is_bound else self.loss,
                 "normalize": self.normalize, "ridge": self.ridge, "lr": self.lr}
-
-
-@torch.no_grad()
-def laplacian_value_and_gradient(
-    y: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, row_weights: torch.Tensor,
-    row_seeds: torch.Tensor, num_seeds: int, loss_kind: str, degree: torch.Tensor, graph, reverse,
-    edge_weight: torch.Tensor, coef: float, ridge: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-seed objective ``[S]`` and its gradient in ``Y``, written out (no autograd graph).
-
-    ``fit = sum_r row_weights[r] * loss(Y[rows[r]])`` (cross-entropy against ``labels`` or squared
-    error against ``targets``), plus ``coef <Y, L_s Y>`` with ``L_s Y = D_s Y - (W + W^T) Y``
-    (``degree`` = ``D_s``'s diagonal) and ``ridge/2 ||Y||^2``; the gradient is the fit's on the
-    ``rows`` plus ``2 coef L_s Y + ridge Y``. ``row_seeds`` says which seed each row's loss belongs
-    to (all zero for one problem; the nodes of stacked seeds are seed-major). Plain training runs on
-    it instead of autograd's backward pass.
-    """
-    picked = y.index_select(0, rows)
-    if loss_kind == "ce":
-        log_probs = torch.log_softmax(picked, dim=1)
-        per_row = -log_probs.gather(1, labels[:, None]).squeeze(1)
-        fit_grad = log_probs.exp_()
-        fit_grad[torch.arange(rows.numel()), labels] -= 1.0
-    else:
-        diff = picked - targets
-        per_row = (diff * diff).sum(-1)
-        fit_grad = diff.mul_(2.0)
-    fit_grad.mul_(row_weights[:, None])
-    laplacian_y = degree[:, None] * y - symmetric_weighted_sum(graph, reverse, y, edge_weight)
-    value = (y * laplacian_y).sum(-1).reshape(num_seeds, -1).sum(1).mul_(coef)
-    value.index_add_(0, row_seeds, per_row * row_weights)
-    grad = laplacian_y.mul_(2.0 * coef).index_add_(0, rows, fit_grad)
-    if ridge:
-        value += 0.5 * ridge * (y * y).reshape(num_seeds, -1).sum(1)
-        grad.add_(y, alpha=ridge)
-    return value, grad
 
 
 def _targets(data, dtype: torch.dtype) -> torch.Tensor:

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..inner.base import InnerProblem, Params
 from ..inner.gnn import TrainedGNN
-from ..inner.laplacian import LaplacianRegularization, laplacian_value_and_gradient
+from ..inner.laplacian import LaplacianRegularization
+from ..inner.laplacian_derivatives import LaplacianDerivatives
 from ..inner.sumagg_derivatives import SumAggDerivatives
 from ..losses import task_loss
 from ..ops import DegreeCache, SparseFeatures, weighted_sum
@@ -135,8 +136,9 @@ class StackedLaplacian(StackedProblem):
         self.targets = torch.cat([p.targets for p in self.problems])  # each seed's zero off its own v_in
         self.v_in = self.stack.offset([p.data.v_in for p in self.problems])
         self._degrees = DegreeCache()
-        self.first_order = self._value_and_gradient if first.first_order is not None else None
-        self._fit_rows = (self.labels.index_select(0, self.v_in.local), self.targets.index_select(0, self.v_in.index))
+        if first.second_order is not None:  # each seed's written-out derivatives, stacked
+            self.second_order = LaplacianDerivatives.for_stack(self)
+            self.first_order = self.second_order.value_and_gradient
 
     def stack_params(self, per_seed: Sequence[Params]) -> Params:
         return (torch.cat([p[0].detach() for p in per_seed]).requires_grad_(True),)
@@ -146,15 +148,6 @@ class StackedLaplacian(StackedProblem):
 
     def predict(self, params: Params, edge_weight: torch.Tensor) -> torch.Tensor:
         return params[0]
-
-    def _value_and_gradient(self, params: Params, edge_weight: torch.Tensor) -> tuple[torch.Tensor, Params]:
-        """The stack's objective and gradient, hand-derived (each seed's as its own ``first_order``)."""
-        nodes, (labels, targets) = self.v_in, self._fit_rows
-        value, grad = laplacian_value_and_gradient(
-            params[0], nodes.index, labels, targets, nodes.mean_weights(params[0].dtype), nodes.seed, self.num_seeds, self.loss_kind,
-            self._degrees(self.graph, edge_weight, self.stack.reverse), self.graph, self.stack.reverse, edge_weight,
-            self.coef, self.ridge)
-        return self._record(value), (grad,)
 
     def objective(self, params: Params, edge_weight: torch.Tensor) -> torch.Tensor:
         (y,) = params
