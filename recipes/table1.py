@@ -16,9 +16,10 @@ Laplacian cells use the implicit hypergradient at the end of the 500 inner steps
 outer iteration on one core against 1.54 s unrolled, same accuracy after 10 outer iterations on
 seed 0: 71.2 test both). ``--hypergrad-laplacian unrolled`` gives the paper's method.
 
-Speed: the learned cells of one inner problem share their inner solves (seeds stacked, docs/usage.md);
-the GNN cells' 15 seeds are dealt to one worker process per CPU (``--workers``), each stacking its
-share on one thread, which on 2 cores is faster than one stack on two threads.
+Speed: the learned cells' 30 seeds are dealt round-robin to one worker process per CPU (``--workers``),
+each stacking the GNN seeds of its share into one inner solve and then its Laplacian seeds into another
+(docs/usage.md) on one thread: on 2 cores faster than one stack on two threads, and the worker dealt one
+GNN seed fewer is dealt one Laplacian seed more. The A_obs cells run after them in this process.
 
 Runs go to results/table1/<run>/ (resumable with --resume, whatever the worker count). The markdown table is printed and
 written between the table1 markers of docs/results.md.
@@ -73,13 +74,6 @@ def markdown(out: str) -> str:
     return "\n".join(lines)
 
 
-def default_workers(inner: str) -> int:
-    """Worker processes for an inner problem's cells: one per CPU for the GNN (a stack of 14 Cora GNN
-    seeds: 3.60 s an outer iteration on two threads, 2.6-2.8 s as two stacks of 7 on one thread each),
-    one for the Laplacian (0.95 s against 0.94-1.01 s); docs/benchmarks.md, 2026-12-02."""
-    return available_cpus() if inner == "gnn" else 1
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
@@ -95,32 +89,29 @@ def main() -> None:
     p.add_argument("--stack-seeds", choices=("auto", "on", "off"), default="auto",
                    help="share the inner solves of every learned cell's seeds (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None,
-                   help="worker processes sharing each inner problem's seeds, one torch thread each (default: "
-                        "one per CPU for the GNN cells, 1 for the Laplacian's, the faster measured; 1: this "
-                        "process, stacked)")
+                   help="worker processes sharing the learned cells' seeds, one torch thread each (default: one per "
+                        "CPU; 1: this process, stacked)")
     args = p.parse_args()
     if not args.report_only:
         started = time.perf_counter()
+        workers = args.workers or available_cpus()
         for preset in args.preset:
-            for inner in args.inner:
-                # every cell of one inner problem in one call: the learned cells' seeds share one stack of
-                # inner solves (dgl_bilevel.seeds; --stack-seeds off runs them one after the other)
-                hypergrad = args.hypergrad_gnn if inner == "gnn" else args.hypergrad_laplacian
-                workers = args.workers or default_workers(inner)
-                configs = [ExperimentConfig(
-                    dataset="cora", inner=inner, method=method, seeds=args.seeds, out=args.out,
-                    name=run_name(inner, method, preset), data_root=args.data_root, resume=args.resume,
-                    progress=not args.no_progress, preset=preset, stack_seeds=args.stack_seeds,
-                    # the GNN unrolls on its hand-derived second derivatives (the default; faster than
-                    # torch's graph, docs/benchmarks.md)
-                    hypergrad=None if method == "a_obs" else hypergrad, workers=workers)
-                    for method in args.methods]
-                run_experiments(configs)
+            # every cell of a preset in one call: the learned cells' seeds are dealt to the workers, each
+            # stacking its GNN seeds and its Laplacian seeds (dgl_bilevel.seeds; --stack-seeds off runs them apart)
+            configs = [ExperimentConfig(
+                dataset="cora", inner=inner, method=method, seeds=args.seeds, out=args.out,
+                name=run_name(inner, method, preset), data_root=args.data_root, resume=args.resume,
+                progress=not args.no_progress, preset=preset, stack_seeds=args.stack_seeds,
+                # the GNN unrolls on its hand-derived second derivatives (the default; faster than
+                # torch's graph, docs/benchmarks.md)
+                hypergrad=None if method == "a_obs" else (args.hypergrad_gnn if inner == "gnn" else args.hypergrad_laplacian),
+                workers=workers)
+                for inner in args.inner for method in args.methods]
+            run_experiments(configs)
         wall = time.perf_counter() - started
         print(f"\nTable I: {len(args.preset) * len(args.inner) * len(args.methods)} cells x {args.seeds} seeds in "
-              f"{wall / 60:.1f} min wall ({time.strftime('%Y-%m-%d %H:%M')}, "
-              f"GNN cells in {args.workers or default_workers('gnn')} worker process(es), Laplacian cells in "
-              f"{args.workers or default_workers('laplacian')}; {torch.get_num_threads()} torch threads here)")
+              f"{wall / 60:.1f} min wall ({time.strftime('%Y-%m-%d %H:%M')}, learned cells in {workers} worker "
+              f"process(es); {torch.get_num_threads()} torch threads here)")
     table = markdown(args.out)
     print(table)
     if not args.no_docs:

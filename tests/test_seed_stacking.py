@@ -274,3 +274,40 @@ def test_run_experiments_pools_the_seeds_of_several_methods(tmp_path, data_root)
             for key in ("v_out_acc", "val_acc", "test_acc", "best_iteration"):
                 assert ra[key] == rb[key], key
     assert (tmp_path / "reg-pooled" / "summary.json").is_file() and (tmp_path / "reg-pooled" / "config.yaml").is_file()
+
+
+def test_run_experiments_stacks_each_inner_problem_of_a_mixed_pool_apart(tmp_path, data_root):
+    """A pool of GNN and Laplacian seeds runs as two stacks (one per inner problem); a configuration
+    that shares with none (another hypergradient) runs alone; every result is that of its own run."""
+    from dgl_bilevel.config import ExperimentConfig
+    from dgl_bilevel.experiment import run_experiment, run_experiments
+
+    def config(inner, name, stack, **extra):
+        return ExperimentConfig.from_mapping({
+            "dataset": "cora", "data_root": str(data_root), "inner": inner, "method": "bo", "seeds": 2,
+            "outer_steps": 2, "inner_steps": 3, "dtype": "float64", "progress": False, "out": str(tmp_path),
+            "name": name, "stack_seeds": stack, "save_graph": False, **extra})
+
+    lines = []
+    pooled = run_experiments([config("gnn", "gnn-pooled", "auto"), config("laplacian", "lap-pooled", "auto"),
+                              config("laplacian", "lone-pooled", "auto", hypergrad="truncated", seeds=1)],
+                             echo=lines.append)
+    assert any("seeds in 2 stack(s) apart, 1 alone" in line for line in lines)
+    assert any("gnn-pooled seeds 0, 1: inner problems stacked" in line for line in lines)
+    assert any("lap-pooled seeds 0, 1: inner problems stacked" in line for line in lines)
+    assert [r.get("stacked_seeds") for r in pooled[0]["per_seed"] + pooled[1]["per_seed"]] == [2, 2, 2, 2]
+    assert "stacked_seeds" not in pooled[2]["per_seed"][0]
+    alone = [run_experiment(config("gnn", "gnn-alone", "off"), echo=lambda _: None),
+             run_experiment(config("laplacian", "lap-alone", "off"), echo=lambda _: None),
+             run_experiment(config("laplacian", "lone-alone", "off", hypergrad="truncated", seeds=1), echo=lambda _: None)]
+    for a, b in zip(alone, pooled):
+        for ra, rb in zip(a["per_seed"], b["per_seed"]):
+            for key in ("v_out_acc", "val_acc", "test_acc", "best_iteration"):
+                assert ra[key] == rb[key], key
+    for name_a, name_b, seeds in (("gnn-alone", "gnn-pooled", 2), ("lap-alone", "lap-pooled", 2), ("lone-alone", "lone-pooled", 1)):
+        for seed in range(seeds):
+            ha = json.loads((tmp_path / name_a / f"seed_{seed}.json").read_text())["history"]
+            hb = json.loads((tmp_path / name_b / f"seed_{seed}.json").read_text())["history"]
+            assert len(ha) == len(hb) == 2
+            for x, y in zip(ha, hb):
+                assert x["outer_loss"] == pytest.approx(y["outer_loss"], abs=TOL)

@@ -111,3 +111,25 @@ def test_ctrl_c_stops_every_worker_and_resume_finishes_as_if_uninterrupted(tmp_p
         whole = json.loads((tmp_path / "whole" / "cheaters-gnn-bo" / f"seed_{seed}.json").read_text())["history"]
         assert len(cut) == len(whole) == 400
         assert [r["outer_loss"] for r in cut] == [r["outer_loss"] for r in whole]
+
+
+def test_a_mixed_pool_in_workers_stacks_each_inner_problem_of_a_share(tmp_path, data_root):
+    """GNN and Laplacian seeds dealt to two workers: each worker stacks the seeds of its share that share
+    an inner problem and runs a lone one alone; results equal one process's."""
+    from dgl_bilevel.experiment import run_experiments
+
+    def configs(suffix, workers):
+        return [_config(tmp_path, data_root, "bo", f"gnn-{suffix}", workers=workers),
+                _config(tmp_path, data_root, "bo", f"lap-{suffix}", inner="laplacian", workers=workers)]
+
+    lines = []
+    parallel = run_experiments(configs("workers", 2), echo=lines.append)
+    single = run_experiments(configs("one", 1), echo=lambda _: None)
+    # round-robin over G0 G1 G2 L0 L1 L2: worker 0 stacks G0, G2 and runs L1 alone; worker 1 runs G1 alone, stacks L0, L2
+    assert [r.get("stacked_seeds") for r in parallel[0]["per_seed"]] == [2, None, 2]
+    assert [r.get("stacked_seeds") for r in parallel[1]["per_seed"]] == [2, None, 2]
+    assert any("[worker 0] seeds in 1 stack(s) apart, 1 alone" in line for line in lines)
+    for a, b in zip(single, parallel):
+        for ra, rb in zip(a["per_seed"], b["per_seed"]):
+            for key in ("v_out_acc", "val_acc", "test_acc", "best_iteration"):
+                assert ra[key] == rb[key], key

@@ -95,8 +95,10 @@ def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: 
             from .stacked import run_seeds_stacked  # noqa: PLC0415 -- only runs with several seeds need it
 
             stacked = run_seeds_stacked(config, seeds, run_dir, callbacks, echo)
-            if stacked is not None:
-                return stacked
+            if stacked is not None:  # the seeds that shared with none run alone
+                return [record if record is not None else
+                        run_seed(config=config, seed=seed, run_dir=run_dir, callbacks=callbacks)
+                        for seed, record in zip(seeds, stacked)]
         return run_seeds_local(run_seed, seeds, config=config, run_dir=run_dir, callbacks=callbacks)
     quiet = dataclasses.replace(config, progress=False)  # one aggregated bar instead of one per task
     total = len(seeds) * (config.outer_steps if config.learns_graph else 0)
@@ -208,7 +210,7 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
     ``off`` (methods, structures, regularisers and outer settings may differ). Returns the summaries.
     """
     prepared = [prepare_run(config, echo) for config in configs]
-    known_unstackable = None  # a lone configuration just found not to stack: no second try
+    known_unstackable: list = []  # runs whose seeds were just found not to stack: no second try
     try:
         pooled = [run for run in prepared if run.config.learns_graph and run.config.executor == "local"
                   and run.config.stack_seeds != "off" and run.todo]
@@ -227,16 +229,19 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
                 # not strict: a pool that does not stack as a whole may still stack config by config below,
                 # where --stack-seeds on refuses what does not
                 records = run_tasks_stacked(tasks, callbacks, echo, strict=False)
-            if records is not None:
+            if records is not None:  # the seeds that shared with none stay to do, run alone below
                 for task, record in zip(tasks, records):
-                    next(r for r in pooled if r.run_dir == task.run_dir).record(task.seed, record, echo)
-                for run in pooled:
-                    run.todo = []
+                    if record is not None:
+                        run = next(r for r in pooled if r.run_dir == task.run_dir)
+                        run.record(task.seed, record, echo)
+                        run.todo.remove(task.seed)
+                # (under --stack-seeds on, below refuses what does not stack)
+                known_unstackable = [run for run in pooled if run.todo and run.config.stack_seeds == "auto"]
             elif len(pooled) == 1 and pooled[0].config.stack_seeds == "auto":
-                known_unstackable = pooled[0]
+                known_unstackable = [pooled[0]]
         for run in prepared:
             for seed, record in zip(run.todo, _run_seeds(run.config, run.todo, run.run_dir, callbacks, echo,
-                                                         try_stacking=run is not known_unstackable)):
+                                                         try_stacking=all(run is not known for known in known_unstackable))):
                 run.record(seed, record, echo)
     except BaseException:
         for run in prepared:

@@ -92,37 +92,61 @@ class SeedTask:
 
 def run_seeds_stacked(config: ExperimentConfig, seeds: Sequence[int], run_dir: Path, callbacks: Sequence = (),
                       echo=print) -> Optional[list]:
-    """Run ``seeds`` of ``config`` in stacks; their records in seed order, or None
-    (``stack_seeds="auto"``) when they cannot share their inner solves (then run them apart)."""
+    """Run ``seeds`` of ``config`` in stacks; their records in seed order (None for a seed that shares
+    with no other), or None (``stack_seeds="auto"``) when no two can share their inner solves (then run
+    them apart)."""
     return run_tasks_stacked([SeedTask(config, seed, run_dir) for seed in seeds], callbacks, echo,
                              strict=config.stack_seeds == "on")
 
 
+def lockstep_groups(loops: Sequence[OuterLoop]) -> list[list[int]]:
+    """The indices of ``loops`` in groups that can run in lockstep, first fit in order (a loop joins the
+    first group whose first loop it can share inner solves with: every check compares with the first)."""
+    groups: list[list[int]] = []
+    for index, loop in enumerate(loops):
+        for group in groups:
+            if why_not_lockstep([loops[group[0]], loop]) is None:
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    return groups
+
+
 def run_tasks_stacked(tasks: Sequence[SeedTask], callbacks: Sequence = (), echo=print,
                       strict: bool = False) -> Optional[list]:
-    """Run ``tasks`` (seeds of one or more configurations) in stacks, as many at a time as
-    :func:`seeds_per_stack` allows; their records in task order. When they cannot share their
-    inner solves: a ``ConfigError`` if ``strict``, else None (the caller runs them apart)."""
+    """Run ``tasks`` (seeds of one or more configurations) in stacks: the tasks that can share their
+    inner solves (:func:`lockstep_groups`: e.g. the GNN seeds and the Laplacian seeds of a pool), each
+    group as many at a time as :func:`seeds_per_stack` allows. Their records in task order, ``None``
+    for a task that shares with no other (the caller runs it alone); ``None`` when no two tasks share.
+    ``strict``: a ``ConfigError`` unless all tasks share."""
     loops = [build_loop(task.config, task.seed, callbacks) for task in tasks]
-    reason = why_not_lockstep(loops)
-    if reason is not None:
+    groups = lockstep_groups(loops)
+    if len(groups) > 1:
+        reason = why_not_lockstep(loops)
         if strict:
             raise ConfigError(f"--stack-seeds on: the seeds cannot be stacked ({reason}); use --stack-seeds off")
-        echo(f"seeds run one after the other: {reason}")
+        alone = sum(len(group) == 1 for group in groups)
+        echo(f"seeds run one after the other: {reason}" if alone == len(groups) else
+             f"seeds in {len(groups) - alone} stack(s) apart, {alone} alone: not all can share inner solves ({reason})")
+    groups = [group for group in groups if len(group) > 1]
+    if not groups:
         return None
-    size = seeds_per_stack(loops[0])
-    records = []
-    for first in range(0, len(loops), size):
-        chunk, chunk_tasks = loops[first:first + size], tasks[first:first + size]
-        names = _describe(chunk_tasks)
-        echo(f"{names}: inner problems stacked (--stack-seeds off to run them apart)")
-        started = time.perf_counter()
-        results = fit_seeds(chunk, checkpoints_at=[checkpoint_path(t.run_dir, t.seed) for t in chunk_tasks],
-                            checkpoint_every=chunk_tasks[0].config.checkpoint_every, resume=True,
-                            progress=chunk_tasks[0].config.progress, description=names)
-        share = (time.perf_counter() - started) / len(chunk)
-        records += [write_learned_seed(t.config, t.seed, t.run_dir, result, share, stacked_seeds=len(chunk))
-                    for t, result in zip(chunk_tasks, results)]
+    records: list = [None] * len(tasks)
+    for group in groups:
+        size = seeds_per_stack(loops[group[0]])
+        for first in range(0, len(group), size):
+            chunk = group[first:first + size]
+            chunk_loops, chunk_tasks = [loops[i] for i in chunk], [tasks[i] for i in chunk]
+            names = _describe(chunk_tasks)
+            echo(f"{names}: inner problems stacked (--stack-seeds off to run them apart)")
+            started = time.perf_counter()
+            results = fit_seeds(chunk_loops, checkpoints_at=[checkpoint_path(t.run_dir, t.seed) for t in chunk_tasks],
+                                checkpoint_every=chunk_tasks[0].config.checkpoint_every, resume=True,
+                                progress=chunk_tasks[0].config.progress, description=names)
+            share = (time.perf_counter() - started) / len(chunk)
+            for i, t, result in zip(chunk, chunk_tasks, results):
+                records[i] = write_learned_seed(t.config, t.seed, t.run_dir, result, share, stacked_seeds=len(chunk))
     return records
 
 

@@ -4,8 +4,8 @@ One Cora seed's inner solve is bound by memory traffic, not by the number of thr
 14 GNN seeds runs about as fast on one thread as on two (docs/benchmarks.md). Two processes with one
 thread each therefore do nearly twice the work of one process with two. :func:`run_tasks_in_workers`
 deals the seeds out to ``N`` spawned processes with ``cpus / N`` torch threads each; every worker
-stacks its share (:func:`~dgl_bilevel.experiment.stacked.run_tasks_stacked`, or runs it seed by seed
-where the share does not stack) and writes the same files a single process would -- results,
+stacks each group of its share that can share inner solves (:func:`~dgl_bilevel.experiment.stacked.run_tasks_stacked`:
+a pool of GNN and Laplacian seeds runs as two stacks) and runs the rest seed by seed and writes the same files a single process would -- results,
 checkpoints, learned graphs -- so ``--resume`` works across worker counts. Results equal a single
 process's up to floating-point rounding (another stack size and thread count sum in another order).
 
@@ -41,7 +41,8 @@ def available_cpus() -> int:
 def deal(tasks: Sequence, workers: int) -> list[list[int]]:
     """The indices of ``tasks`` dealt round-robin to ``workers`` groups (no empty group): each worker
     gets a share of every configuration, so configurations that cost more per seed (G2G's outer
-    network) do not all land on one worker."""
+    network) do not all land on one worker; the rotation runs on across configurations, so a worker
+    dealt one seed fewer of the GNN's is dealt one more of the Laplacian's after it."""
     workers = max(1, min(workers, len(tasks)))
     return [list(range(first, len(tasks), workers)) for first in range(workers)]
 
@@ -59,7 +60,7 @@ class _QueueProgress:
 def run_tasks_in_workers(tasks: Sequence, workers: int, run_one: Callable[..., dict], callbacks: Sequence = (),
                          echo: Callable = print, progress: bool = True, description: str = "seeds") -> list[dict]:
     """Run ``tasks`` (:class:`~dgl_bilevel.experiment.stacked.SeedTask`) in ``workers`` spawned
-    processes; their records in task order. A share that does not stack runs seed by seed through
+    processes; their records in task order. Seeds of a share that stack with none of it run alone through
     ``run_one(config=, seed=, run_dir=, callbacks=)`` (a module-level function: it travels by name).
     ``callbacks`` run inside the workers, so they must pickle."""
     from tqdm.auto import tqdm
@@ -185,9 +186,10 @@ def _worker(index: int, tasks: list, threads: int, run_one: Callable[..., dict],
 
         records = None
         if len(quiet) > 1 and all(t.config.stack_seeds != "off" and t.config.learns_graph for t in quiet):
-            records = run_tasks_stacked(quiet, hooks, echo, strict=False)
-        if records is None:
-            records = [run_one(config=t.config, seed=t.seed, run_dir=t.run_dir, callbacks=hooks) for t in quiet]
+            records = run_tasks_stacked(quiet, hooks, echo, strict=False)  # each group that shares, stacked
+        records = records or [None] * len(quiet)
+        records = [record if record is not None else run_one(config=t.config, seed=t.seed, run_dir=t.run_dir, callbacks=hooks)
+                   for t, record in zip(quiet, records)]
         messages.put(("done", index, records))
     except KeyboardInterrupt as exc:  # RunInterrupted when the seeds kept checkpoints
         checkpoint = getattr(exc, "checkpoint", None)
