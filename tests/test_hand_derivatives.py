@@ -246,11 +246,15 @@ def test_adam_vjp_written_out_equals_autograd_through_torchopt(monkeypatch):
     adj_state = [torch.randn(7, generator=gen, dtype=torch.float64), torch.randn(7, generator=gen, dtype=torch.float64), None]
     _, treedef = torchopt.pytree.tree_flatten(state)
     hand = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
+    _, after = optimizer.update((grads,), state, inplace=False)  # the moments the step left, read instead
+    hand_after = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, after=after)
     monkeypatch.setattr(recorded, "adam_settings", lambda optimizer: None)
     auto = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
-    assert _relative(hand[0], auto[0]) < 1e-13
-    for mine, theirs in zip(hand[1][:2], auto[1][:2]):
-        assert _relative(mine, theirs) < 1e-13
+    assert float(auto[0].norm()) > 1e-2
+    for mine in (hand, hand_after):
+        assert _relative(mine[0], auto[0]) < 1e-13
+        for ours, theirs in zip(mine[1][:2], auto[1][:2]):
+            assert _relative(ours, theirs) < 1e-13
 
 
 

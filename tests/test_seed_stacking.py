@@ -292,7 +292,7 @@ def test_run_experiments_stacks_each_inner_problem_of_a_mixed_pool_apart(tmp_pat
     pooled = run_experiments([config("gnn", "gnn-pooled", "auto"), config("laplacian", "lap-pooled", "auto"),
                               config("laplacian", "lone-pooled", "auto", hypergrad="truncated", seeds=1)],
                              echo=lines.append)
-    assert any("seeds in 2 stack(s) apart, 1 alone" in line for line in lines)
+    assert any("seeds in 2 stacks and 1 alone" in line for line in lines)
     assert any("gnn-pooled seeds 0, 1: inner problems stacked" in line for line in lines)
     assert any("lap-pooled seeds 0, 1: inner problems stacked" in line for line in lines)
     assert [r.get("stacked_seeds") for r in pooled[0]["per_seed"] + pooled[1]["per_seed"]] == [2, 2, 2, 2]

@@ -128,7 +128,7 @@ def test_a_mixed_pool_in_workers_stacks_each_inner_problem_of_a_share(tmp_path, 
     # round-robin over G0 G1 G2 L0 L1 L2: worker 0 stacks G0, G2 and runs L1 alone; worker 1 runs G1 alone, stacks L0, L2
     assert [r.get("stacked_seeds") for r in parallel[0]["per_seed"]] == [2, None, 2]
     assert [r.get("stacked_seeds") for r in parallel[1]["per_seed"]] == [2, None, 2]
-    assert any("[worker 0] seeds in 1 stack(s) apart, 1 alone" in line for line in lines)
+    assert any("[worker 0] seeds in 1 stack and 1 alone" in line for line in lines)
     for a, b in zip(single, parallel):
         for ra, rb in zip(a["per_seed"], b["per_seed"]):
             for key in ("v_out_acc", "val_acc", "test_acc", "best_iteration"):

@@ -127,8 +127,10 @@ def run_tasks_stacked(tasks: Sequence[SeedTask], callbacks: Sequence = (), echo=
         if strict:
             raise ConfigError(f"--stack-seeds on: the seeds cannot be stacked ({reason}); use --stack-seeds off")
         alone = sum(len(group) == 1 for group in groups)
-        echo(f"seeds run one after the other: {reason}" if alone == len(groups) else
-             f"seeds in {len(groups) - alone} stack(s) apart, {alone} alone: not all can share inner solves ({reason})")
+        stacks = len(groups) - alone
+        parts = [f"{stacks} stack{'s' if stacks > 1 else ''}"] + ([f"{alone} alone"] if alone else [])
+        echo(f"seeds run one after the other: {reason}" if not stacks else
+             f"seeds in {' and '.join(parts)}: not all can share inner solves ({reason})")
     groups = [group for group in groups if len(group) > 1]
     if not groups:
         return None

@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from ..losses import row_log_softmax
 from ..models import SumAggGNN
 from ..ops import SparseFeatures, edge_products, weighted_sum_matrices
 
@@ -55,11 +56,11 @@ class SumAggDerivatives:
     it stacked into one problem (:meth:`for_stack`: parameters ``[S, ...]``, a graph of ``S``
     copies). Internally every tensor has a leading seed axis; one seed is a stack of one.
 
-    The record keeps per step only what is costly to rebuild: ``Q_1 = X W_1``'s neighbour half
-    (a product with the feature matrix), the hidden layers ``H_l``, the weights ``W_l`` for
-    ``l >= 2`` and the softmax on ``v_in`` -- 32 numbers per node on Cora's 16-unit GNN. ``G_l``,
-    ``R_l`` and the other ``Q_l`` are rebuilt from them with small dense products and one
-    product with ``M^T`` per layer above the first.
+    The record keeps per step what the tangent pass reads and the step computed anyway: the
+    neighbour halves ``Q_l`` of ``H_(l-1) W_l`` (``Q_1`` is a product with the feature matrix), the
+    hidden layers ``H_l``, the weights ``W_l`` for ``l >= 2`` and the softmax on ``v_in`` -- 39
+    numbers per node on Cora's 16-unit GNN (41 MB for 100 steps). ``G_l`` and ``R_l`` are rebuilt
+    from them with small dense products and one product with ``M^T`` per layer above the first.
     """
 
     def __init__(self, graph, features, weight_decay: float, widths: list, rows: torch.Tensor, labels: torch.Tensor,
@@ -162,7 +163,7 @@ class SumAggDerivatives:
                 h = torch.nn.functional.elu(z)
                 hidden.append(h)
                 slopes.append(_elu_slope(h))
-        log_probs = torch.log_softmax(self._rows(z), dim=1)
+        log_probs = row_log_softmax(self._rows(z))
         per_row = -log_probs.gather(1, self.labels[:, None]).squeeze(1) * self.row_weights
         per_seed = torch.zeros(self.num_seeds, dtype=z.dtype).index_add_(0, self.row_seeds, per_row)
         probs = log_probs.exp()
@@ -181,7 +182,7 @@ class SumAggDerivatives:
             flat = torch.cat([p.reshape(self.num_seeds, -1) for p in stacked], dim=1)
             per_seed = per_seed + 0.5 * self.weight_decay * (flat * flat).sum(1)
             grads = torch._foreach_add(grads, stacked, alpha=self.weight_decay)
-        record = {"probs": probs, "neigh": neighs[0], "hidden": hidden, "weights": [None] + [w for w in weights[1:]]}
+        record = {"probs": probs, "neighs": neighs, "hidden": hidden, "weights": [None] + [w for w in weights[1:]]}
         return self.report(per_seed), self._without_seed_axis(grads), record
 
     # ------------------------------------------------------------ second order
@@ -209,7 +210,7 @@ class SumAggDerivatives:
         # elu''(z): 0 for z > 0 (h > 0), exp(z) = elu'(z) otherwise; sign(relu(h)) is the step, without
         # boolean tensors (a comparison and masked_fill took ~100 us on Cora's 2,708 x 16 against ~13)
         curvatures = [slope - torch.relu(h).sign_() for slope, h in zip(slopes, hidden)]
-        neighs = [record["neigh"]] + [hidden[l - 1] @ weights[l][:, :, self.widths[l]:] for l in range(1, count)]
+        neighs = record["neighs"]
         seeds = neighs[0].shape[0]
         grad_z = self._logit_gradient(probs, torch.empty(seeds, neighs[0].shape[1], self.widths[-1], dtype=probs.dtype))
         grad_zs, grad_projecteds, grad_hs = [None] * count, [None] * count, [None] * count
