@@ -16,10 +16,11 @@ Laplacian cells use the implicit hypergradient at the end of the 500 inner steps
 outer iteration on one core against 1.54 s unrolled, same accuracy after 10 outer iterations on
 seed 0: 71.2 test both). ``--hypergrad-laplacian unrolled`` gives the paper's method.
 
-Speed: the learned cells' 30 seeds are dealt round-robin to one worker process per CPU (``--workers``),
-each stacking the GNN seeds of its share into one inner solve and then its Laplacian seeds into another
-(docs/usage.md) on one thread: on 2 cores faster than one stack on two threads, and the worker dealt one
-GNN seed fewer is dealt one Laplacian seed more. The A_obs cells run after them in this process.
+Speed: the learned cells' 30 seeds are dealt round-robin to worker processes (``--workers``), each
+stacking the GNN seeds of its share into one inner solve and then its Laplacian seeds into another
+(docs/usage.md) on one thread: on 2 cores faster than one stack on two threads. By default there are as
+many workers as CPUs or, when that does not split the 15 learned GNN seeds evenly, the fewest more that
+do (:func:`default_workers`: 3 on 2 cores). The A_obs cells run after them in this process.
 
 Runs go to results/table1/<run>/ (resumable with --resume, whatever the worker count). The markdown table is printed and
 written between the table1 markers of docs/results.md.
@@ -74,6 +75,18 @@ def markdown(out: str) -> str:
     return "\n".join(lines)
 
 
+def default_workers(learned_seeds: int, cpus: int) -> int:
+    """The fewest worker processes, one to two per CPU, that deal the learned GNN seeds (the costly
+    ones) evenly with at least two seeds to stack in each: 15 seeds on 2 CPUs go to 3 workers of 5
+    (7.5 seeds' work per core) rather than 2 workers of 8 and 7 (8); one per CPU where none does.
+    Measured on 2 cores, 2026-12-03: Table I in 14.7 min with 3 workers against 15.3 min twice with 2
+    (docs/benchmarks.md)."""
+    for workers in range(cpus, 2 * cpus + 1):
+        if learned_seeds % workers == 0 and learned_seeds // workers >= 2:
+            return workers
+    return cpus
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
@@ -89,12 +102,14 @@ def main() -> None:
     p.add_argument("--stack-seeds", choices=("auto", "on", "off"), default="auto",
                    help="share the inner solves of every learned cell's seeds (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None,
-                   help="worker processes sharing the learned cells' seeds, one torch thread each (default: one per "
-                        "CPU; 1: this process, stacked)")
+                   help="worker processes sharing the learned cells' seeds, one torch thread each (default: the "
+                        "fewest, at least one per CPU, that split the learned GNN seeds evenly -- 3 for 15 seeds on 2 "
+                        "CPUs; 1: this process, stacked)")
     args = p.parse_args()
     if not args.report_only:
         started = time.perf_counter()
-        workers = args.workers or available_cpus()
+        learned = args.seeds * sum(method != "a_obs" for method in args.methods)
+        workers = args.workers or default_workers(learned, available_cpus())
         for preset in args.preset:
             # every cell of a preset in one call: the learned cells' seeds are dealt to the workers, each
             # stacking its GNN seeds and its Laplacian seeds (dgl_bilevel.seeds; --stack-seeds off runs them apart)

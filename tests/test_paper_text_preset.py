@@ -83,3 +83,6 @@ def test_table1_recipe_names_each_presets_runs_apart():
     assert recipe.run_name("gnn", "bo", "paper-text") == "cora-gnn-bo-paper-text"
     table = recipe.markdown(str(Path("/nonexistent")))
     assert "test, ours, code" in table and "test, ours, text" in table and "test, paper" in table
+    # workers: the fewest (one to two per CPU) that split the learned GNN seeds evenly, two or more each
+    assert recipe.default_workers(15, 2) == 3 and recipe.default_workers(10, 2) == 2
+    assert recipe.default_workers(15, 4) == 5 and recipe.default_workers(7, 2) == 2 and recipe.default_workers(3, 2) == 2

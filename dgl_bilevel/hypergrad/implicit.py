@@ -8,7 +8,7 @@ is the Hessian ``H = d^2 g / dphi^2`` (symmetric). With ``u = dF/dphi`` the oute
 computed by :func:`~dgl_bilevel.hypergrad.implicit_diff.implicit_vjp`: matrix-free, on
 Hessian-vector products from ``torch.autograd.grad`` (double backward through DGL's kernels;
 torchopt's functorch-based ``custom_root`` cannot trace DGL, DESIGN.md section 2) -- or, when the
-inner problem declares hand-derived second derivatives (``second_order``: the paper's GNN), from
+inner problem declares hand-derived second derivatives (``second_order``: the paper's GNN, the Laplacian), from
 those, one tangent pass per product. The inner
 solve keeps no graph, so memory is that of one forward/backward pass, independent of the number
 of inner steps. Exact only as far as the inner problem is solved: after a finite number of
@@ -121,7 +121,7 @@ class Implicit(HypergradMethod):
                 terms = problem.objective_terms(weight)
             if terms is not None:
                 matvec, args_vjp = _term_products(terms, params, weight)
-            elif problem.second_order is not None:  # hand-derived products (the paper's GNN)
+            elif problem.second_order is not None:  # hand-derived products (the paper's GNN, the Laplacian)
                 matvec, args_vjp = _hand_derived_products(problem.second_order, params, weight)
             else:  # one graph of the gradient, reused by every product
                 matvec, args_vjp, _ = optimality_products(stationarity(problem.objective), tuple(params), (weight,))

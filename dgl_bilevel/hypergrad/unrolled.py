@@ -45,8 +45,8 @@ class Unrolled(HypergradMethod):
 
     Args:
         checkpoint: the lean unroll (default). When the inner problem declares hand-derived
-            second derivatives (``second_order``: the paper's GNN, :class:`~dgl_bilevel.models.SumAggGNN`
-            trained with the library's Adam or SGD), each step keeps its gradient and a compact
+            second derivatives (``second_order``: the paper's GNN, :class:`~dgl_bilevel.models.SumAggGNN`,
+            and the Laplacian problem, trained with the library's Adam or SGD), each step keeps its gradient and a compact
             record of its pass (or, on graphs where the records would pass 512 MiB, its
             parameters, to recompute them) and the backward pass takes one tangent pass per step
             (:mod:`~dgl_bilevel.hypergrad.recorded`). Otherwise each step's
