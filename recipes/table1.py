@@ -12,9 +12,10 @@ the paper's section VI says (GNN 128 hidden, G2G 2 x 32, 150 outer steps, Laplac
 0.1, outer lr 1e-3 for Laplacian + G2G). Each preset has its own rows in the table.
 
 Hypergradients: the GNN cells differentiate through the 100 inner steps as the paper does; the
-Laplacian cells use the implicit hypergradient at the end of the 500 inner steps (0.36 s per
-outer iteration on one core against 1.54 s unrolled, same accuracy after 10 outer iterations on
-seed 0: 71.2 test both). ``--hypergrad-laplacian unrolled`` gives the paper's method.
+Laplacian cells use the implicit hypergradient at the end of the 500 inner steps (one seed: 0.15 s
+per outer iteration against 0.52 s unrolled, ``bench/benchmarks.py``, 2026-12-03; the same accuracy
+after 10 outer iterations on seed 0 when measured on 2026-11-23: 71.2 test both).
+``--hypergrad-laplacian unrolled`` gives the paper's method.
 
 Speed: the learned cells' 30 seeds are dealt round-robin to worker processes (``--workers``), each
 stacking the GNN seeds of its share into one inner solve and then its Laplacian seeds into another
@@ -79,7 +80,7 @@ def default_workers(learned_seeds: int, cpus: int) -> int:
     """The fewest worker processes, one to two per CPU, that deal the learned GNN seeds (the costly
     ones) evenly with at least two seeds to stack in each: 15 seeds on 2 CPUs go to 3 workers of 5
     (7.5 seeds' work per core) rather than 2 workers of 8 and 7 (8); one per CPU where none does.
-    Measured on 2 cores, 2026-12-03: Table I in 14.7 min with 3 workers against 15.3 min twice with 2
+    Measured on 2 cores, 2026-12-03: Table I in 14.6-14.7 min (three runs) with 3 workers against 15.3 min twice with 2
     (docs/benchmarks.md)."""
     for workers in range(cpus, 2 * cpus + 1):
         if learned_seeds % workers == 0 and learned_seeds // workers >= 2:
