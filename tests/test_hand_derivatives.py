@@ -230,34 +230,6 @@ def test_beyond_the_record_budget_steps_recompute_their_records(monkeypatch):
     assert _relative(recomputed, reference) < 1e-11
 
 
-def test_adam_vjp_written_out_equals_autograd_through_torchopt(monkeypatch):
-    import dgl_bilevel.hypergrad.recorded as recorded
-    from dgl_bilevel.inner.optimizers import adam_settings
-
-    optimizer = default_adam(0.05)
-    assert adam_settings(optimizer).lr == 0.05 and adam_settings(torchopt.adam(0.05)) is None
-    gen = torch.Generator().manual_seed(0)
-    state = optimizer.init((torch.zeros(7, dtype=torch.float64),))
-    for _ in range(3):
-        _, state = optimizer.update((torch.randn(7, generator=gen, dtype=torch.float64),), state, inplace=False)
-    grads = torch.randn(7, generator=gen, dtype=torch.float64)
-    grads[0] = 0.0  # a coordinate without gradient: Adam's sqrt at eps_root
-    adj_params = torch.randn(7, generator=gen, dtype=torch.float64)
-    adj_state = [torch.randn(7, generator=gen, dtype=torch.float64), torch.randn(7, generator=gen, dtype=torch.float64), None]
-    _, treedef = torchopt.pytree.tree_flatten(state)
-    hand = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
-    _, after = optimizer.update((grads,), state, inplace=False)  # the moments the step left, read instead
-    hand_after = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, after=after)
-    monkeypatch.setattr(recorded, "adam_settings", lambda optimizer: None)
-    auto = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
-    assert float(auto[0].norm()) > 1e-2
-    for mine in (hand, hand_after):
-        assert _relative(mine[0], auto[0]) < 1e-13
-        for ours, theirs in zip(mine[1][:2], auto[1][:2]):
-            assert _relative(ours, theirs) < 1e-13
-
-
-
 @pytest.mark.parametrize("layers,sparse", [(1, False), (2, True)])
 def test_implicit_on_hand_derived_products_equals_autograd_products(layers, sparse):
     """The implicit hypergradient solved on hand-derived Hessian products equals the one on autograd's

@@ -7,8 +7,8 @@ from ``gradient``. The forward pass keeps per step the gradient, the optimizer s
 and the problem's compact record; the backward pass walks the steps in reverse and, per step,
 
 1. pulls the adjoints of the new parameters and state through the optimizer's update -- written
-   out for the library's Adam, by autograd for other elementwise transforms -- giving the adjoint
-   of ``g`` and of the old state;
+   out for the library's Adam (:mod:`~dgl_bilevel.hypergrad.flat_adam`, which also runs its update),
+   by autograd for other elementwise transforms -- giving the adjoint of ``g`` and of the old state;
 2. turns the adjoint of ``g`` into parameter and edge-weight adjoints with ``gradient_vjp``
    (one tangent pass over the stored record, no recomputation).
 
@@ -33,10 +33,10 @@ import torch
 from torchopt import pytree
 
 from ..inner.base import InnerProblem
-from ..inner.optimizers import adam_settings
 from ..inner.training import Params
 from ..ops import constant_edge_weights
 from .checkpointed import _RECORDERS, _floating, _record
+from .flat_adam import FlatAdam
 
 
 def unroll_recorded(
@@ -132,6 +132,7 @@ class _RecordedTrajectory(torch.autograd.Function):
         saved = []
         segment = state_segment(steps)
         keep_records = None
+        update_fn = _update_function(optimizer, state)
         with constant_edge_weights(), torch.no_grad():  # one detached weight tensor: its sparse matrices are reused
             for step in range(steps):
                 loss, grads, step_record = derivatives.gradient(layout.split(params), weight)
@@ -141,7 +142,7 @@ class _RecordedTrajectory(torch.autograd.Function):
                 saved.append(_Step(None if keep_records else params, grads if keep_records else None,
                                    state if step % segment == 0 else None, step_record if keep_records else None))
                 # elementwise optimizers read no parameters; None keeps forward and backward the same function
-                (update,), state = optimizer.update((grads,), state, params=None, inplace=False)
+                update, state, _ = update_fn(grads, state)
                 params = params + update
                 record["value"] = float(loss)
                 if monitor is not None:
@@ -164,11 +165,12 @@ class _RecordedTrajectory(torch.autograd.Function):
             for start in reversed(range(0, len(saved), ctx.segment)):
                 end = min(start + ctx.segment, len(saved))
                 _fill_segment(problem, layout, weight, saved[start:end])
-                states = _replay_states(problem.optimizer, saved[start:end])
+                states, scales = _replay_states(problem.optimizer, saved[start:end])
                 for step in reversed(range(start, end)):
                     entry = saved[step]
                     adj_grads, adj_state = _optimizer_vjp(problem.optimizer, entry.grads, states[step - start], treedef,
-                                                          adj_params, adj_state, after=states[step - start + 1])
+                                                          adj_params, adj_state, after=states[step - start + 1],
+                                                          scales=scales[step - start])
                     hessian_part, edge_part = problem.second_order.gradient_vjp(entry.record, layout.split(adj_grads), weight)
                     adj_params = adj_params + layout.flatten(hessian_part)
                     grad_weight = grad_weight + edge_part.to(grad_weight.dtype)
@@ -209,29 +211,48 @@ def state_segment(steps: int) -> int:
     return max(1, math.isqrt(max(steps - 1, 0)) + 1)
 
 
+def _update_function(optimizer, state):
+    """``(grads, state) -> (update, new state, scales or None)`` for one flat vector: the library's
+    Adam written out (:class:`~dgl_bilevel.hypergrad.flat_adam.FlatAdam`, bitwise torchopt's), any
+    other transform through its own ``update``."""
+    adam = FlatAdam.of(optimizer, state)
+    if adam is not None:
+        return adam.update
+
+    def update(grads, state):
+        (step,), state = optimizer.update((grads,), state, params=None, inplace=False)
+        return step, state, None
+
+    return update
+
+
 @torch.no_grad()
-def _replay_states(optimizer, segment: list) -> list:
+def _replay_states(optimizer, segment: list) -> tuple[list, list]:
     """The optimizer state entering each step of ``segment`` (its first step's is stored) and the state
-    after its last, rebuilt from the stored gradients by the same updates as the forward pass: bitwise
-    the same states."""
-    states = [segment[0].state]
+    after its last, rebuilt from the stored gradients by the same updates as the forward pass (bitwise
+    the same states), and each step's update scales (Adam's denominators, reused by its VJP; None for
+    other transforms)."""
+    states, scales = [segment[0].state], []
+    update_fn = _update_function(optimizer, segment[0].state)
     for entry in segment:
-        _, state = optimizer.update((entry.grads,), states[-1], params=None, inplace=False)
+        _, state, scale = update_fn(entry.grads, states[-1])
         states.append(state)
-    return states
+        scales.append(scale)
+    return states, scales
 
 
-def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, after=None):
+def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, after=None, scales=None):
     """Adjoints of the (flat) gradient and of the entering state, from those of the step's outputs.
 
     ``params' = params + update(g, state)``: the new parameters' adjoint passes unchanged to the
     old parameters (added by the caller) and, through ``update``, to ``g`` and ``state``. The
-    library's own Adam has its VJP written out (:func:`_adam_vjp`, reading its new moments from
-    ``after``, the state the step left, where given); other transforms go through autograd.
+    library's own Adam has its VJP written out (:meth:`~dgl_bilevel.hypergrad.flat_adam.FlatAdam.vjp`,
+    reading its new moments from ``after``, the state the step left, and its denominators from
+    ``scales``, where given); other transforms go through autograd.
     """
-    settings = adam_settings(optimizer)
-    if settings is not None and _is_flat_adam_state(state):
-        return _adam_vjp(settings, grads, state, adj_params, adj_state, after)
+    adam = FlatAdam.of(optimizer, state)
+    if adam is not None:
+        return adam.vjp(grads, state, adj_params, adj_state, after, scales)
     with torch.enable_grad():
         g = grads.detach().requires_grad_(True)
         leaves, _ = pytree.tree_flatten(state)
@@ -249,43 +270,3 @@ def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, afte
     float_adj = iter(found[1:])
     new_adj_state = [next(float_adj) if _floating(x) else None for x in leaves]
     return adj_grads.detach(), [None if a is None else a.detach() for a in new_adj_state]
-
-
-def _is_flat_adam_state(state) -> bool:
-    return (isinstance(state, tuple) and len(state) == 2 and type(state[0]).__name__ == "ScaleByAdamState"
-            and len(state[0].mu) == 1 and len(state[1]) == 0)
-
-
-@torch.no_grad()
-def _adam_vjp(settings, grads, state, adj_params, adj_state, after=None):
-    """:func:`_optimizer_vjp` for torchopt's Adam on one flat vector, written out.
-
-    With ``m = b1 m0 + (1 - b1) g``, ``v = b2 v0 + (1 - b2) g^2``, ``c`` the new count,
-    ``S = sqrt(v / (1 - b2^c) + eps_root)`` and ``D = S + eps``, the update is
-    ``u = -lr (m / (1 - b1^c)) / D``; the adjoints of ``m`` and ``v`` collect the state's own and
-    ``u``'s, and flow back to ``g``, ``m0`` and ``v0`` through the two moment updates. ``m`` and
-    ``v`` are read from ``after`` (the state the step left) when given, else recomputed; in-place
-    operations keep the pass at about 16 elementwise operations (26 written plainly).
-    """
-    b1, b2 = settings.b1, settings.b2
-    (m0,), (v0,), (count,) = state[0].mu, state[0].nu, state[0].count
-    count = count + 1
-    # as torchopt computes them: pow(float, int tensor) is a float32 tensor, so the corrections are
-    # rounded to float32 (a 1e-6 relative difference at step 1 if taken in float64)
-    c1, c2 = float(1 - pow(b1, count)), float(1 - pow(b2, count))
-    if after is not None:
-        (m,), (v,) = after[0].mu, after[0].nu
-    else:
-        m = m0 * b1 + (1.0 - b1) * grads
-        v = v0 * b2 + (1.0 - b2) * grads * grads
-    root = v.div(c2).add_(settings.eps_root).sqrt_()
-    denominator = root + settings.eps
-    adj_m = adj_params.div(denominator).mul_(-settings.lr / c1)  # from u
-    # from u: lr m / (2 c1 c2 S D^2) = -(adj_m from u) m / (2 c2 S D)
-    adj_v = adj_m.mul(m).div_(root.mul_(denominator)).mul_(-0.5 / c2)
-    if adj_state[0] is not None:
-        adj_m.add_(adj_state[0])
-    if adj_state[1] is not None:
-        adj_v.add_(adj_state[1])
-    adj_grads = torch.addcmul(adj_m * (1.0 - b1), grads, adj_v, value=2.0 * (1.0 - b2))
-    return adj_grads, [adj_m.mul_(b1), adj_v.mul_(b2), None]

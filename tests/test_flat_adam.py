@@ -1,0 +1,95 @@
+"""The written-out Adam on one flat vector (dgl_bilevel.hypergrad.flat_adam): its update bit for bit
+torchopt's, its VJP against autograd through torchopt's update, and the unroll that runs on both."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchopt
+
+import dgl_bilevel.hypergrad.recorded as recorded
+from conftest import random_graph_data
+from dgl_bilevel.hypergrad import optimize
+from dgl_bilevel.hypergrad.flat_adam import FlatAdam, is_flat_adam_state
+from dgl_bilevel.hypergrad.recorded import FlatLayout, unroll_recorded
+from dgl_bilevel.inner import TrainedGNN, default_adam
+from dgl_bilevel.inner.optimizers import adam_settings
+from dgl_bilevel.models import SumAggGNN
+
+
+def _relative(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
+def test_update_is_bitwise_torchopts(dtype, default_dtype):
+    """30 steps with gradients that include exact zeros (Adam's sqrt at eps_root): the same updates and
+    moments as torchopt's chain, to the last bit, under either default dtype (which sets the
+    rounding of torchopt's bias corrections)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default_dtype)
+    try:
+        optimizer = default_adam(0.05)
+        gen = torch.Generator().manual_seed(0)
+        state = optimizer.init((torch.zeros(50, dtype=dtype),))
+        adam = FlatAdam.of(optimizer, state)
+        assert adam is not None and is_flat_adam_state(state)
+        mine = state
+        for step in range(30):
+            grads = torch.randn(50, generator=gen, dtype=dtype) * 10.0 ** (-step % 7)
+            grads[step % 50] = 0.0
+            (theirs_update,), state = optimizer.update((grads,), state, inplace=False)
+            update, mine, scales = adam.update(grads, mine)
+            assert torch.equal(update, theirs_update)
+            for ours, theirs in zip(torchopt.pytree.tree_flatten(mine)[0], torchopt.pytree.tree_flatten(state)[0]):
+                assert torch.equal(ours, theirs)
+            assert torchopt.pytree.tree_structure(mine) == torchopt.pytree.tree_structure(state)
+            assert torch.equal(scales.denominator, scales.root + adam_settings(optimizer).eps)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_only_the_librarys_adam_on_one_vector_is_written_out():
+    assert FlatAdam.of(torchopt.adam(0.05), torchopt.adam(0.05).init((torch.zeros(3),))) is None
+    optimizer = default_adam(0.05)
+    assert FlatAdam.of(optimizer, optimizer.init((torch.zeros(3), torch.zeros(2)))) is None  # two tensors
+    assert FlatAdam.of(optimizer, optimizer.init((torch.zeros(3),))) is FlatAdam.of(optimizer, optimizer.init((torch.zeros(4),)))
+
+
+def test_vjp_equals_autograd_through_torchopt(monkeypatch):
+    optimizer = default_adam(0.05)
+    gen = torch.Generator().manual_seed(0)
+    state = optimizer.init((torch.zeros(7, dtype=torch.float64),))
+    for _ in range(3):
+        _, state = optimizer.update((torch.randn(7, generator=gen, dtype=torch.float64),), state, inplace=False)
+    grads = torch.randn(7, generator=gen, dtype=torch.float64)
+    grads[0] = 0.0  # a coordinate without gradient: Adam's sqrt at eps_root
+    adj_params = torch.randn(7, generator=gen, dtype=torch.float64)
+    adj_state = [torch.randn(7, generator=gen, dtype=torch.float64), torch.randn(7, generator=gen, dtype=torch.float64), None]
+    _, treedef = torchopt.pytree.tree_flatten(state)
+    hand = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
+    _, after, scales = FlatAdam.of(optimizer, state).update(grads, state)  # the moments and scales the step left
+    hand_after = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, after=after, scales=scales)
+    monkeypatch.setattr(FlatAdam, "of", classmethod(lambda cls, optimizer, state: None))
+    auto = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
+    assert float(auto[0].norm()) > 1e-2
+    for mine in (hand, hand_after):
+        assert _relative(mine[0], auto[0]) < 1e-13
+        for ours, theirs in zip(mine[1][:2], auto[1][:2]):
+            assert _relative(ours, theirs) < 1e-13
+    assert torch.equal(hand[0], hand_after[0])  # reading the stored moments and scales changes no bit
+
+
+def test_recorded_unroll_forward_is_bitwise_the_plain_run():
+    """The unroll's trajectory (flat vector, written-out Adam, out of place) ends on exactly the
+    parameters of plain training (one tensor per parameter, torchopt's Adam, in place)."""
+    data = random_graph_data(n=30, num_edges=80, features=6, classes=3, seed=1)
+    problem = TrainedGNN(SumAggGNN(6, 5, 3), steps=12).bind(data, data.graph)
+    start = problem.starting_params(torch.Generator().manual_seed(0))
+    weight = torch.rand(data.num_edges, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) + 0.5
+    plain, plain_state, _ = optimize(problem, weight, tuple(p.clone() for p in start), 12, differentiable=False)
+    unrolled, unrolled_state, _ = unroll_recorded(problem, weight.clone().requires_grad_(True), start, 12)
+    for ours, theirs in zip(unrolled, plain):
+        assert torch.equal(ours.detach(), theirs.detach())
+    layout = FlatLayout(start)
+    assert torch.equal(layout.flatten(unrolled_state[0].nu), layout.flatten(plain_state[0].nu))
