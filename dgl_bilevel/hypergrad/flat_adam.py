@@ -9,22 +9,15 @@ itself (Cora's GNN, 46k parameters: 210-260 us against 120-140 us here, measured
 :meth:`FlatAdam.update` issues the same eleven kernels in the same order on the same values --
 so its results are bitwise torchopt's (tests/test_flat_adam.py) and an unrolled trajectory equals
 the plain run's -- with the bias corrections computed once per step count. It also returns the
-update's denominators, which the VJP reuses instead of recomputing them.
+update's square root, which the VJP reuses instead of recomputing it.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
 from ..inner.optimizers import AdamSettings, adam_settings
-
-
-class AdamScales(NamedTuple):
-    """``root = sqrt(v / (1 - b2^c) + eps_root)`` and ``denominator = root + eps`` of one step."""
-
-    root: torch.Tensor
-    denominator: torch.Tensor
 
 
 def is_flat_adam_state(state) -> bool:
@@ -67,9 +60,10 @@ class FlatAdam:
         return held
 
     @torch.no_grad()
-    def update(self, grads: torch.Tensor, state) -> tuple[torch.Tensor, tuple, AdamScales]:
-        """``(update, new state, scales)`` for the gradient ``grads``: the values torchopt's
-        ``update((grads,), state, inplace=False)`` returns, bit for bit."""
+    def update(self, grads: torch.Tensor, state) -> tuple[torch.Tensor, tuple, torch.Tensor]:
+        """``(update, new state, root)`` for the gradient ``grads``: the values torchopt's
+        ``update((grads,), state, inplace=False)`` returns, bit for bit, and the step's
+        ``root = sqrt(v / (1 - b2^c) + eps_root)`` for :meth:`vjp`."""
         s = self.settings
         moments = state[0]
         (m0,), (v0,), (count,) = moments.mu, moments.nu, moments.count
@@ -82,20 +76,20 @@ class FlatAdam:
         step = m.div(c1).div_(denominator).mul_(-s.lr)
         new = moments._replace(mu=type(moments.mu)([m]), nu=type(moments.nu)([v]),
                                count=type(moments.count)([count]))
-        return step, (new, state[1]), AdamScales(root, denominator)
+        return step, (new, state[1]), root
 
     @torch.no_grad()
     def vjp(self, grads: torch.Tensor, state, adj_params: torch.Tensor, adj_state: list, after=None,
-            scales: Optional[AdamScales] = None) -> tuple[torch.Tensor, list]:
+            root: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, list]:
         """Adjoints of the gradient and of the entering moments, from those of the step's outputs.
 
         With ``m = b1 m0 + (1 - b1) g``, ``v = b2 v0 + (1 - b2) g^2``, ``c`` the new count,
         ``S = sqrt(v / (1 - b2^c) + eps_root)`` and ``D = S + eps``, the update is
         ``u = -lr (m / (1 - b1^c)) / D``; the adjoints of ``m`` and ``v`` collect the state's own and
         ``u``'s, and flow back to ``g``, ``m0`` and ``v0`` through the two moment updates. ``m`` and
-        ``v`` are read from ``after`` (the state the step left) when given, ``S`` and ``D`` from
-        ``scales`` (what :meth:`update` returned), else recomputed; in-place operations keep the
-        pass at about a dozen elementwise operations.
+        ``v`` are read from ``after`` (the state the step left) and ``S`` from ``root`` (what
+        :meth:`update` returned) when given, else recomputed; in-place operations keep the pass at
+        about a dozen elementwise operations.
         """
         s = self.settings
         moments = state[0]
@@ -106,11 +100,9 @@ class FlatAdam:
         else:
             m = m0 * s.b1 + (1.0 - s.b1) * grads
             v = v0 * s.b2 + (1.0 - s.b2) * grads * grads
-        if scales is None:
+        if root is None:
             root = v.div(c2).add_(s.eps_root).sqrt_()
-            denominator = root + s.eps
-        else:
-            root, denominator = scales
+        denominator = root + s.eps
         adj_m = adj_params.div(denominator).mul_(-s.lr / c1)  # from u
         # from u: lr m / (2 c1 c2 S D^2) = -(adj_m from u) m / (2 c2 S D)
         adj_v = adj_m.mul(m).div_(root * denominator).mul_(-0.5 / c2)

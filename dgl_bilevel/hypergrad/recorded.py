@@ -165,12 +165,12 @@ class _RecordedTrajectory(torch.autograd.Function):
             for start in reversed(range(0, len(saved), ctx.segment)):
                 end = min(start + ctx.segment, len(saved))
                 _fill_segment(problem, layout, weight, saved[start:end])
-                states, scales = _replay_states(problem.optimizer, saved[start:end])
+                states, roots = _replay_states(problem.optimizer, saved[start:end])
                 for step in reversed(range(start, end)):
                     entry = saved[step]
                     adj_grads, adj_state = _optimizer_vjp(problem.optimizer, entry.grads, states[step - start], treedef,
                                                           adj_params, adj_state, after=states[step - start + 1],
-                                                          scales=scales[step - start])
+                                                          root=roots[step - start])
                     hessian_part, edge_part = problem.second_order.gradient_vjp(entry.record, layout.split(adj_grads), weight)
                     adj_params = adj_params + layout.flatten(hessian_part)
                     grad_weight = grad_weight + edge_part.to(grad_weight.dtype)
@@ -212,7 +212,7 @@ def state_segment(steps: int) -> int:
 
 
 def _update_function(optimizer, state):
-    """``(grads, state) -> (update, new state, scales or None)`` for one flat vector: the library's
+    """``(grads, state) -> (update, new state, Adam's root or None)`` for one flat vector: the library's
     Adam written out (:class:`~dgl_bilevel.hypergrad.flat_adam.FlatAdam`, bitwise torchopt's), any
     other transform through its own ``update``."""
     adam = FlatAdam.of(optimizer, state)
@@ -230,29 +230,28 @@ def _update_function(optimizer, state):
 def _replay_states(optimizer, segment: list) -> tuple[list, list]:
     """The optimizer state entering each step of ``segment`` (its first step's is stored) and the state
     after its last, rebuilt from the stored gradients by the same updates as the forward pass (bitwise
-    the same states), and each step's update scales (Adam's denominators, reused by its VJP; None for
-    other transforms)."""
-    states, scales = [segment[0].state], []
+    the same states), and each step's Adam root (reused by its VJP; None for other transforms)."""
+    states, roots = [segment[0].state], []
     update_fn = _update_function(optimizer, segment[0].state)
     for entry in segment:
-        _, state, scale = update_fn(entry.grads, states[-1])
+        _, state, root = update_fn(entry.grads, states[-1])
         states.append(state)
-        scales.append(scale)
-    return states, scales
+        roots.append(root)
+    return states, roots
 
 
-def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, after=None, scales=None):
+def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, after=None, root=None):
     """Adjoints of the (flat) gradient and of the entering state, from those of the step's outputs.
 
     ``params' = params + update(g, state)``: the new parameters' adjoint passes unchanged to the
     old parameters (added by the caller) and, through ``update``, to ``g`` and ``state``. The
     library's own Adam has its VJP written out (:meth:`~dgl_bilevel.hypergrad.flat_adam.FlatAdam.vjp`,
-    reading its new moments from ``after``, the state the step left, and its denominators from
-    ``scales``, where given); other transforms go through autograd.
+    reading its new moments from ``after``, the state the step left, and its square root from
+    ``root``, where given); other transforms go through autograd.
     """
     adam = FlatAdam.of(optimizer, state)
     if adam is not None:
-        return adam.vjp(grads, state, adj_params, adj_state, after, scales)
+        return adam.vjp(grads, state, adj_params, adj_state, after, root)
     with torch.enable_grad():
         g = grads.detach().requires_grad_(True)
         leaves, _ = pytree.tree_flatten(state)

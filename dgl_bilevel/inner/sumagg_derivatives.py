@@ -182,7 +182,9 @@ class SumAggDerivatives:
             flat = torch.cat([p.reshape(self.num_seeds, -1) for p in stacked], dim=1)
             per_seed = per_seed + 0.5 * self.weight_decay * (flat * flat).sum(1)
             grads = torch._foreach_add(grads, stacked, alpha=self.weight_decay)
-        record = {"probs": probs, "neighs": neighs, "hidden": hidden, "weights": [None] + [w for w in weights[1:]]}
+        # the weights are copied: as views they would keep the whole (flat) parameter vector of every
+        # recorded step alive -- 18 MB over Cora's 100 steps for 224 numbers each
+        record = {"probs": probs, "neighs": neighs, "hidden": hidden, "weights": [None] + [w.clone() for w in weights[1:]]}
         return self.report(per_seed), self._without_seed_axis(grads), record
 
     # ------------------------------------------------------------ second order
