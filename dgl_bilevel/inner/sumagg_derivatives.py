@@ -204,28 +204,29 @@ class SumAggDerivatives:
 
     def _expand(self, record: dict, edge_weight: torch.Tensor) -> dict:
         """The record's point with every quantity the tangent pass reads that does not depend on
-        the cotangent: ``elu'``, ``elu''``, ``Q_l``, ``G_l``, ``[G_l | R_l]`` and ``dL/dH_(l-1)``."""
+        the cotangent: ``elu'``, ``Q_l``, ``G_l``, ``[G_l | R_l]``, ``elu''(Z_(l-1)) * dL/dH_(l-1)``
+        and the softmax on ``v_in`` times each row's weight."""
         m_dst, m_src = self._matrices(edge_weight)
         probs, hidden, weights = record["probs"], record["hidden"], record["weights"]
         count = len(weights)
         slopes = [_elu_slope(h) for h in hidden]
-        # elu''(z): 0 for z > 0 (h > 0), exp(z) = elu'(z) otherwise; sign(relu(h)) is the step, without
-        # boolean tensors (a comparison and masked_fill took ~100 us on Cora's 2,708 x 16 against ~13)
-        curvatures = [slope - torch.relu(h).sign_() for slope, h in zip(slopes, hidden)]
         neighs = record["neighs"]
         seeds = neighs[0].shape[0]
         grad_z = self._logit_gradient(probs, torch.empty(seeds, neighs[0].shape[1], self.widths[-1], dtype=probs.dtype))
-        grad_zs, grad_projecteds, grad_hs = [None] * count, [None] * count, [None] * count
+        grad_zs, grad_projecteds, curved_grad_hs = [None] * count, [None] * count, [None] * count
         for l in range(count - 1, -1, -1):
             grad_zs[l] = grad_z
             if l == 0:
                 break
             grad_projecteds[l] = torch.cat([grad_z, self._sparse(m_src, grad_z)], dim=2)
-            grad_hs[l] = grad_projecteds[l] @ weights[l].transpose(1, 2)
-            grad_z = grad_hs[l] * slopes[l - 1]
-        return {"m_dst": m_dst, "m_src": m_src, "probs": probs, "hidden": hidden, "weights": weights, "slopes": slopes,
-                "curvatures": curvatures, "neighs": neighs, "grad_z": grad_zs, "grad_projected": grad_projecteds,
-                "grad_h": grad_hs}
+            grad_h = grad_projecteds[l] @ weights[l].transpose(1, 2)
+            grad_z = grad_h * slopes[l - 1]
+            # elu''(z): 0 for z > 0 (h > 0), exp(z) = elu'(z) otherwise; sign(relu(h)) is the step, without
+            # boolean tensors (a comparison and masked_fill took ~100 us on Cora's 2,708 x 16 against ~13)
+            curved_grad_hs[l] = (slopes[l - 1] - torch.relu(hidden[l - 1]).sign_()).mul_(grad_h)
+        return {"m_dst": m_dst, "m_src": m_src, "probs": probs, "weighted_probs": probs * self.row_weights[:, None],
+                "hidden": hidden, "weights": weights, "slopes": slopes, "neighs": neighs, "grad_z": grad_zs,
+                "grad_projected": grad_projecteds, "curved_grad_h": curved_grad_hs}
 
     @torch.no_grad()
     def _tangent(self, point: dict, cotangent: tuple, with_edge: bool) -> tuple[tuple, "torch.Tensor | None"]:
@@ -234,21 +235,23 @@ class SumAggDerivatives:
         tangent = self._seed_axis(cotangent)
         v_weights, v_biases = tangent[0::2], tangent[1::2]
         count = len(weights)
-        # forward tangents: dZ_l, and dQ_l for the edge derivative
-        d_pre, d_neighs = [], []
-        d_h = None
+        # forward tangents: dZ_l, dH_l = elu'(Z_l) dZ_l, and dQ_l for the edge derivative
+        d_pre, d_hidden, d_neighs = [], [], []
         for l in range(count):
-            d_projected = self._features_times(v_weights[0]) if l == 0 else d_h @ weights[l] + hidden[l - 1] @ v_weights[l]
+            if l == 0:
+                d_projected = self._features_times(v_weights[0])
+            else:  # dH W + H V, the product and the sum in one kernel
+                d_projected = torch.baddbmm(hidden[l - 1] @ v_weights[l], d_hidden[l - 1], weights[l])
             d_self, d_neigh = d_projected.split(self.widths[l], dim=2)
             d_neigh = d_neigh.contiguous()
-            d_z = d_self + self._sparse(m_dst, d_neigh) + v_biases[l][:, None, :]
+            d_z = self._sparse(m_dst, d_neigh).add_(d_self).add_(v_biases[l][:, None, :])
             d_pre.append(d_z)
             d_neighs.append(d_neigh)
             if l < count - 1:
-                d_h = d_z * slopes[l]
+                d_hidden.append(d_z * slopes[l])
         # the softmax cross-entropy's Hessian on each seed's v_in rows
         d_rows = self._rows(d_pre[-1])
-        d_rows = probs * (d_rows - (probs * d_rows).sum(1, keepdim=True)) * self.row_weights[:, None]
+        d_rows = point["weighted_probs"] * (d_rows - (probs * d_rows).sum(1, keepdim=True))
         logits = d_pre[-1]
         d_grad_z = torch.zeros(logits.shape[0] * logits.shape[1], logits.shape[2], dtype=logits.dtype)
         d_grad_z = d_grad_z.index_add_(0, self.rows, d_rows).reshape(logits.shape)
@@ -264,10 +267,11 @@ class SumAggDerivatives:
                 out[0] = self._features_transpose_times(d_grad_projected)
                 break
             grad_projected = point["grad_projected"][l]
-            d_inputs = d_pre[l - 1] * slopes[l - 1]
-            out[2 * l] = d_inputs.transpose(1, 2) @ grad_projected + hidden[l - 1].transpose(1, 2) @ d_grad_projected
-            d_grad_h = d_grad_projected @ weights[l].transpose(1, 2) + grad_projected @ v_weights[l].transpose(1, 2)
-            d_grad_z = point["curvatures"][l - 1] * d_pre[l - 1] * point["grad_h"][l] + slopes[l - 1] * d_grad_h
+            out[2 * l] = torch.baddbmm(d_hidden[l - 1].transpose(1, 2) @ grad_projected,
+                                       hidden[l - 1].transpose(1, 2), d_grad_projected)
+            d_grad_h = torch.baddbmm(grad_projected @ v_weights[l].transpose(1, 2), d_grad_projected, weights[l].transpose(1, 2))
+            # d(elu'(Z) * dL/dH) = elu''(Z) dZ * dL/dH + elu'(Z) * d(dL/dH)
+            d_grad_z = torch.addcmul(d_grad_h.mul_(slopes[l - 1]), d_pre[l - 1], point["curved_grad_h"][l])
         if self.weight_decay:
             out = torch._foreach_add(out, tangent, alpha=self.weight_decay)
         if not with_edge:
