@@ -1,4 +1,4 @@
-"""The written-out Adam on one flat vector (dgl_bilevel.hypergrad.flat_adam): its update bit for bit
+"""The written-out Adam on one flat vector (dgl_bilevel.inner.flat_adam): its update bit for bit
 torchopt's, its VJP against autograd through torchopt's update, and the unroll that runs on both."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torchopt
 import dgl_bilevel.hypergrad.recorded as recorded
 from conftest import random_graph_data
 from dgl_bilevel.hypergrad import optimize
-from dgl_bilevel.hypergrad.flat_adam import FlatAdam, is_flat_adam_state
-from dgl_bilevel.hypergrad.recorded import FlatLayout, unroll_recorded
+from dgl_bilevel.inner.flat_adam import FlatAdam, FlatLayout, is_flat_adam_state
+from dgl_bilevel.hypergrad.recorded import unroll_recorded
 from dgl_bilevel.inner import TrainedGNN, default_adam
 from dgl_bilevel.inner.optimizers import adam_settings
 from dgl_bilevel.models import SumAggGNN
@@ -94,3 +94,47 @@ def test_recorded_unroll_forward_is_bitwise_the_plain_run():
         assert torch.equal(ours.detach(), theirs.detach())
     layout = FlatLayout(start)
     assert torch.equal(layout.flatten(unrolled_state[0].nu), layout.flatten(plain_state[0].nu))
+
+
+def _plain_runs(problem, weight, start, monkeypatch):
+    """(flat path, per-tensor torchopt path) of plain training: 7 steps, then 5 more from the returned state."""
+    import dgl_bilevel.inner.training as training
+
+    results = []
+    for flat in (True, False):
+        if not flat:
+            monkeypatch.setattr(training.FlatAdam, "of", classmethod(lambda cls, optimizer, state=None: None))
+        seen = []
+        params, state, value = optimize(problem, weight, tuple(p.clone() for p in start), 7, differentiable=False,
+                                        monitor=lambda ps: seen.append(ps[0].clone()))
+        params, state, value = optimize(problem, weight, params, 5, differentiable=False, state=state)
+        results.append((params, state, value, seen))
+    return results
+
+
+@pytest.mark.parametrize("inner", ["gnn", "laplacian"])
+def test_plain_training_on_one_flat_vector_is_bitwise_torchopts_per_tensor(inner, monkeypatch):
+    """Plain training with a hand-derived gradient runs the library's Adam on one flat vector: the
+    parameters, the optimizer state (continued across two calls), the last objective and what the
+    monitor saw are those of torchopt's Adam on each tensor, to the last bit."""
+    from dgl_bilevel.inner import LaplacianRegularization
+
+    data = random_graph_data(n=30, num_edges=80, features=6, classes=3, seed=1)
+    if inner == "gnn":
+        problem = TrainedGNN(SumAggGNN(6, 5, 3), steps=12).bind(data, data.graph)
+    else:
+        problem = LaplacianRegularization(loss="ce", steps=12).bind(data, data.graph)
+    assert problem.first_order is not None
+    start = problem.starting_params(torch.Generator().manual_seed(0))
+    weight = torch.rand(data.num_edges, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) + 0.5
+    (flat, flat_state, flat_value, flat_seen), (theirs, their_state, their_value, their_seen) = \
+        _plain_runs(problem, weight, start, monkeypatch)
+    assert all(p.requires_grad and p.is_leaf for p in flat)
+    for ours, reference in zip(flat, theirs):
+        assert torch.equal(ours, reference)
+    for ours, reference in zip(torchopt.pytree.tree_flatten(flat_state)[0], torchopt.pytree.tree_flatten(their_state)[0]):
+        assert torch.equal(ours, reference)
+    assert torchopt.pytree.tree_structure(flat_state) == torchopt.pytree.tree_structure(their_state)
+    assert flat_value == their_value and len(flat_seen) == len(their_seen) == 7
+    assert all(torch.equal(a, b) for a, b in zip(flat_seen, their_seen))
+    assert not torch.equal(flat[0], start[0])  # it trained

@@ -9,7 +9,7 @@ import torchopt
 from conftest import random_graph_data
 from dgl_bilevel.hypergrad import Implicit, Truncated, Unrolled
 from dgl_bilevel.hypergrad.checkpointed import record_adjoints
-from dgl_bilevel.hypergrad.recorded import FlatLayout
+from dgl_bilevel.inner.flat_adam import FlatLayout
 from dgl_bilevel.inner import TrainedGNN, default_adam
 from dgl_bilevel.inner.sumagg_derivatives import SumAggDerivatives
 from dgl_bilevel.losses import task_loss

@@ -7,7 +7,7 @@ from ``gradient``. The forward pass keeps per step the gradient, the optimizer s
 and the problem's compact record; the backward pass walks the steps in reverse and, per step,
 
 1. pulls the adjoints of the new parameters and state through the optimizer's update -- written
-   out for the library's Adam (:mod:`~dgl_bilevel.hypergrad.flat_adam`, which also runs its update),
+   out for the library's Adam (:mod:`~dgl_bilevel.inner.flat_adam`, which also runs its update),
    by autograd for other elementwise transforms -- giving the adjoint of ``g`` and of the old state;
 2. turns the adjoint of ``g`` into parameter and edge-weight adjoints with ``gradient_vjp``
    (one tangent pass over the stored record, no recomputation).
@@ -33,10 +33,10 @@ import torch
 from torchopt import pytree
 
 from ..inner.base import InnerProblem
+from ..inner.flat_adam import FlatAdam, FlatLayout
 from ..inner.training import Params
 from ..ops import constant_edge_weights
 from .checkpointed import _RECORDERS, _floating, _record
-from .flat_adam import FlatAdam
 
 
 def unroll_recorded(
@@ -61,60 +61,6 @@ def unroll_recorded(
     params_out = layout.split(out[0])
     state_out = layout.unflatten_state(optimizer, pytree.tree_unflatten(treedef, list(out[1:])), params_out)
     return params_out, state_out, record["value"]
-
-
-class FlatLayout:
-    """The parameters as one flat vector, and the optimizer state to match.
-
-    An elementwise optimizer (Adam, SGD) does on one concatenated vector exactly what it does on
-    each tensor, and one tensor costs one set of operator calls instead of one per parameter --
-    which, with the autograd graph the backward pass builds over each update, is most of an
-    update's cost on a small model.
-    """
-
-    def __init__(self, params: Params) -> None:
-        self.shapes = [p.shape for p in params]
-        self.sizes = [p.numel() for p in params]
-
-    def flatten(self, tensors) -> torch.Tensor:
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    def split(self, flat: torch.Tensor) -> Params:
-        return tuple(part.view(shape) for part, shape in zip(flat.split(self.sizes), self.shapes))
-
-    def flatten_state(self, optimizer, state):
-        """``state`` (one entry per parameter in each of its fields) as the state of one flat vector."""
-        n = len(self.sizes)
-        template = optimizer.init((torch.zeros(sum(self.sizes)),))
-        flat_leaves, flat_def = pytree.tree_flatten(template)
-        leaves, _ = pytree.tree_flatten(state)
-        if len(leaves) != n * len(flat_leaves):
-            raise ValueError("optimizer state does not hold one entry per parameter in each field")
-        merged = []
-        for j, like in enumerate(flat_leaves):
-            group = leaves[j * n:(j + 1) * n]
-            if all(isinstance(x, torch.Tensor) and x.numel() == size for x, size in zip(group, self.sizes)) \
-                    and like.numel() == sum(self.sizes):
-                merged.append(self.flatten(group))
-            elif all(isinstance(x, torch.Tensor) and x.numel() == 1 and torch.equal(x, group[0]) for x in group):
-                merged.append(group[0].clone())  # a step count shared by every parameter
-            else:
-                raise ValueError("optimizer state entries differ between parameters")
-        return pytree.tree_unflatten(flat_def, merged)
-
-    def unflatten_state(self, optimizer, flat_state, params: Params):
-        """The inverse of :meth:`flatten_state`."""
-        leaves, _ = pytree.tree_flatten(flat_state)
-        template_leaves, template_def = pytree.tree_flatten(optimizer.init(tuple(p.detach() for p in params)))
-        n = len(self.sizes)
-        out = []
-        for leaf in leaves:
-            if leaf.numel() == sum(self.sizes) and leaf.numel() != 1:
-                out.extend(self.split(leaf))
-            else:
-                out.extend([leaf] * n)
-        assert len(out) == len(template_leaves)
-        return pytree.tree_unflatten(template_def, out)
 
 
 #: Records of the whole trajectory are kept while they take at most this many bytes; beyond, each
@@ -213,7 +159,7 @@ def state_segment(steps: int) -> int:
 
 def _update_function(optimizer, state):
     """``(grads, state) -> (update, new state, Adam's root or None)`` for one flat vector: the library's
-    Adam written out (:class:`~dgl_bilevel.hypergrad.flat_adam.FlatAdam`, bitwise torchopt's), any
+    Adam written out (:class:`~dgl_bilevel.inner.flat_adam.FlatAdam`, bitwise torchopt's), any
     other transform through its own ``update``."""
     adam = FlatAdam.of(optimizer, state)
     if adam is not None:
@@ -245,7 +191,7 @@ def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, afte
 
     ``params' = params + update(g, state)``: the new parameters' adjoint passes unchanged to the
     old parameters (added by the caller) and, through ``update``, to ``g`` and ``state``. The
-    library's own Adam has its VJP written out (:meth:`~dgl_bilevel.hypergrad.flat_adam.FlatAdam.vjp`,
+    library's own Adam has its VJP written out (:meth:`~dgl_bilevel.inner.flat_adam.FlatAdam.vjp`,
     reading its new moments from ``after``, the state the step left, and its square root from
     ``root``, where given); other transforms go through autograd.
     """

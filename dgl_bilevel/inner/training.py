@@ -9,7 +9,9 @@ is kept of it differs, which ``mode`` names:
   updates), so the result can be differentiated through the whole trajectory;
 * ``"detached"``: no graph, out-of-place update (the previous iterate stays valid -- the
   checkpointed unroll stores every iterate);
-* ``"inplace"``: no graph, the parameters are updated in place (the fast path).
+* ``"inplace"``: no graph, the parameters are updated in place (the fast path). With a
+  hand-derived gradient and the library's Adam it runs on one flat parameter vector
+  (:func:`_run_flat_adam`), bitwise the same values.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torchopt
 
 from ..errors import ConfigError
 from ..ops import constant_edge_weights
+from .flat_adam import FlatAdam, FlatLayout
 
 if TYPE_CHECKING:
     from .base import InnerProblem
@@ -113,6 +116,10 @@ def run_steps(
 
     gradient_fn = None
     if mode == "inplace" and problem.first_order is not None:  # hand-derived gradient: no autograd graph per step
+        adam = FlatAdam.of(optimizer)
+        if adam is not None and len({p.dtype for p in params}) == 1:
+            return _run_flat_adam(problem, adam, weight, params, state, steps, monitor)
+
         def gradient_fn(variables: Params) -> tuple:
             return problem.first_order(variables, weight)
 
@@ -121,3 +128,26 @@ def run_steps(
             params, state, value = update_step(loss_fn, optimizer, params, state, mode=mode, monitor=monitor,
                                                gradient_fn=gradient_fn)
     return params, state, float(value.detach())
+
+
+def _run_flat_adam(problem: "InnerProblem", adam: FlatAdam, weight: torch.Tensor, params: Params, state: Any,
+                   steps: int, monitor: Optional[Monitor]) -> tuple[Params, Any, float]:
+    """:func:`run_steps` for a hand-derived gradient and the library's Adam: the parameters as one
+    flat vector updated in place by :class:`~dgl_bilevel.inner.flat_adam.FlatAdam` -- the same
+    values, bit for bit, as torchopt's Adam on each tensor, in one set of kernels per step instead
+    of one per parameter tensor and without the transform chain's Python."""
+    optimizer = problem.optimizer
+    layout = FlatLayout(params)
+    flat = layout.flatten(p.detach() for p in params)
+    variables = layout.split(flat)
+    flat_state = layout.flatten_state(optimizer, state)
+    value = torch.tensor(float("nan"))
+    with torch.no_grad(), constant_edge_weights():
+        for _ in range(steps):
+            value, grads = problem.first_order(variables, weight)
+            update, flat_state, _ = adam.update(layout.flatten(grads), flat_state)
+            flat.add_(update)
+            if monitor is not None:
+                monitor(variables)
+    params = tuple(p.detach().requires_grad_(True) for p in variables)
+    return params, layout.unflatten_state(optimizer, flat_state, params), float(value)

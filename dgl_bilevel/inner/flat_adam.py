@@ -1,7 +1,9 @@
 """The library's Adam on one flat parameter vector: its update, op for op as torchopt computes it,
-and the update's vector-Jacobian product, both written out.
+and the update's vector-Jacobian product, both written out; and the flat layout of parameters
+and optimizer state it runs on.
 
-Unrolling through Adam (:mod:`~dgl_bilevel.hypergrad.recorded`) runs the update once per inner step
+Plain inner training on a hand-derived gradient (:func:`~dgl_bilevel.inner.training.run_steps`)
+and unrolling through Adam (:mod:`~dgl_bilevel.hypergrad.recorded`) runs the update once per inner step
 forward, once more per step to replay the optimizer state in the backward pass, and pulls the
 adjoints back through it. torchopt's chain of transforms spends about as long in Python and in
 kernels on 0-dimensional bias corrections as in the eleven elementwise kernels of the update
@@ -16,8 +18,66 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torchopt import pytree
 
-from ..inner.optimizers import AdamSettings, adam_settings
+from .optimizers import AdamSettings, adam_settings
+
+Params = tuple  # of tensors
+
+
+class FlatLayout:
+    """The parameters as one flat vector, and the optimizer state to match.
+
+    An elementwise optimizer (Adam, SGD) does on one concatenated vector exactly what it does on
+    each tensor, and one tensor costs one set of operator calls instead of one per parameter --
+    which, with the autograd graph the backward pass builds over each update, is most of an
+    update's cost on a small model.
+    """
+
+    def __init__(self, params: Params) -> None:
+        self.shapes = [p.shape for p in params]
+        self.sizes = [p.numel() for p in params]
+
+    def flatten(self, tensors) -> torch.Tensor:
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def split(self, flat: torch.Tensor) -> Params:
+        return tuple(part.view(shape) for part, shape in zip(flat.split(self.sizes), self.shapes))
+
+    def flatten_state(self, optimizer, state):
+        """``state`` (one entry per parameter in each of its fields) as the state of one flat vector."""
+        n = len(self.sizes)
+        template = optimizer.init((torch.zeros(sum(self.sizes)),))
+        flat_leaves, flat_def = pytree.tree_flatten(template)
+        leaves, _ = pytree.tree_flatten(state)
+        if len(leaves) != n * len(flat_leaves):
+            raise ValueError("optimizer state does not hold one entry per parameter in each field")
+        merged = []
+        for j, like in enumerate(flat_leaves):
+            group = leaves[j * n:(j + 1) * n]
+            if all(isinstance(x, torch.Tensor) and x.numel() == size for x, size in zip(group, self.sizes)) \
+                    and like.numel() == sum(self.sizes):
+                merged.append(self.flatten(group))
+            elif all(isinstance(x, torch.Tensor) and x.numel() == 1 and torch.equal(x, group[0]) for x in group):
+                merged.append(group[0].clone())  # a step count shared by every parameter
+            else:
+                raise ValueError("optimizer state entries differ between parameters")
+        return pytree.tree_unflatten(flat_def, merged)
+
+    def unflatten_state(self, optimizer, flat_state, params: Params):
+        """The inverse of :meth:`flatten_state`."""
+        leaves, _ = pytree.tree_flatten(flat_state)
+        template_leaves, template_def = pytree.tree_flatten(optimizer.init(tuple(p.detach() for p in params)))
+        n = len(self.sizes)
+        out = []
+        for leaf in leaves:
+            if leaf.numel() == sum(self.sizes) and leaf.numel() != 1:
+                out.extend(self.split(leaf))
+            else:
+                out.extend([leaf] * n)
+        assert len(out) == len(template_leaves)
+        return pytree.tree_unflatten(template_def, out)
+
 
 
 def is_flat_adam_state(state) -> bool:
@@ -37,12 +97,12 @@ class FlatAdam:
         self._corrections: dict = {}
 
     @classmethod
-    def of(cls, optimizer, state) -> Optional["FlatAdam"]:
-        """The written-out Adam for ``optimizer`` when it is the library's Adam and ``state`` is on
-        one flat vector (one instance per settings, so its corrections are computed once); None
-        otherwise (other transforms keep their own update)."""
+    def of(cls, optimizer, state=None) -> Optional["FlatAdam"]:
+        """The written-out Adam for ``optimizer`` when it is the library's Adam (and ``state``, if
+        given, is on one flat vector); one instance per settings, so its corrections are computed
+        once. None otherwise: other transforms keep their own update."""
         settings = adam_settings(optimizer)
-        if settings is None or not is_flat_adam_state(state):
+        if settings is None or (state is not None and not is_flat_adam_state(state)):
             return None
         held = _INSTANCES.get(settings)
         if held is None:
