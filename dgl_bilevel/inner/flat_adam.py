@@ -3,9 +3,9 @@ and the update's vector-Jacobian product, both written out; and the flat layout 
 and optimizer state it runs on.
 
 Plain inner training on a hand-derived gradient (:func:`~dgl_bilevel.inner.training.run_steps`)
-and unrolling through Adam (:mod:`~dgl_bilevel.hypergrad.recorded`) runs the update once per inner step
-forward, once more per step to replay the optimizer state in the backward pass, and pulls the
-adjoints back through it. torchopt's chain of transforms spends about as long in Python and in
+runs the update once per step; unrolling through Adam (:mod:`~dgl_bilevel.hypergrad.recorded`)
+runs it once per step forward, once more per step to replay the optimizer state in the backward
+pass, and pulls the adjoints back through it. torchopt's chain of transforms spends about as long in Python and in
 kernels on 0-dimensional bias corrections as in the eleven elementwise kernels of the update
 itself (Cora's GNN, 46k parameters: 210-260 us against 120-140 us here, measured 2026-12-03).
 :meth:`FlatAdam.update` issues the same eleven kernels in the same order on the same values --
