@@ -4,8 +4,9 @@ One Cora seed's inner solve is bound by memory traffic, not by the number of thr
 14 GNN seeds runs about as fast on one thread as on two (docs/benchmarks.md). Two processes with one
 thread each therefore do nearly twice the work of one process with two. :func:`run_tasks_in_workers`
 deals the seeds out to ``N`` spawned processes with ``cpus / N`` torch threads each; every worker
-stacks each group of its share that can share inner solves (:func:`~dgl_bilevel.experiment.stacked.run_tasks_stacked`:
-a pool of GNN and Laplacian seeds runs as two stacks) and runs the rest seed by seed and writes the same files a single process would -- results,
+stacks each group of its share that can share inner solves
+(:func:`~dgl_bilevel.experiment.stacked.run_tasks_stacked`: a pool of GNN and Laplacian seeds runs as
+two stacks), runs the rest seed by seed, and writes the same files a single process would -- results,
 checkpoints, learned graphs -- so ``--resume`` works across worker counts. Results equal a single
 process's up to floating-point rounding (another stack size and thread count sum in another order).
 

@@ -29,7 +29,7 @@ import torchopt
 
 from ..errors import ConfigError
 from .optimizers import ADAM_BETAS, ADAM_EPS, ADAM_EPS_ROOT, AdamSettings, remember_adam
-from .training import Monitor, Params
+from .types import Monitor, Params
 
 INIT_MODES = ("fresh", "fixed", "warm")
 

@@ -21,8 +21,7 @@ import torch
 from torchopt import pytree
 
 from .optimizers import AdamSettings, adam_settings
-
-Params = tuple  # of tensors
+from .types import Params
 
 
 class FlatLayout:
@@ -146,22 +145,16 @@ class FlatAdam:
         With ``m = b1 m0 + (1 - b1) g``, ``v = b2 v0 + (1 - b2) g^2``, ``c`` the new count,
         ``S = sqrt(v / (1 - b2^c) + eps_root)`` and ``D = S + eps``, the update is
         ``u = -lr (m / (1 - b1^c)) / D``; the adjoints of ``m`` and ``v`` collect the state's own and
-        ``u``'s, and flow back to ``g``, ``m0`` and ``v0`` through the two moment updates. ``m`` and
-        ``v`` are read from ``after`` (the state the step left) and ``S`` from ``root`` (what
-        :meth:`update` returned) when given, else recomputed; in-place operations keep the pass at
-        about a dozen elementwise operations.
+        ``u``'s, and flow back to ``g``, ``m0`` and ``v0`` through the two moment updates. ``m`` is
+        read from ``after`` (the state the step left) and ``S`` from ``root`` (what
+        :meth:`update` returned) when both are given, else the step is run again; in-place operations
+        keep the pass at about a dozen elementwise operations.
         """
         s = self.settings
-        moments = state[0]
-        (m0,), (v0,), (count,) = moments.mu, moments.nu, moments.count
-        c1, c2 = self.corrections(count + 1)
-        if after is not None:
-            (m,), (v,) = after[0].mu, after[0].nu
-        else:
-            m = m0 * s.b1 + (1.0 - s.b1) * grads
-            v = v0 * s.b2 + (1.0 - s.b2) * grads * grads
-        if root is None:
-            root = v.div(c2).add_(s.eps_root).sqrt_()
+        if after is None or root is None:  # the step again: the same moments and root as the forward pass
+            _, after, root = self.update(grads, state)
+        (m,), (count,) = after[0].mu, after[0].count
+        c1, c2 = self.corrections(count)
         denominator = root + s.eps
         adj_m = adj_params.div(denominator).mul_(-s.lr / c1)  # from u
         # from u: lr m / (2 c1 c2 S D^2) = -(adj_m from u) m / (2 c2 S D)

@@ -24,13 +24,11 @@ import torchopt
 from ..errors import ConfigError
 from ..ops import constant_edge_weights
 from .flat_adam import FlatAdam, FlatLayout
+from .types import Monitor, Params
 
 if TYPE_CHECKING:
     from .base import InnerProblem
 
-Params = tuple
-#: Called with the (detached) inner iterate after every inner step, e.g. to track validation accuracy.
-Monitor = Callable[[Params], None]
 
 STEP_MODES = ("differentiable", "detached", "inplace")
 
