@@ -24,13 +24,15 @@ The tangent pass differentiates each of these lines once more.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
+import dgl
 import torch
 
 from ..losses import row_log_softmax
 from ..models import SumAggGNN
-from ..ops import SparseFeatures, edge_products, weighted_sum_matrices
+from ..ops import PerWeightCache, SparseFeatures, edge_products, weighted_sum_matrices
+from .receptive_field import ReceptiveField
 
 
 def _elu_slope(h: torch.Tensor) -> torch.Tensor:
@@ -65,10 +67,15 @@ class SumAggDerivatives:
 
     def __init__(self, graph, features, weight_decay: float, widths: list, rows: torch.Tensor, labels: torch.Tensor,
                  row_weights: torch.Tensor, row_seeds: torch.Tensor, num_seeds: int, stacked: bool,
-                 report: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                 report: Callable[[torch.Tensor], torch.Tensor], field: Optional[ReceptiveField] = None) -> None:
         self.graph, self.features, self.weight_decay, self.widths = graph, features, weight_decay, widths
         self.rows, self.labels, self.row_weights, self.row_seeds = rows, labels, row_weights, row_seeds
         self.num_seeds, self.stacked, self.report = num_seeds, stacked, report
+        #: where the loss's receptive field is a small part of the graph, the computations run on it
+        #: (``graph``, ``features`` and ``rows`` are then the subgraph's) and edge weights and edge
+        #: derivatives are mapped in and out; None: the whole graph
+        self.field = field
+        self._field_weights = PerWeightCache()
 
     @classmethod
     def for_problem(cls, problem) -> "SumAggDerivatives":
@@ -76,9 +83,13 @@ class SumAggDerivatives:
         data = problem.data
         n = data.v_in.numel()
         weights = torch.full((n,), 1.0 / n, dtype=data.features.dtype)
-        return cls(problem.graph, problem.features, problem.weight_decay, [layer.out_feats for layer in problem.model.layers],
-                   data.v_in, data.labels[data.v_in], weights, torch.zeros(n, dtype=torch.long), 1, False,
-                   lambda per_seed: per_seed.sum())
+        widths = [layer.out_feats for layer in problem.model.layers]
+        field = ReceptiveField.worth_it(problem.graph, [data.v_in], len(widths))
+        graph, features, rows = problem.graph, problem.features, data.v_in
+        if field is not None:
+            graph, features, rows = field.graph, field.restrict_features(features), field.restrict_rows(data.v_in)
+        return cls(graph, features, problem.weight_decay, widths, rows, data.labels[data.v_in], weights,
+                   torch.zeros(n, dtype=torch.long), 1, False, lambda per_seed: per_seed.sum(), field)
 
     @classmethod
     def for_stack(cls, stacked) -> "SumAggDerivatives":
@@ -86,13 +97,25 @@ class SumAggDerivatives:
         each seed's objective is reported to it as its objective evaluation would."""
         nodes = stacked.v_in
         dtype = stacked.problems[0].data.features.dtype
-        return cls(stacked.graph, stacked.features, stacked.weight_decay, [layer.out_feats for layer in stacked.model.layers],
-                   nodes.index, stacked.labels.index_select(0, nodes.local), nodes.mean_weights(dtype), nodes.seed,
-                   stacked.num_seeds, True, stacked._record)
+        widths = [layer.out_feats for layer in stacked.model.layers]
+        field = ReceptiveField.worth_it(stacked.problems[0].graph, nodes.per_seed, len(widths))
+        graph, features, rows = stacked.graph, stacked.features, nodes.index
+        if field is not None:
+            graph = dgl.batch([field.graph] * stacked.num_seeds)
+            features, rows = field.restrict_features(features), field.restrict_rows(nodes.local, nodes.seed)
+        return cls(graph, features, stacked.weight_decay, widths, rows, stacked.labels.index_select(0, nodes.local),
+                   nodes.mean_weights(dtype), nodes.seed, stacked.num_seeds, True, stacked._record, field)
 
     # ----------------------------------------------------------------- helpers
     def _matrices(self, edge_weight: torch.Tensor):
+        if self.field is not None:  # one restricted tensor per weight tensor, so the matrices' cache holds
+            edge_weight = self._field_weights.get(
+                edge_weight, lambda: self.field.restrict_weights(edge_weight.detach(), self.num_seeds))
         return weighted_sum_matrices(self.graph, edge_weight)
+
+    def _edge_values(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-edge values of the graph computed on, as values for every edge of the full graph."""
+        return values if self.field is None else self.field.expand_edge_values(values, self.num_seeds)
 
     def _seed_axis(self, params: tuple) -> tuple:
         return params if self.stacked else tuple(p.unsqueeze(0) for p in params)
@@ -279,4 +302,4 @@ class SumAggDerivatives:
         seeds, nodes = logits.shape[0], logits.shape[1]
         edge = edge_products(self.graph, torch.cat(at_dst, dim=2).reshape(seeds * nodes, -1),
                              torch.cat(at_src, dim=2).reshape(seeds * nodes, -1))
-        return self._without_seed_axis(out), edge
+        return self._without_seed_axis(out), self._edge_values(edge)
