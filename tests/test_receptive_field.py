@@ -11,22 +11,33 @@ from conftest import random_graph_data
 from dgl_bilevel.hypergrad import Implicit, Unrolled
 from dgl_bilevel.inner import TrainedGNN
 from dgl_bilevel.inner.receptive_field import ReceptiveField
+from dgl_bilevel.inner.sumagg_derivatives import SumAggDerivatives
 from dgl_bilevel.models import SumAggGNN
 from test_hand_derivatives import _hypergradient, _point, _relative, assert_derivatives_equal_autograd
 
 
 def test_kept_nodes_and_edges_of_a_chain():
-    """On the chain 0 -> 1 -> ... -> 9 a 2-layer loss on node 5 reads nodes 3, 4, 5 and the edges into 4 and 5."""
+    """On the chain 0 -> 1 -> ... -> 9 a 2-layer loss on node 5 reads nodes 5, 4, 3 (in hop order)
+    and the edges into 5 (the last layer's) and into 4 (the first layer's too)."""
     graph = dgl.graph((torch.arange(9), torch.arange(1, 10)))
     field = ReceptiveField(graph, [torch.tensor([5])], num_layers=2)
-    assert field.nodes.tolist() == [3, 4, 5] and field.edges.tolist() == [3, 4]
-    src, dst = field.graph.edges()
-    assert src.tolist() == [0, 1] and dst.tolist() == [1, 2]  # 3 -> 4 and 4 -> 5, relabelled
+    assert field.nodes.tolist() == [5, 4, 3] and field.counts == [1, 2, 3]
+    assert field.edges.tolist() == [4, 3] and field.edge_counts == [1, 2]
+    first, last = field.layer_graph(0), field.layer_graph(1)
+    assert (first.num_src_nodes(), first.num_dst_nodes(), last.num_src_nodes(), last.num_dst_nodes()) == (3, 2, 2, 1)
+    assert [t.tolist() for t in first.edges()] == [[1, 2], [0, 1]]  # 4 -> 5 and 3 -> 4, as positions
+    assert [t.tolist() for t in last.edges()] == [[1], [0]]
+    stacked = field.layer_graph(0, copies=2)  # copy 1 shifted by the layer's rows
+    assert [t.tolist() for t in stacked.edges()] == [[1, 2, 4, 5], [0, 1, 2, 3]]
     one = ReceptiveField(graph, [torch.tensor([5]), torch.tensor([8])], num_layers=1)  # two seeds: the union
-    assert one.nodes.tolist() == [4, 5, 7, 8] and one.edges.tolist() == [4, 7]
-    assert one.restrict_rows(torch.tensor([8, 5]), torch.tensor([0, 1])).tolist() == [3, 5]
-    values = one.expand_edge_values(torch.tensor([1.0, 2.0, 3.0, 4.0]), copies=2)
+    assert one.nodes.tolist() == [5, 8, 4, 7] and one.edges.tolist() == [4, 7]
+    assert one.restrict_rows(torch.tensor([8, 5]), torch.tensor([0, 1])).tolist() == [1, 2]
+    with pytest.raises(ValueError, match="outside the loss nodes"):
+        one.restrict_rows(torch.tensor([4]))
+    values = one.expand_edge_values(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), copies=2)
     assert values.reshape(2, 9)[:, [4, 7]].tolist() == [[1.0, 2.0], [3.0, 4.0]] and values.count_nonzero() == 4
+    weights = one.restrict_weights(torch.arange(18.0), copies=2)
+    assert weights.tolist() == [[4.0, 7.0], [13.0, 16.0]]
     assert ReceptiveField.worth_it(graph, [torch.arange(10)], 2) is None  # a loss on every node: the whole graph
 
 
@@ -49,7 +60,9 @@ def test_derivatives_on_the_field_equal_autograd_on_the_whole_graph(layers, spar
     problem = _problem(data, layers, sparse)
     field = problem.second_order.field
     assert field is not None and field.nodes.numel() < 0.7 * data.num_nodes
-    assert problem.second_order.graph.num_nodes() == field.nodes.numel()
+    first = problem.second_order.layer_graphs[0]
+    assert first.num_src_nodes() == field.nodes.numel() and first.num_edges() == field.edges.numel()
+    assert problem.second_order.layer_graphs[-1].num_dst_nodes() == 4  # the last layer: only v_in
     assert_derivatives_equal_autograd(problem, *_point(problem, data))
 
 
@@ -79,7 +92,8 @@ def test_stacked_seeds_on_the_union_of_their_fields():
     stacked = stack_problems(problems)
     field = stacked.second_order.field
     assert field is not None and field.nodes.numel() < 0.7 * 200
-    assert stacked.second_order.graph.num_nodes() == 3 * field.nodes.numel()
+    assert stacked.second_order.layer_graphs[0].num_src_nodes() == 3 * field.nodes.numel()
+    assert stacked.second_order.layer_graphs[-1].num_dst_nodes() == 3 * 9  # the union of the three v_in
     p, w = stacked.stack_params(params), torch.cat(weights)
     assert_derivatives_equal_autograd(stacked, p, w, seed=5)
 
@@ -94,9 +108,9 @@ def test_hypergradients_on_the_field_equal_the_whole_graph(method):
     make = (lambda: Unrolled()) if method == "unrolled" else (lambda: Implicit(tol=1e-13, maxiter=2000, damping=1e-2))
     on_field, _ = _hypergradient(problem, make(), data, weight)
     field = problem.second_order.field
-    problem.second_order.field = None  # the same derivatives on the whole graph
-    problem.second_order.graph, problem.second_order.features = problem.graph, problem.features
-    problem.second_order.rows = data.v_in
+    problem.second_order = SumAggDerivatives(  # the same derivatives on the whole graph
+        problem.graph, problem.features, problem.weight_decay, [5, 3], data.v_in, data.labels[data.v_in],
+        problem.second_order.row_weights, problem.second_order.row_seeds, 1, False, lambda per_seed: per_seed.sum())
     whole, _ = _hypergradient(problem, make(), data, weight)
     assert _relative(on_field, whole) < 1e-11
     outside = torch.ones(data.num_edges, dtype=torch.bool)

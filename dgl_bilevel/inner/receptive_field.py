@@ -1,18 +1,21 @@
-"""The part of a graph an ``L``-layer message-passing GNN's loss on some nodes can read.
+"""The part of a graph an ``L``-layer message-passing GNN's loss on some nodes can read, layer by layer.
 
 A GNN trained on ``v_in`` only (the semi-supervised setting the gradient-scarcity paper studies)
 has an inner objective that depends on the features of the ``L``-hop in-neighbourhood of
-``v_in`` and on the edges pointing into its ``(L-1)``-hop in-neighbourhood -- nothing else. On
-Cora's public split (140 training nodes, 2-layer GNN) that is 1,664 of 2,708 nodes and 3,834 of
-10,556 edges. Computing the inner objective, its gradient and its second derivatives on that
-subgraph gives the same numbers (each kept node's layer outputs see all of its in-edges, and the
-loss rows are the same), for a fraction of the sparse and dense products; every other edge's
-derivative of the inner objective is exactly zero. This is the gradient scarcity of the paper
-seen from the implementation side: only these edges ever receive an inner gradient.
+``v_in`` and on the edges pointing into its ``(L-1)``-hop in-neighbourhood -- nothing else; and
+its layer ``l`` is needed only on the ``(L-l)``-hop neighbourhood (the last layer on ``v_in``
+alone). On Cora's public split (140 training nodes, 2-layer GNN) the first layer reads 1,664 of
+2,708 nodes through 3,834 of 10,556 edges into 644 nodes, the second those 644 through 638 edges
+into the 140. Computing the inner objective, its gradient and its second derivatives that way
+gives the same numbers (each output row still sees all of its in-edges, and the loss rows are
+the same), for a fraction of the sparse and dense products; every other edge's derivative of the
+inner objective is exactly zero. This is the gradient scarcity of the paper seen from the
+implementation side: only these edges ever receive an inner gradient.
 
-:class:`ReceptiveField` holds the kept nodes and edges and maps between the full graph and the
-subgraph; for ``S`` stacked seeds (``S`` copies of the graph, one weight vector of ``S * E``) it
-keeps the union of the seeds' fields in every copy.
+:class:`ReceptiveField` holds the kept nodes and edges, builds each layer's DGL block and maps
+edge weights and per-edge values between the full graph and the blocks; for ``S`` stacked seeds
+(``S`` copies of the graph, one weight vector of ``S * E``) it keeps the union of the seeds'
+fields in every copy.
 """
 from __future__ import annotations
 
@@ -30,7 +33,14 @@ MAX_KEPT_FRACTION = 0.9
 
 
 class ReceptiveField:
-    """Nodes and edges of ``graph`` within ``num_layers`` hops upstream of ``loss_nodes``.
+    """Nodes and edges of ``graph`` within ``num_layers`` hops upstream of ``loss_nodes``, layer by layer.
+
+    With ``K_0`` the loss nodes and ``K_j`` the nodes within ``j`` hops upstream, layer ``l`` (``0``
+    first) of an ``L``-layer model is needed on the nodes ``K_(L-1-l)`` only, reading ``K_(L-l)``
+    through the edges into ``K_(L-1-l)``. Nodes are ordered so that every ``K_j`` is a prefix
+    (``K_0`` first, then ``K_1 \\ K_0``, ...), and edges by their destination's position, so
+    that every layer's edges are a prefix of the kept edges: each layer is a DGL block
+    (:meth:`layer_graph`) on prefixes, like DGL's message flow graphs.
 
     Args:
         graph: the full (homogeneous) graph.
@@ -38,31 +48,32 @@ class ReceptiveField:
         num_layers: message-passing layers of the model.
 
     Attributes:
-        nodes: kept node ids, ascending (the subgraph's node ``i`` is ``nodes[i]``).
-        edges: kept edge ids, ascending (the subgraph's edge ``j`` is ``edges[j]``): those whose
-            destination lies within ``num_layers - 1`` hops of ``loss_nodes``.
-        graph: the subgraph on ``nodes`` with ``edges``.
+        nodes: kept node ids (``K_L``), in the nested order above.
+        counts: ``[|K_0|, ..., |K_L|]``.
+        edges: kept edge ids (those into ``K_(L-1)``), ordered by their destination's position.
+        edge_counts: ``[edges into K_0, ..., edges into K_(L-1)]``.
     """
 
     def __init__(self, graph: "dgl.DGLGraph", loss_nodes: Sequence[torch.Tensor], num_layers: int) -> None:
         if num_layers < 1:
             raise ValueError(f"a receptive field needs at least one layer, got {num_layers}")
-        self.num_nodes, self.num_edges = graph.num_nodes(), graph.num_edges()
+        self.num_nodes, self.num_edges, self.num_layers = graph.num_nodes(), graph.num_edges(), num_layers
         src, dst = graph.edges()
-        inside = torch.zeros(self.num_nodes, dtype=torch.bool)
-        inside[torch.cat([torch.as_tensor(n).reshape(-1) for n in loss_nodes])] = True
-        for hop in range(num_layers):
-            if hop == num_layers - 1:  # the last hop's edges are the ones whose destination is inside now
-                kept_edges = inside[dst]
-            reached = inside.clone()
-            reached[src[inside[dst]]] = True
-            inside = reached
-        self.nodes = inside.nonzero().squeeze(1)
-        self.edges = kept_edges.nonzero().squeeze(1)
+        hop = torch.full((self.num_nodes,), num_layers + 1, dtype=torch.long)  # hops upstream of the loss
+        hop[torch.cat([torch.as_tensor(n).reshape(-1) for n in loss_nodes])] = 0
+        for j in range(1, num_layers + 1):
+            reached = src[hop[dst] < j]
+            hop[reached] = torch.minimum(hop[reached], torch.tensor(j))
+        order = torch.argsort(hop * self.num_nodes + torch.arange(self.num_nodes))
+        self.counts = [int((hop <= j).sum()) for j in range(num_layers + 1)]
+        self.nodes = order[: self.counts[-1]]
         self.position = torch.full((self.num_nodes,), -1, dtype=torch.long)
         self.position[self.nodes] = torch.arange(self.nodes.numel())
-        self.graph = dgl.graph((self.position[src[self.edges]], self.position[dst[self.edges]]),
-                               num_nodes=self.nodes.numel(), idtype=graph.idtype)
+        kept = (hop[dst] <= num_layers - 1).nonzero().squeeze(1)
+        self.edges = kept[torch.argsort(self.position[dst[kept]], stable=True)]
+        self.edge_counts = [int((hop[dst[self.edges]] <= j).sum()) for j in range(num_layers)]
+        self._src, self._dst = self.position[src[self.edges]], self.position[dst[self.edges]]
+        self._idtype = graph.idtype
 
     @classmethod
     def worth_it(cls, graph: "dgl.DGLGraph", loss_nodes: Sequence[torch.Tensor], num_layers: int) -> Optional["ReceptiveField"]:
@@ -74,22 +85,42 @@ class ReceptiveField:
             return None
         return field
 
+    def layer_sizes(self, layer: int) -> tuple[int, int, int]:
+        """``(input rows, output rows, edges)`` of layer ``layer`` (0 = the first) for one copy."""
+        level = self.num_layers - 1 - layer
+        return self.counts[level + 1], self.counts[level], self.edge_counts[level]
+
+    def layer_graph(self, layer: int, copies: int = 1) -> "dgl.DGLGraph":
+        """Layer ``layer``'s block: its input rows as sources, its output rows as destinations,
+        its edges (a prefix of :attr:`edges`) copy after copy."""
+        n_in, n_out, m = self.layer_sizes(layer)
+        offsets = torch.arange(copies).repeat_interleave(m)
+        src = self._src[:m].repeat(copies) + offsets * n_in
+        dst = self._dst[:m].repeat(copies) + offsets * n_out
+        return dgl.create_block((src.to(self._idtype), dst.to(self._idtype)), num_src_nodes=copies * n_in,
+                                num_dst_nodes=copies * n_out, idtype=self._idtype)
+
     # ------------------------------------------------------------- mapping
     def restrict_weights(self, edge_weight: torch.Tensor, copies: int = 1) -> torch.Tensor:
-        """The kept edges' weights, copy by copy, from a ``[copies * E]`` vector."""
-        return edge_weight.reshape(copies, self.num_edges).index_select(1, self.edges).reshape(-1)
+        """The kept edges' weights as ``[copies, kept edges]``, from a ``[copies * E]`` vector."""
+        return edge_weight.reshape(copies, self.num_edges).index_select(1, self.edges)
+
+    def layer_weights(self, kept_weights: torch.Tensor, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s edge weights, copy after copy, from :meth:`restrict_weights`' result."""
+        m = self.layer_sizes(layer)[2]
+        return kept_weights[:, :m].reshape(-1)
 
     def expand_edge_values(self, values: torch.Tensor, copies: int = 1) -> torch.Tensor:
-        """A ``[copies * E]`` vector holding ``values`` (per kept edge, copy by copy) and zero elsewhere."""
+        """A ``[copies * E]`` vector holding ``values`` (``[copies, kept edges]``) and zero elsewhere."""
         full = values.new_zeros(copies, self.num_edges)
         return full.index_copy_(1, self.edges, values.reshape(copies, -1)).reshape(-1)
 
     def restrict_rows(self, nodes: torch.Tensor, copy: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Kept-node positions of ``nodes`` (all inside the field), in copy ``copy`` of the stack."""
+        """Positions of loss nodes among the last layer's output rows (``K_0``), in copy ``copy``."""
         local = self.position[nodes]
-        if (local < 0).any():
-            raise ValueError("a node outside the receptive field was asked for")
-        return local if copy is None else local + copy * self.nodes.numel()
+        if (local < 0).any() or (local >= self.counts[0]).any():
+            raise ValueError("a node outside the loss nodes the field was built for was asked for")
+        return local if copy is None else local + copy * self.counts[0]
 
     def restrict_features(self, features: Features) -> Features:
         """The kept nodes' rows of a dense or :class:`~dgl_bilevel.ops.SparseFeatures` matrix (same kind)."""

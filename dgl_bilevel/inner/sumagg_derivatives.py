@@ -21,12 +21,17 @@ for ``l < L`` and the logits ``Z_L``. The backward pass has ``G_l = dL/dZ_l`` an
 ``R_l = M^T G_l``; ``dL/dW_l = H_(l-1)^T [G_l | R_l] + wd W_l``, ``dL/db_l = sum_rows G_l + wd b_l``,
 ``dL/dw_e = sum_l <G_l[dst_e], Q_l[src_e]>`` and ``G_(l-1) = elu'(Z_(l-1)) * [G_l | R_l] W_l^T``.
 The tangent pass differentiates each of these lines once more.
+
+When the loss's receptive field is a small part of the graph
+(:class:`~dgl_bilevel.inner.receptive_field.ReceptiveField`), layer ``l`` runs on its own block:
+``H_(l-1)`` on the rows it reads, ``Z_l`` on the rows the next layer reads (a prefix of them, so
+``S_l`` is the prefix of the self half) and ``M`` the block's edges; the backward pass pads
+``G_l`` with zeros below its rows. Edge derivatives land on the field's edges, zero elsewhere.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional
 
-import dgl
 import torch
 
 from ..losses import row_log_softmax
@@ -61,7 +66,8 @@ class SumAggDerivatives:
     The record keeps per step what the tangent pass reads and the step computed anyway: the
     neighbour halves ``Q_l`` of ``H_(l-1) W_l`` (``Q_1`` is a product with the feature matrix), the
     hidden layers ``H_l``, the weights ``W_l`` for ``l >= 2`` and the softmax on ``v_in`` -- 39
-    numbers per node on Cora's 16-unit GNN (41 MB for 100 steps). ``G_l`` and ``R_l`` are rebuilt
+    numbers per node on Cora's 16-unit GNN on the whole graph (41 MB for 100 steps), 17 MB on the
+    receptive field of the public split's 140 training nodes. ``G_l`` and ``R_l`` are rebuilt
     from them with small dense products and one product with ``M^T`` per layer above the first.
     """
 
@@ -71,10 +77,14 @@ class SumAggDerivatives:
         self.graph, self.features, self.weight_decay, self.widths = graph, features, weight_decay, widths
         self.rows, self.labels, self.row_weights, self.row_seeds = rows, labels, row_weights, row_seeds
         self.num_seeds, self.stacked, self.report = num_seeds, stacked, report
-        #: where the loss's receptive field is a small part of the graph, the computations run on it
-        #: (``graph``, ``features`` and ``rows`` are then the subgraph's) and edge weights and edge
-        #: derivatives are mapped in and out; None: the whole graph
+        #: where the loss's receptive field is a small part of the graph, every layer runs on its part
+        #: of it (``features`` and ``rows`` are then the field's, ``graph`` unused) and edge weights and
+        #: edge derivatives are mapped in and out; None: every layer on the whole ``graph``
         self.field = field
+        self.layer_graphs = [graph] * len(widths) if field is None else \
+            [field.layer_graph(l, num_seeds) for l in range(len(widths))]
+        #: rows of the last layer's output per seed (the loss rows index into them)
+        self.output_rows = graph.num_nodes() // num_seeds if field is None else field.counts[0]
         self._field_weights = PerWeightCache()
 
     @classmethod
@@ -87,7 +97,7 @@ class SumAggDerivatives:
         field = ReceptiveField.worth_it(problem.graph, [data.v_in], len(widths))
         graph, features, rows = problem.graph, problem.features, data.v_in
         if field is not None:
-            graph, features, rows = field.graph, field.restrict_features(features), field.restrict_rows(data.v_in)
+            features, rows = field.restrict_features(features), field.restrict_rows(data.v_in)
         return cls(graph, features, problem.weight_decay, widths, rows, data.labels[data.v_in], weights,
                    torch.zeros(n, dtype=torch.long), 1, False, lambda per_seed: per_seed.sum(), field)
 
@@ -101,21 +111,55 @@ class SumAggDerivatives:
         field = ReceptiveField.worth_it(stacked.problems[0].graph, nodes.per_seed, len(widths))
         graph, features, rows = stacked.graph, stacked.features, nodes.index
         if field is not None:
-            graph = dgl.batch([field.graph] * stacked.num_seeds)
             features, rows = field.restrict_features(features), field.restrict_rows(nodes.local, nodes.seed)
         return cls(graph, features, stacked.weight_decay, widths, rows, stacked.labels.index_select(0, nodes.local),
                    nodes.mean_weights(dtype), nodes.seed, stacked.num_seeds, True, stacked._record, field)
 
     # ----------------------------------------------------------------- helpers
-    def _matrices(self, edge_weight: torch.Tensor):
-        if self.field is not None:  # one restricted tensor per weight tensor, so the matrices' cache holds
-            edge_weight = self._field_weights.get(
-                edge_weight, lambda: self.field.restrict_weights(edge_weight.detach(), self.num_seeds))
-        return weighted_sum_matrices(self.graph, edge_weight)
+    def _matrices(self, edge_weight: torch.Tensor) -> list:
+        """Per layer, ``(M_l, M_l^T)``: the sparse matrix of its (block's) weighted edges, rows =
+        destinations, and its transpose."""
+        if self.field is None:
+            return [weighted_sum_matrices(self.graph, edge_weight)] * len(self.widths)
+        # the layers' weight tensors, built once per weight tensor, so the matrices' cache holds
+        weights = self._field_weights.get(edge_weight, lambda: self._layer_weights(edge_weight.detach()))
+        return [weighted_sum_matrices(g, w) for g, w in zip(self.layer_graphs, weights)]
 
-    def _edge_values(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-edge values of the graph computed on, as values for every edge of the full graph."""
-        return values if self.field is None else self.field.expand_edge_values(values, self.num_seeds)
+    def _layer_weights(self, edge_weight: torch.Tensor) -> list:
+        kept = self.field.restrict_weights(edge_weight, self.num_seeds)
+        return [self.field.layer_weights(kept, l) for l in range(len(self.widths))]
+
+    def _edge_products(self, at_dst: list, at_src: list) -> torch.Tensor:
+        """``sum_l <at_dst[l][dst_e], at_src[l][src_e]>`` over each layer's edges, for every edge of
+        the full graph (``at_dst[l]``, ``at_src[l]``: lists of ``[S, rows, c]`` pieces)."""
+        seeds = self.num_seeds
+        if self.field is None:  # every layer on one graph: one product on all pieces side by side
+            pieces_dst = [t for pieces in reversed(at_dst) for t in pieces]  # last layer first, as before
+            pieces_src = [t for pieces in reversed(at_src) for t in pieces]
+            return edge_products(self.graph, torch.cat(pieces_dst, dim=2).reshape(-1, sum(t.shape[2] for t in pieces_dst)),
+                                 torch.cat(pieces_src, dim=2).reshape(-1, sum(t.shape[2] for t in pieces_src)))
+        total = None
+        for l in range(len(at_dst) - 1, -1, -1):  # the first layer has the most edges: the others add into its prefix
+            dst = torch.cat(at_dst[l], dim=2)
+            src = torch.cat(at_src[l], dim=2)
+            values = edge_products(self.layer_graphs[l], dst.reshape(-1, dst.shape[2]), src.reshape(-1, src.shape[2]))
+            values = values.reshape(seeds, -1)
+            if total is None:
+                total = values.new_zeros(seeds, self.field.edges.numel())
+            total[:, : values.shape[1]] += values
+        return self.field.expand_edge_values(total, seeds)
+
+    @staticmethod
+    def _beside(grad_z: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
+        """``[G | R]`` for ``d/d(H W)``: the self half ``G`` (the layer's output rows, a prefix of its
+        input rows; zero below them) beside the neighbour half ``R`` (every input row)."""
+        if grad_z.shape[1] == neighbour.shape[1]:
+            return torch.cat([grad_z, neighbour], dim=2)
+        seeds, rows, width = neighbour.shape
+        out = neighbour.new_zeros(seeds, rows, grad_z.shape[2] + width)
+        out[:, : grad_z.shape[1], : grad_z.shape[2]] = grad_z
+        out[:, :, grad_z.shape[2]:] = neighbour
+        return out
 
     def _seed_axis(self, params: tuple) -> tuple:
         return params if self.stacked else tuple(p.unsqueeze(0) for p in params)
@@ -124,9 +168,9 @@ class SumAggDerivatives:
         return tuple(tensors) if self.stacked else tuple(t.squeeze(0) for t in tensors)
 
     def _sparse(self, matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """A node-by-node sparse matrix of the (stacked) graph times ``[S, N, c]``."""
+        """A (block-diagonal over seeds) sparse matrix times ``[S, rows, c]``: ``[S, its rows / S, c]``."""
         seeds, nodes, width = x.shape
-        return (matrix @ x.reshape(seeds * nodes, width)).reshape(seeds, nodes, width)
+        return (matrix @ x.reshape(seeds * nodes, width)).reshape(seeds, -1, width)
 
     def _features_times(self, weight: torch.Tensor) -> torch.Tensor:
         """``X W_s`` for every seed's ``[in, c]`` weight: one product with ``[in, S * c]``; ``[S, N, c]``."""
@@ -170,7 +214,7 @@ class SumAggDerivatives:
     @torch.no_grad()
     def gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple, dict]:
         """``(L, dL/dtheta, record)`` at ``params``: the same values as autograd on the objective."""
-        m_dst, m_src = self._matrices(edge_weight)
+        matrices = self._matrices(edge_weight)
         stacked = self._seed_axis(params)
         weights, biases = stacked[0::2], stacked[1::2]
         count = len(weights)
@@ -181,7 +225,8 @@ class SumAggDerivatives:
             self_part, neigh = projected.split(self.widths[l], dim=2)
             neigh = neigh.contiguous()
             neighs.append(neigh)
-            z = self_part + self._sparse(m_dst, neigh) + b_l[:, None, :]
+            aggregated = self._sparse(matrices[l][0], neigh)
+            z = self_part[:, : aggregated.shape[1]] + aggregated + b_l[:, None, :]
             if l < count - 1:
                 h = torch.nn.functional.elu(z)
                 hidden.append(h)
@@ -193,7 +238,7 @@ class SumAggDerivatives:
         grad_z = self._logit_gradient(probs, z)
         grads: list = [None] * len(stacked)
         for l in range(count - 1, -1, -1):
-            grad_projected = torch.cat([grad_z, self._sparse(m_src, grad_z)], dim=2)
+            grad_projected = self._beside(grad_z, self._sparse(matrices[l][1], grad_z))
             if l == 0:
                 grads[0] = self._features_transpose_times(grad_projected)
             else:
@@ -229,31 +274,31 @@ class SumAggDerivatives:
         """The record's point with every quantity the tangent pass reads that does not depend on
         the cotangent: ``elu'``, ``Q_l``, ``G_l``, ``[G_l | R_l]``, ``elu''(Z_(l-1)) * dL/dH_(l-1)``
         and the softmax on ``v_in`` times each row's weight."""
-        m_dst, m_src = self._matrices(edge_weight)
+        matrices = self._matrices(edge_weight)
         probs, hidden, weights = record["probs"], record["hidden"], record["weights"]
         count = len(weights)
         slopes = [_elu_slope(h) for h in hidden]
         neighs = record["neighs"]
         seeds = neighs[0].shape[0]
-        grad_z = self._logit_gradient(probs, torch.empty(seeds, neighs[0].shape[1], self.widths[-1], dtype=probs.dtype))
+        grad_z = self._logit_gradient(probs, torch.empty(seeds, self.output_rows, self.widths[-1], dtype=probs.dtype))
         grad_zs, grad_projecteds, curved_grad_hs = [None] * count, [None] * count, [None] * count
         for l in range(count - 1, -1, -1):
             grad_zs[l] = grad_z
             if l == 0:
                 break
-            grad_projecteds[l] = torch.cat([grad_z, self._sparse(m_src, grad_z)], dim=2)
+            grad_projecteds[l] = self._beside(grad_z, self._sparse(matrices[l][1], grad_z))
             grad_h = grad_projecteds[l] @ weights[l].transpose(1, 2)
             grad_z = grad_h * slopes[l - 1]
             # elu''(z): 0 for z > 0 (h > 0), exp(z) = elu'(z) otherwise; sign(relu(h)) is the step, without
             # boolean tensors (a comparison and masked_fill took ~100 us on Cora's 2,708 x 16 against ~13)
             curved_grad_hs[l] = (slopes[l - 1] - torch.relu(hidden[l - 1]).sign_()).mul_(grad_h)
-        return {"m_dst": m_dst, "m_src": m_src, "probs": probs, "weighted_probs": probs * self.row_weights[:, None],
+        return {"matrices": matrices, "probs": probs, "weighted_probs": probs * self.row_weights[:, None],
                 "hidden": hidden, "weights": weights, "slopes": slopes, "neighs": neighs, "grad_z": grad_zs,
                 "grad_projected": grad_projecteds, "curved_grad_h": curved_grad_hs}
 
     @torch.no_grad()
     def _tangent(self, point: dict, cotangent: tuple, with_edge: bool) -> tuple[tuple, "torch.Tensor | None"]:
-        m_dst, m_src, probs, hidden, weights = point["m_dst"], point["m_src"], point["probs"], point["hidden"], point["weights"]
+        matrices, probs, hidden, weights = point["matrices"], point["probs"], point["hidden"], point["weights"]
         slopes, neighs = point["slopes"], point["neighs"]
         tangent = self._seed_axis(cotangent)
         v_weights, v_biases = tangent[0::2], tangent[1::2]
@@ -267,7 +312,8 @@ class SumAggDerivatives:
                 d_projected = torch.baddbmm(hidden[l - 1] @ v_weights[l], d_hidden[l - 1], weights[l])
             d_self, d_neigh = d_projected.split(self.widths[l], dim=2)
             d_neigh = d_neigh.contiguous()
-            d_z = self._sparse(m_dst, d_neigh).add_(d_self).add_(v_biases[l][:, None, :])
+            d_aggregated = self._sparse(matrices[l][0], d_neigh)
+            d_z = d_aggregated.add_(d_self[:, : d_aggregated.shape[1]]).add_(v_biases[l][:, None, :])
             d_pre.append(d_z)
             d_neighs.append(d_neigh)
             if l < count - 1:
@@ -280,11 +326,10 @@ class SumAggDerivatives:
         d_grad_z = d_grad_z.index_add_(0, self.rows, d_rows).reshape(logits.shape)
         out: list = [None] * (2 * count)
         # d/dw_e sum_l <G_l[dst], Q_l[src]> = sum_l <dG_l[dst], Q_l[src]> + <G_l[dst], dQ_l[src]>: one edge product
-        at_dst, at_src = [], []
+        at_dst, at_src = [None] * count, [None] * count
         for l in range(count - 1, -1, -1):
-            d_grad_projected = torch.cat([d_grad_z, self._sparse(m_src, d_grad_z)], dim=2)
-            at_dst += [d_grad_z, point["grad_z"][l]]
-            at_src += [neighs[l], d_neighs[l]]
+            d_grad_projected = self._beside(d_grad_z, self._sparse(matrices[l][1], d_grad_z))
+            at_dst[l], at_src[l] = [d_grad_z, point["grad_z"][l]], [neighs[l], d_neighs[l]]
             out[2 * l + 1] = d_grad_z.sum(1)
             if l == 0:
                 out[0] = self._features_transpose_times(d_grad_projected)
@@ -299,7 +344,4 @@ class SumAggDerivatives:
             out = torch._foreach_add(out, tangent, alpha=self.weight_decay)
         if not with_edge:
             return self._without_seed_axis(out), None
-        seeds, nodes = logits.shape[0], logits.shape[1]
-        edge = edge_products(self.graph, torch.cat(at_dst, dim=2).reshape(seeds * nodes, -1),
-                             torch.cat(at_src, dim=2).reshape(seeds * nodes, -1))
-        return self._without_seed_axis(out), self._edge_values(edge)
+        return self._without_seed_axis(out), self._edge_products(at_dst, at_src)
