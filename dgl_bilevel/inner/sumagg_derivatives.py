@@ -257,11 +257,23 @@ class SumAggDerivatives:
 
     # ------------------------------------------------------------ second order
     @torch.no_grad()
-    def gradient_vjp(self, record: dict, cotangent: tuple, edge_weight: torch.Tensor) -> tuple[tuple, torch.Tensor]:
+    def gradient_vjp(self, record: dict, cotangent: tuple, edge_weight: torch.Tensor,
+                     defer_edges: bool = False) -> tuple[tuple, "torch.Tensor | tuple"]:
         """``(V^T dg/dtheta, V^T dg/dw)`` for a cotangent ``V`` on the gradient ``g`` at the point
         ``record`` was taken: the Hessian-vector product ``H V`` and the mixed derivative
-        ``d/dw <g, V>`` (one tangent pass; see the module docstring)."""
-        return self._tangent(self._expand(record, edge_weight), cotangent, with_edge=True)
+        ``d/dw <g, V>`` (one tangent pass; see the module docstring).
+
+        With ``defer_edges`` the mixed derivative is returned as the pieces it is made of, for
+        :meth:`edge_sum` to add up many steps' at once (an unroll's backward pass: the per-edge
+        products of a step are too small to pay for their calls)."""
+        return self._tangent(self._expand(record, edge_weight), cotangent, with_edge=True, defer_edges=defer_edges)
+
+    def edge_sum(self, pending: list) -> torch.Tensor:
+        """The sum of the mixed derivatives :meth:`gradient_vjp` returned as pieces: one product per
+        layer over all of them, the steps' pieces side by side."""
+        layers = range(len(self.widths))
+        return self._edge_products([[t for at_dst, _ in pending for t in at_dst[l]] for l in layers],
+                                   [[t for _, at_src in pending for t in at_src[l]] for l in layers])
 
     def hessian_products(self, record: dict, edge_weight: torch.Tensor) -> tuple[Callable, Callable]:
         """``(V -> H V, V -> d/dw <g, V>)`` at the point ``record`` was taken, for many products at
@@ -297,7 +309,7 @@ class SumAggDerivatives:
                 "grad_projected": grad_projecteds, "curved_grad_h": curved_grad_hs}
 
     @torch.no_grad()
-    def _tangent(self, point: dict, cotangent: tuple, with_edge: bool) -> tuple[tuple, "torch.Tensor | None"]:
+    def _tangent(self, point: dict, cotangent: tuple, with_edge: bool, defer_edges: bool = False) -> tuple[tuple, object]:
         matrices, probs, hidden, weights = point["matrices"], point["probs"], point["hidden"], point["weights"]
         slopes, neighs = point["slopes"], point["neighs"]
         tangent = self._seed_axis(cotangent)
@@ -344,4 +356,6 @@ class SumAggDerivatives:
             out = torch._foreach_add(out, tangent, alpha=self.weight_decay)
         if not with_edge:
             return self._without_seed_axis(out), None
+        if defer_edges:
+            return self._without_seed_axis(out), (at_dst, at_src)
         return self._without_seed_axis(out), self._edge_products(at_dst, at_src)
