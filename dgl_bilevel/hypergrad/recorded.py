@@ -10,8 +10,9 @@ and the problem's compact record; the backward pass walks the steps in reverse a
    out for the library's Adam (:mod:`~dgl_bilevel.inner.flat_adam`, which also runs its update),
    by autograd for other elementwise transforms -- giving the adjoint of ``g`` and of the old state;
 2. turns the adjoint of ``g`` into parameter and edge-weight adjoints with ``gradient_vjp``
-   (one tangent pass over the stored record, no recomputation). Derivatives that offer
-   ``edge_sum`` (the GNN's) hand back the edge part as pieces, added up once per segment.
+   (one tangent pass over the stored record, no recomputation); the edge parts of a segment's
+   steps are added up at once (:meth:`~dgl_bilevel.inner.types.HandDerivatives.edge_sum`: for the
+   GNN one product per layer over the segment's steps side by side).
 
 Records are kept while the whole trajectory's take at most :data:`RECORD_BUDGET_BYTES` (512 MiB:
 Cora's 100 steps take 41 MB); beyond -- large graphs, where a record is ``O(nodes x hidden)`` and
@@ -108,8 +109,6 @@ class _RecordedTrajectory(torch.autograd.Function):
         weight = edge_weight.detach()
         grad_weight = torch.zeros_like(weight)
         saved = ctx.saved_steps
-        # derivatives that can add many steps' edge parts in one product per layer get them once per segment
-        edge_sum = getattr(problem.second_order, "edge_sum", None)
         with constant_edge_weights():
             for start in reversed(range(0, len(saved), ctx.segment)):
                 end = min(start + ctx.segment, len(saved))
@@ -121,20 +120,16 @@ class _RecordedTrajectory(torch.autograd.Function):
                     adj_grads, adj_state = _optimizer_vjp(problem.optimizer, entry.grads, states[step - start], treedef,
                                                           adj_params, adj_state, after=states[step - start + 1],
                                                           root=roots[step - start])
-                    cotangent = layout.split(adj_grads)
-                    if edge_sum is None:
-                        hessian_part, edge_part = problem.second_order.gradient_vjp(entry.record, cotangent, weight)
-                        grad_weight = grad_weight + edge_part.to(grad_weight.dtype)
-                    else:
-                        hessian_part, pieces = problem.second_order.gradient_vjp(entry.record, cotangent, weight,
-                                                                                 defer_edges=True)
-                        pending.append(pieces)
+                    # the edge part is added up once per segment (HandDerivatives.edge_sum)
+                    hessian_part, edge_part = problem.second_order.gradient_vjp(
+                        entry.record, layout.split(adj_grads), weight, defer_edges=True)
+                    pending.append(edge_part)
                     adj_params = adj_params + layout.flatten(hessian_part)
                     saved[step] = None  # its record is no longer needed
                     if _RECORDERS:
                         _record(step, list(layout.split(adj_params)), adj_state)
                 if pending:
-                    grad_weight = grad_weight + edge_sum(pending).to(grad_weight.dtype)
+                    grad_weight = grad_weight + problem.second_order.edge_sum(pending).to(grad_weight.dtype)
         ctx.saved_steps = None
         return (grad_weight, None, None, None, None, None, None) + (None,) * (1 + len(adj_state))
 

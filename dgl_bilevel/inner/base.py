@@ -29,7 +29,7 @@ import torchopt
 
 from ..errors import ConfigError
 from .optimizers import ADAM_BETAS, ADAM_EPS, ADAM_EPS_ROOT, AdamSettings, remember_adam
-from .types import Monitor, Params
+from .types import HandDerivatives, Monitor, Params
 
 INIT_MODES = ("fresh", "fixed", "warm")
 
@@ -127,8 +127,9 @@ class InnerProblem:
     edge_gradient: Optional[Callable[..., torch.Tensor]] = None
     #: Capability: hand-derived derivatives of ``objective`` for fast unrolling, an object with
     #: ``gradient(params, w) -> (loss, grads, record)`` and ``gradient_vjp(record, V, w) ->
-    #: (V^T dg/dparams, V^T dg/dw)`` (:mod:`dgl_bilevel.hypergrad.recorded`); None: autograd.
-    second_order: Optional[Any] = None
+    #: (V^T dg/dparams, V^T dg/dw)``: a :class:`~dgl_bilevel.inner.types.HandDerivatives`
+    #: (:mod:`dgl_bilevel.hypergrad.recorded`); None: autograd.
+    second_order: Optional[HandDerivatives] = None
     #: Capability: hand-derived ``(params, w) -> (objective, gradient in params)`` without an autograd
     #: graph; plain (non-differentiated) training steps use it instead of autograd's backward pass.
     first_order: Optional[Callable[..., tuple]] = None

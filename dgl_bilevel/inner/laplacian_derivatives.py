@@ -25,9 +25,10 @@ import torch
 
 from ..losses import row_log_softmax
 from ..ops import PerWeightCache, edge_difference_product, laplacian_matrix
+from .types import HandDerivatives
 
 
-class LaplacianDerivatives:
+class LaplacianDerivatives(HandDerivatives):
     """``value_and_gradient``, ``gradient`` (with a record), ``gradient_vjp`` and
     ``hessian_products`` of :class:`~dgl_bilevel.inner.laplacian.LaplacianRegularization`'s
     objective for one problem (:meth:`for_problem`) or a stack of seeds (:meth:`for_stack`)."""
@@ -102,7 +103,8 @@ class LaplacianDerivatives:
 
     # ------------------------------------------------------------ second order
     @torch.no_grad()
-    def gradient_vjp(self, record: dict, cotangent: tuple, edge_weight: torch.Tensor) -> tuple[tuple, torch.Tensor]:
+    def gradient_vjp(self, record: dict, cotangent: tuple, edge_weight: torch.Tensor,
+                     defer_edges: bool = False) -> tuple[tuple, torch.Tensor]:
         """``(H V, d/dw <g, V>)`` for a cotangent ``V`` on the gradient, at the record's point."""
         hessian, mixed = self.hessian_products(record, edge_weight)
         return hessian(cotangent), mixed(cotangent)

@@ -38,6 +38,7 @@ from ..losses import row_log_softmax
 from ..models import SumAggGNN
 from ..ops import PerWeightCache, SparseFeatures, edge_products, weighted_sum_matrices
 from .receptive_field import ReceptiveField
+from .types import HandDerivatives
 
 
 def _elu_slope(h: torch.Tensor) -> torch.Tensor:
@@ -56,7 +57,7 @@ def supports(problem) -> bool:
     return problem.names == expected and not problem.buffers
 
 
-class SumAggDerivatives:
+class SumAggDerivatives(HandDerivatives):
     """``gradient`` (the objective's value and gradient, keeping a compact record of the pass) and
     ``gradient_vjp`` (the product of a cotangent with the gradient's Jacobian, from that record)
     for one trained :class:`~dgl_bilevel.models.SumAggGNN` (:meth:`for_problem`) or ``S`` seeds of
