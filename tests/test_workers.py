@@ -133,3 +133,62 @@ def test_a_mixed_pool_in_workers_stacks_each_inner_problem_of_a_share(tmp_path, 
         for ra, rb in zip(a["per_seed"], b["per_seed"]):
             for key in ("v_out_acc", "val_acc", "test_acc", "best_iteration"):
                 assert ra[key] == rb[key], key
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").is_file(), reason="reads /proc (Linux)")
+def test_workers_stop_and_checkpoint_when_their_parent_is_killed(tmp_path):
+    """SIGKILL to the parent alone (it reaches no worker): the workers notice, checkpoint as on
+    Ctrl-C and exit instead of running on unattended; ``--resume`` then finishes every seed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "dgl_bilevel.cli", "run", "--dataset", "cheaters", "--outer-steps", "400",
+            "--inner-steps", "3", "--seeds", "2", "--workers", "2", "--checkpoint-every", "1", "--no-progress",
+            "--no-save-graph", "--out", str(tmp_path)]
+    run = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    folder = tmp_path / "cheaters-gnn-bo"
+    deadline = time.monotonic() + 120
+    while not all((folder / f"checkpoint_seed{s}.pt").is_file() for s in (0, 1)):
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    workers = [pid for pid in _children(run.pid) if _running(pid)]
+    workers = [pid for pid in workers if "spawn" in open(f"/proc/{pid}/cmdline").read()]
+    assert len(workers) == 2
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers kept running after their parent was killed"
+        time.sleep(0.1)
+    assert not any(folder.glob("seed_*.json"))  # stopped mid-run
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for seed in (0, 1):
+        history = json.loads((folder / f"seed_{seed}.json").read_text())["history"]
+        assert [r["iteration"] for r in history] == list(range(400))

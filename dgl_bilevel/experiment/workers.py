@@ -12,7 +12,9 @@ process's up to floating-point rounding (another stack size and thread count sum
 
 Progress from every worker flows into one bar in this process; a worker's error stops the others
 and is raised here with the worker's traceback; Ctrl-C reaches every worker, which checkpoints as a
-single process would.
+single process would. A worker whose parent is gone -- killed by a signal that does not reach the
+workers, SIGTERM or SIGKILL to the parent alone -- stops as on Ctrl-C instead of running on
+unattended (:func:`_stop_with_parent`).
 """
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
+import threading
 import time
 import traceback
+import _thread
 from typing import Callable, Sequence
 
 from ..errors import ConfigError, RunInterrupted
@@ -72,7 +76,8 @@ def run_tasks_in_workers(tasks: Sequence, workers: int, run_one: Callable[..., d
     context = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
     messages = context.Queue()
     try:
-        processes = [context.Process(target=_worker, args=(index, group, threads, run_one, list(callbacks), messages),
+        processes = [context.Process(target=_worker, args=(index, group, threads, run_one, list(callbacks), messages,
+                                                           os.getpid()),
                                      name=f"dgl-bilevel-worker-{index}", daemon=True)
                      for index, group in enumerate(groups)]
     except Exception as exc:  # noqa: BLE001 -- say which input could not travel
@@ -170,8 +175,27 @@ def _stop(processes, running, already_interrupted: bool) -> None:
             process.join()
 
 
-def _worker(index: int, tasks: list, threads: int, run_one: Callable[..., dict], callbacks: list, messages) -> None:
+def _stop_with_parent(parent: int, poll_seconds: float = 0.5) -> threading.Thread:
+    """Watch ``parent`` from a daemon thread; once this process has another parent (``parent`` died
+    and the worker was handed to init), raise KeyboardInterrupt in the main thread -- the worker
+    checkpoints and exits as on Ctrl-C, losing at most the iteration in flight -- and end the
+    process after :data:`INTERRUPT_GRACE_SECONDS` if it has not ended by then."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        _thread.interrupt_main()
+        time.sleep(INTERRUPT_GRACE_SECONDS)
+        os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="dgl-bilevel-parent-watch", daemon=True)
+    watcher.start()
+    return watcher
+
+
+def _worker(index: int, tasks: list, threads: int, run_one: Callable[..., dict], callbacks: list, messages,
+            parent: int) -> None:
     """One worker: ``threads`` torch threads, its tasks stacked (or one by one), records back to the parent."""
+    _stop_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
