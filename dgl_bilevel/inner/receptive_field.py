@@ -22,9 +22,9 @@ from __future__ import annotations
 import warnings
 from typing import Optional, Sequence
 
-import dgl
 import torch
 
+from .._dgl import dgl
 from ..ops import Features, SparseFeatures
 
 #: Below this fraction of kept nodes or kept edges the subgraph is used; above both, the index
