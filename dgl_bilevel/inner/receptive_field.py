@@ -27,8 +27,8 @@ import torch
 from .._dgl import dgl
 from ..ops import Features, SparseFeatures
 
-#: Below this fraction of kept nodes or kept edges the subgraph is used; above both, the index
-#: bookkeeping costs more than the smaller products save.
+#: At or below this fraction of kept nodes or of kept edges the field is used; above both it would
+#: save little and still add its bookkeeping (a chosen threshold, not a tuned one).
 MAX_KEPT_FRACTION = 0.9
 
 

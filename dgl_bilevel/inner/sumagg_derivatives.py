@@ -339,6 +339,7 @@ class SumAggDerivatives(HandDerivatives):
         d_grad_z = d_grad_z.index_add_(0, self.rows, d_rows).reshape(logits.shape)
         out: list = [None] * (2 * count)
         # d/dw_e sum_l <G_l[dst], Q_l[src]> = sum_l <dG_l[dst], Q_l[src]> + <G_l[dst], dQ_l[src]>: one edge product
+        # (one per layer on a receptive field), over the pieces collected here
         at_dst, at_src = [None] * count, [None] * count
         for l in range(count - 1, -1, -1):
             d_grad_projected = self._beside(d_grad_z, self._sparse(matrices[l][1], d_grad_z))
