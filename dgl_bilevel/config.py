@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from .errors import ConfigError
 from .registry import (
-    DATASETS, ESTIMATORS, HYPERGRADIENTS, INNER_PROBLEMS, METHODS, MODELS, PENALTIES, REGULARIZERS, STEP_RULES,
+    DATASETS, HYPERGRADIENTS, INNER_PROBLEMS, METHODS, MODELS, PENALTIES, REGULARIZERS, STEP_RULES,
     STRUCTURES, SUPPORTS, Registry,
 )
 
@@ -43,6 +43,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "non_negative": (lambda v: v >= 0, "must be >= 0"),
     "at_least_one": (lambda v: v >= 1, "must be >= 1"),
     "fraction": (lambda v: 0.0 < v < 1.0, "must be strictly between 0 and 1"),
+    "probability": (lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]"),
 }
 
 
@@ -77,6 +78,11 @@ class DataConfig:
     data_root: Optional[str] = option(None, "folder holding the data sets (for OGB data: the OGB root); "
                                             "default: $DGL_BILEVEL_DATA, else ../shared/data (OGB: its ogb/ "
                                             "subfolder)")
+    protocol: str = option("paper", "which labels the outer loss and the selection read -- paper: V_out is half of "
+                                    "the validation set and the other half selects the best graph (disjoint); "
+                                    "lds: the outer loss is computed on the whole validation set, which also "
+                                    "selects (LDS's protocol: selection and outer loss share labels)",
+                           choices=("paper", "lds"))
     v_out_fraction: Optional[float] = option(None, "OGB data sets: share of the official training nodes used as "
                                                    "V_out (seeded; OGB's rules keep validation labels out of "
                                                    "gradients); default: 0.5", check="fraction")
@@ -108,7 +114,22 @@ class StructureConfig:
     power: int = option(2, "support power: r in A^r", check="at_least_one")
     power_budget: int = option(5_000_000, "refuse an A^r support with more directed edges than this",
                                check="at_least_one")
-    knn_k: int = option(10, "support knn: neighbours per node", check="at_least_one")
+    knn_k: int = option(10, "supports knn and observed+knn: neighbours per node", check="at_least_one")
+    knn_metric: str = option("euclidean", "supports knn and observed+knn: distance between feature vectors "
+                                          "(cosine: LDS's kind of similarity)", choices=("euclidean", "cosine"))
+    graph_samples: int = option(1, "bernoulli: graphs drawn per inner objective (its value is their mean)",
+                                check="at_least_one")
+    resample: str = option("step", "bernoulli: draw new graphs at every inner step (LDS; unrolled or truncated "
+                                    "hypergradients) or once per outer iteration (implicit applies too)",
+                           choices=("step", "outer"))
+    eval_samples: int = option(16, "bernoulli: graphs a prediction averages over (LDS's expected prediction); "
+                                   "0: predict on the edge probabilities as weights", check="non_negative")
+    theta_observed: float = option(1.0, "bernoulli: initial probability of observed edges", check="probability")
+    theta_candidate: float = option(0.5, "bernoulli: initial probability of candidate edges that are not observed "
+                                         "(k-NN ones)", check="probability")
+    freeze_structure: bool = option(False, "hold the structure at its initial value: the same outer loop, inner "
+                                           "training, sampling and evaluation, nothing learned (the frozen-graph "
+                                           "control)")
     g2g_hidden: Optional[int] = option(None, "g2g: hidden width; default: preset (32; cheaters 16)",
                                        check="at_least_one", preset=True)
     g2g_layers: Optional[int] = option(None, "g2g: hidden layers; default: preset (1; cheaters 2)",
@@ -124,7 +145,11 @@ class StructureConfig:
                                      check="positive")
     topk_per_node: Optional[int] = option(None, "topk: keep each node's k best in-edges instead of a global budget",
                                           check="at_least_one")
-    estimator: str = option("perturbed", "topk: gradient estimator of the selection", choices=ESTIMATORS)
+    estimator: Optional[str] = option(None, "gradient estimator -- topk: of the selection (ste, perturbed, "
+                                            "blackbox; default perturbed); bernoulli: of a sampled graph (ste: "
+                                            "straight-through, LDS's; score: score function with a baseline, "
+                                            "unbiased, needs --resample outer; default ste)",
+                                      choices=("ste", "perturbed", "blackbox", "score"))
     estimator_samples: int = option(10, "topk with the perturbed estimator: noise samples", check="at_least_one")
     estimator_sigma: float = option(0.1, "topk with the perturbed estimator: noise scale (Gaussian)",
                                     check="positive")
@@ -203,6 +228,9 @@ class OuterConfig:
     reg_gamma: float = option(1.0, "log_degree: gamma of -gamma*log-degree", check="non_negative")
     reg_reduction: str = option("mean", "log_degree: mean over nodes (paper's code) or sum (paper's formula)",
                                 choices=("mean", "sum"))
+    refit: bool = option(False, "after learning the graph, train the inner model on V_in ∪ V_out on it (every label "
+                                "the run used; sampled graphs for --structure bernoulli) and report it as refit_* "
+                                "(--protocol paper only)")
     inner_select: str = option("last", "score the last inner iterate, or the one with the best validation score "
                                        "(the paper code's protocol; the outer loss always uses the last)",
                                choices=("last", "best_val"))
@@ -330,6 +358,8 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
         values["structure"] = values["structure"] or "edges"
         values["support"] = values["support"] or "observed"
         values["regularizer"] = values["regularizer"] or "none"
+        if values["estimator"] is None:
+            values["estimator"] = "ste" if values["structure"] == "bernoulli" else "perturbed"
         for key, value in preset(self.dataset, values["inner"], values["structure"], source=self.preset).items():
             if values.get(key) is None:
                 values[key] = value
@@ -344,6 +374,7 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
         if resolved.structure == "topk" and (resolved.budget is None) == (resolved.topk_per_node is None):
             raise ConfigError("--structure topk needs exactly one of --budget (edges kept in all) and "
                               "--topk-per-node (edges kept per node)")
+        check_structure_options(resolved)
         if resolved.workers > 1 and resolved.executor != "local":
             raise ConfigError(f"--workers {resolved.workers} splits seeds among local processes; with --executor "
                               f"{resolved.executor} set --cpus-per-task instead")
@@ -351,6 +382,37 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
             raise ConfigError(f"--inner-steps must be >= 1 for the {resolved.inner} inner problem (a trained model: 0 "
                               "steps would keep its random initialisation)")
         return resolved
+
+
+def check_structure_options(config: "ExperimentConfig") -> None:
+    """Combinations of structure, estimator and protocol that cannot run, refused before any work."""
+    if config.structure == "bernoulli" and config.estimator not in ("ste", "score"):
+        raise ConfigError(f"--estimator {config.estimator}: a bernoulli structure's sampled graphs take the ste "
+                          "(straight-through) or score (score-function) estimator")
+    if config.refit and not config.learns_graph:
+        raise ConfigError(f"--refit retrains on a learned graph; --method {config.method} learns none")
+    if config.structure != "bernoulli" and config.estimator == "score":
+        raise ConfigError("--estimator score estimates the gradient of sampled graphs: it needs --structure bernoulli")
+    if config.structure == "bernoulli" and config.estimator == "score" and config.resample != "outer":
+        raise ConfigError("--estimator score needs --resample outer: with new graphs at every inner step the outer "
+                          "loss is not a function of one draw")
+    if config.structure == "bernoulli" and config.resample == "step" and config.hypergrad in ("implicit", "adjoint"):
+        raise ConfigError(f"--hypergrad {config.hypergrad} differentiates a fixed point, and --resample step draws new "
+                          "graphs at every inner step (no fixed point): use --resample outer, or --hypergrad "
+                          "unrolled / truncated")
+    if config.protocol == "lds":
+        if not is_graph_file(config.dataset) and DATASETS[config.dataset].ogb:
+            raise ConfigError(f"--protocol lds computes the outer loss on validation labels, which OGB's rules keep out "
+                              f"of any gradient: {config.dataset} runs under --protocol paper (V_out from the "
+                              "training split)")
+        if config.refit:
+            raise ConfigError("--refit trains on V_in ∪ V_out, and under --protocol lds V_out is the validation set "
+                              "that selects: the refit would be scored on its own training labels; use --protocol "
+                              "paper")
+        if config.training_set != "v_in":
+            raise ConfigError(f"--method {config.method} trains on V_in ∪ V_out, and under --protocol lds V_out is the "
+                              "validation set that selects: it would select on its own training labels; use "
+                              "--protocol paper")
 
 
 def describe_option(f: dataclasses.Field) -> str:

@@ -152,14 +152,40 @@ class GCN(nn.Module):
         self.convs = nn.ModuleList([first])
         for a, b in zip(dims[:-1], dims[1:]):
             self.convs.append(dgl.nn.GraphConv(a, b, norm="none", allow_zero_in_degree=True))
-        self.norm = dgl.nn.EdgeWeightNorm(norm="both")
         self.dropout = dropout
 
     def forward(self, graph, feat: Features, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         h = self.input(feat)
         if edge_weight is None:
             edge_weight = torch.ones(graph.num_edges(), dtype=h.dtype, device=h.device)
-        return _conv_stack(self.convs, graph, h, self.norm(graph, edge_weight), self.dropout, self.training)
+        return _conv_stack(self.convs, graph, h, symmetric_edge_norm(graph, edge_weight), self.dropout, self.training)
+
+
+def symmetric_edge_norm(graph, edge_weight: torch.Tensor) -> torch.Tensor:
+    """``w_uv / sqrt(d_out(u) d_in(v))`` with weighted degrees: ``dgl.nn.EdgeWeightNorm(norm="both")``'s
+    arithmetic, in the same order (the same values for positive weights), where zero weights are
+    allowed -- a sampled 0/1 graph or a pruned edge -- and a node whose weighted degree is zero
+    gets a zero factor instead of ``inf`` (DGL's refuses any weight <= 0)."""
+    if (edge_weight < 0).any():
+        raise ConfigError("GCN normalisation needs non-negative edge weights")
+    with graph.local_scope():
+        graph.edata["_w"] = edge_weight
+        reverse = dgl.reverse(graph)
+        reverse.edata["_w"] = edge_weight
+        reverse.update_all(dgl.function.copy_e("_w", "m"), dgl.function.sum("m", "out_weight"))
+        graph.update_all(dgl.function.copy_e("_w", "m"), dgl.function.sum("m", "in_weight"))
+        src_norm = _inverse_sqrt(reverse.dstdata["out_weight"])
+        dst_norm = _inverse_sqrt(graph.dstdata["in_weight"])
+        graph.srcdata["_src"], graph.dstdata["_dst"] = src_norm, dst_norm
+        graph.apply_edges(lambda e: {"_n": e.src["_src"] * e.dst["_dst"] * e.data["_w"]})
+        return graph.edata["_n"]
+
+
+def _inverse_sqrt(degree: torch.Tensor) -> torch.Tensor:
+    """``degree ** -0.5`` where positive, 0 where the degree is 0 (and no NaN in its gradient)."""
+    positive = degree > 0
+    return torch.where(positive, torch.pow(torch.where(positive, degree, torch.ones_like(degree)), -0.5),
+                       torch.zeros_like(degree))
 
 
 def _conv_stack(convs, graph, h: torch.Tensor, edge_weight, dropout: float, training: bool) -> torch.Tensor:

@@ -53,6 +53,9 @@ class BilevelData:
             uses), ``v_out`` lies inside ``v_in`` and its score is a training score; ``v_in``,
             ``val`` and ``test`` stay disjoint. Such data cannot drive an outer problem
             (:func:`~dgl_bilevel.fit` refuses it).
+        outer_on_validation: set in the copy :meth:`with_outer_loss_on_validation` makes (LDS's
+            protocol): ``v_out`` *is* ``val``, so the outer loss and the selection of the best graph
+            read the same labels; ``v_in``, ``val`` and ``test`` stay disjoint.
     """
 
     graph: Any
@@ -69,6 +72,7 @@ class BilevelData:
     metric: Optional[Metric] = None
     extras: dict = field(default_factory=dict)
     v_out_in_training: bool = False
+    outer_on_validation: bool = False
 
     def __post_init__(self) -> None:
         _check_graph(self.graph)
@@ -81,7 +85,15 @@ class BilevelData:
         for split in SPLITS[:2]:  # v_in and v_out: both levels need labels
             if getattr(self, split).numel() == 0:
                 raise DataError(f"{split} is empty: the bilevel problem needs labelled nodes in both v_in and v_out")
-        if self.v_out_in_training:
+        if self.outer_on_validation:
+            if self.v_out_in_training:
+                raise DataError("outer_on_validation and v_out_in_training exclude each other: training on v_out would "
+                                "train on the labels that select the best graph")
+            if not torch.equal(torch.sort(self.v_out).values, torch.sort(self.val).values):
+                raise DataError("outer_on_validation is set but v_out and val differ; use "
+                                "with_outer_loss_on_validation()")
+            _check_disjoint({s: getattr(self, s) for s in SPLITS if s != "v_out"}, n)
+        elif self.v_out_in_training:
             outside = ~torch.isin(self.v_out, self.v_in)
             if outside.any():
                 raise DataError(f"v_out_in_training is set but {int(outside.sum())} v_out node(s) are not in v_in "
@@ -154,10 +166,25 @@ class BilevelData:
             return self
         return replace(self, v_in=torch.cat([self.v_in, self.v_out]), v_out_in_training=True)
 
+    def with_outer_loss_on_validation(self) -> "BilevelData":
+        """A copy for LDS's protocol: the outer loss is computed on the whole validation set
+        (``v_out ∪ val``), which also selects the best graph -- selection and outer loss share labels,
+        so the validation score of the best graph is optimistic; ``test`` stays untouched.
+        Applying this twice changes nothing."""
+        if self.outer_on_validation:
+            return self
+        if self.v_out_in_training:
+            raise DataError("this data trains on v_out (with_v_out_in_training): it cannot also compute the outer loss "
+                            "on validation")
+        validation = torch.cat([self.v_out, self.val])
+        return replace(self, v_out=validation, val=validation, outer_on_validation=True)
+
     def summary(self) -> str:
         sizes = ", ".join(f"{s}={getattr(self, s).numel()}" for s in SPLITS)
         if self.v_out_in_training:
             sizes += " (v_in includes v_out: trained on both)"
+        if self.outer_on_validation:
+            sizes += " (v_out is val: the outer loss and the selection share labels)"
         kind = {"classification": f"{self.num_classes} classes", "multilabel": f"{self.out_dim} binary tasks"}.get(
             self.task, "regression")
         return (

@@ -21,6 +21,7 @@ from ..registry import DATASETS
 from ..outer import FitResult, fit, solve_on_graph
 from ..results import aggregate, results_table, write_json
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .refit import after_fit
 from .executors import clear_stale_checkpoints, run_seeds_local, run_seeds_ray
 from .seed_files import (  # noqa: F401 -- RESUME_FREE, comparable_settings, training_view: importable from here too
     RESUME_FREE, checkpoint_path, comparable_settings, run_data, training_view, write_learned_seed, write_seed,
@@ -55,7 +56,8 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
         resume=True, progress=config.progress, log_every=config.log_every, callbacks=callbacks,
         description=f"{config.run_name} seed {seed}", inner_select=config.inner_select,
     )
-    return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started)
+    return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,
+                              **after_fit(config, data, structure, result, seed))
 
 
 def finished_seed(config: ExperimentConfig, path: Path) -> "dict | None":

@@ -33,6 +33,8 @@ def run_data(config: ExperimentConfig, seed: int) -> BilevelData:
     """The data one seed of a resolved ``config`` runs on: its split, in ``config.dtype``, with the
     method's training set (``a_obs+v_out`` trains on ``v_in ∪ v_out``)."""
     data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(getattr(torch, config.dtype))
+    if config.protocol == "lds":
+        data = data.with_outer_loss_on_validation()
     return training_view(data, config.training_set)
 
 

@@ -21,6 +21,7 @@ from ..outer import OuterLoop
 from ..outer.callbacks import LogLines
 from ..seeds import fit_seeds, why_not_lockstep
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .refit import after_fit
 from .seed_files import checkpoint_path, run_data, write_learned_seed
 
 
@@ -148,7 +149,10 @@ def run_tasks_stacked(tasks: Sequence[SeedTask], callbacks: Sequence = (), echo=
                                 progress=chunk_tasks[0].config.progress, description=names)
             share = (time.perf_counter() - started) / len(chunk)
             for i, t, result in zip(chunk, chunk_tasks, results):
-                records[i] = write_learned_seed(t.config, t.seed, t.run_dir, result, share, stacked_seeds=len(chunk))
+                loop = loops[i]
+                extra = after_fit(t.config, loop.data, loop.structure, result, t.seed)
+                records[i] = write_learned_seed(t.config, t.seed, t.run_dir, result, share, stacked_seeds=len(chunk),
+                                                **extra)
     return records
 
 

@@ -92,6 +92,12 @@ class Implicit(HypergradMethod):
         self._previous: Optional[tuple] = None
         self._warner = ResidualWarner(f"{type(self).__name__}(solver={solver!r}, maxiter={maxiter})")
 
+    def check(self, problem: InnerProblem) -> None:
+        if problem.stochastic_objective:
+            raise ConfigError(f"{type(problem).__name__} draws new graphs at every inner step: its inner problem has "
+                              "no fixed point to differentiate implicitly; use the unrolled or truncated "
+                              "hypergradient, or draw graphs once per outer iteration (resample 'outer')")
+
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
         params, _, value = optimize(problem, edge_weight, params, problem.steps, differentiable=False, monitor=monitor)
         params = tuple(p.detach() for p in params)

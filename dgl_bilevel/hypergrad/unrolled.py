@@ -29,11 +29,13 @@ def _reverse(problem: InnerProblem, checkpoint: bool) -> str:
     """How the trajectory is differentiated, for result files: hand-derived, recomputed or autograd's graph."""
     if uses_hand_derivatives(problem, checkpoint):
         return "hand-derived"
-    return "checkpointed" if checkpoint else "autograd"
+    return "checkpointed" if checkpoint and not problem.stochastic_objective else "autograd"
 
 
 def _differentiable_steps(problem, edge_weight, params, steps, state, monitor, checkpoint):
-    if checkpoint and steps > 0 and edge_weight.requires_grad:
+    # a random objective (graphs redrawn at every step) is differentiated on autograd's graph: recomputing a step
+    # in the backward pass would draw other graphs
+    if checkpoint and steps > 0 and edge_weight.requires_grad and not problem.stochastic_objective:
         if uses_hand_derivatives(problem, checkpoint):
             return unroll_recorded(problem, edge_weight, params, steps, state=state, monitor=monitor)
         return unroll_checkpointed(problem, edge_weight, params, steps, state=state, monitor=monitor)

@@ -1,6 +1,7 @@
 """Inner problems: what is fitted on the weighted graph at every outer iteration."""
 from .base import INIT_MODES, InnerProblem, LinearSystem, Params, default_adam
 from .gnn import TrainedGNN
+from .graph_sampling import SampledGraphs
 from .label_propagation import LabelPropagation
 from .laplacian import LaplacianRegularization
 from .sampled import SampledGNN
@@ -16,6 +17,7 @@ __all__ = [
     "LaplacianRegularization",
     "LabelPropagation",
     "SampledGNN",
+    "SampledGraphs",
     "run_steps",
     "update_step",
 ]

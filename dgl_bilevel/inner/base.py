@@ -133,6 +133,10 @@ class InnerProblem:
     #: Capability: hand-derived ``(params, w) -> (objective, gradient in params)`` without an autograd
     #: graph; plain (non-differentiated) training steps use it instead of autograd's backward pass.
     first_order: Optional[Callable[..., tuple]] = None
+    #: True when ``objective`` draws new randomness at every call (graphs resampled at every inner
+    #: step): there is no fixed point to differentiate implicitly, and a trajectory can only be
+    #: differentiated on autograd's graph (recomputing a step would draw other graphs).
+    stochastic_objective: bool = False
 
     def __init__(self, steps: int, optimizer: torchopt.base.GradientTransformation, init: str = "fresh") -> None:
         if steps < 0:
@@ -182,6 +186,11 @@ class InnerProblem:
         """Problems too large for one pass: closures ``params -> scalar`` summing to the objective,
         so second-order products can be accumulated term by term. None: use ``objective``."""
         return None
+
+    def outer_surrogate(self, loss: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
+        """The outer loss as the outer loop back-propagates it: ``loss`` itself, unless the problem
+        estimates its hypergradient by a surrogate (the score estimator of sampled graphs)."""
+        return loss
 
     def solution_to_params(self, solution: torch.Tensor) -> Params:
         """Quadratic problems: the params whose ``predict`` is the linear system's solution."""

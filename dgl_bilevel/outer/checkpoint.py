@@ -30,7 +30,7 @@ def snapshot(loop: "OuterLoop") -> dict:
         "config": loop.config,
         "next_iteration": loop.state.next_iteration,
         "structure": loop.structure.state_dict(),
-        "optimizer": loop.optimizer.state_dict(),
+        "optimizer": loop.optimizer.state_dict() if loop.optimizer is not None else {},  # None: a frozen structure
         "inner": loop.inner.state_dict(),
         "method": loop.method.state_dict(),
         "generator": loop.generator.get_state(),
@@ -70,7 +70,8 @@ def restore(loop: "OuterLoop", path: "str | os.PathLike") -> None:
     payload = read(path)
     check_settings(path, payload.get("config", {}), loop.config)
     loop.structure.load_state_dict(payload["structure"])
-    loop.optimizer.load_state_dict(payload["optimizer"])
+    if loop.optimizer is not None:
+        loop.optimizer.load_state_dict(payload["optimizer"])
     loop.inner.load_state_dict(payload["inner"])
     loop.method.load_state_dict(payload["method"])
     loop.generator.set_state(payload["generator"])

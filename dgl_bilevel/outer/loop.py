@@ -23,6 +23,7 @@ from ..splits import SPLITS
 from ..errors import ConfigError, RunInterrupted
 from ..hypergrad import HypergradMethod, default_method, get_method
 from ..inner.base import InnerProblem
+from ..inner.graph_sampling import SampledGraphs
 from ..losses import task_loss
 from ..structure.base import GraphStructure
 from . import checkpoint as checkpoints
@@ -102,14 +103,18 @@ class OuterLoop:
         _check_selection_possible(data)
         self.data, self.inner, self.regularizer = data, inner, regularizer
         self.outer_steps, self.seed, self.inner_select = int(outer_steps), int(seed), inner_select
+        if structure.sampler is not None:  # edge probabilities: the inner problem trains on sampled graphs
+            inner = SampledGraphs(inner, structure.sampler)
+        self.inner = inner
         inner.bind_once(data, structure.graph)
         self.method = default_method(inner) if hypergrad is None else get_method(hypergrad)
         self.method.check(inner)
         self.structure = structure.to(data.features.dtype)
         self.params = [p for p in self.structure.parameters() if p.requires_grad]
-        if not self.params:
+        if not self.params and not structure.frozen:
             raise ConfigError("the structure has no trainable parameters")
-        self.optimizer = optimizer(self.params) if optimizer is not None else torch.optim.Adam(self.params, lr=lr)
+        self.optimizer = None if structure.frozen else (
+            optimizer(self.params) if optimizer is not None else torch.optim.Adam(self.params, lr=lr))
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.metric = data.metric.name
@@ -141,7 +146,7 @@ class OuterLoop:
         solution = self.method.solve(self.inner, pending.weights, self.inner.starting_params(self.generator),
                                      monitor=pending.monitor)
         self.score_iteration(pending, self.inner.predict(solution.params, pending.weights))
-        if pending.finite:
+        if pending.finite and pending.total.requires_grad:
             pending.total.backward()
         return self.finish_iteration(pending, solution.params, solution.inner_objective, solution.info)
 
@@ -151,7 +156,8 @@ class OuterLoop:
         """Weights of this iteration (their ``.grad`` kept) and, with ``inner_select="best_val"``,
         the monitor that scores inner iterates."""
         weights = self.structure()
-        weights.retain_grad()
+        if weights.requires_grad:
+            weights.retain_grad()
         pending = PendingIteration(self.state.next_iteration, time.perf_counter(), weights)
         if self.inner_select == "best_val":
             pending.monitor = BestInnerIterate(self.inner, weights, self.data)
@@ -162,9 +168,11 @@ class OuterLoop:
         structure's gradients are cleared for the backward pass that follows (if ``finite``)."""
         pending.outputs = outputs
         pending.outer_loss = task_loss(outputs, self.data.labels, self.data.v_out, self.data.task)
-        pending.total = (pending.outer_loss + self.regularizer(self.structure, pending.weights)
-                         if self.regularizer is not None else pending.outer_loss)
-        self.optimizer.zero_grad(set_to_none=True)
+        outer = self.inner.outer_surrogate(pending.outer_loss, pending.weights)
+        pending.total = (outer + self.regularizer(self.structure, pending.weights)
+                         if self.regularizer is not None else outer)
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
         monitor = pending.monitor
         pending.metrics = (evaluate(outputs.detach(), self.data) if monitor is None or monitor.best is None
                            else monitor.best)
@@ -177,7 +185,7 @@ class OuterLoop:
         finite = pending.finite
         if finite:
             finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params)
-            if finite and not self._warned_zero and all(p.grad is None or not p.grad.any() for p in self.params):
+            if finite and self.optimizer is not None and not self._warned_zero and all(p.grad is None or not p.grad.any() for p in self.params):
                 self._warned_zero = True
                 warnings.warn(f"the hypergradient is exactly zero at outer iteration {iteration}: the outer loss does "
                               "not depend on the structure (e.g. a model that accepts edge_weight but ignores it, "
@@ -205,7 +213,7 @@ class OuterLoop:
         for callback in self.callbacks:
             callback.on_iteration(state)
         with deferred_interrupt():  # the iteration counts as done only once all of this has happened
-            if finite:
+            if finite and self.optimizer is not None:
                 self.optimizer.step()
                 self.structure.project_()
             else:

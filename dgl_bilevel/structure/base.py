@@ -1,12 +1,15 @@
 """What every outer variable looks like: a module that outputs one weight per edge of a support graph."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
 
 from .._dgl import dgl
+
+if TYPE_CHECKING:
+    from .sampling import GraphSampler
 
 
 class GraphStructure(nn.Module):
@@ -18,6 +21,12 @@ class GraphStructure(nn.Module):
     """
 
     graph: "dgl.DGLGraph"
+    #: How graphs are drawn from the structure's output when it is a vector of edge probabilities
+    #: (:class:`~dgl_bilevel.structure.sampling.GraphSampler`); None: the output is used as edge weights.
+    sampler: Optional["GraphSampler"] = None
+    #: True for a structure held at its initial value (the frozen-graph control): the outer loop
+    #: runs, trains and evaluates as usual but takes no hypergradient and no step.
+    frozen: bool = False
 
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -3,8 +3,10 @@
 * :func:`power_support` -- all pairs within ``r`` hops in the observed graph (the support of
   ``A^r``): a smaller diameter, so fewer edges sit far from the labelled nodes (the paper's
   "generalized edge refinement"). Built sparsely; refuses above an edge budget.
-* :func:`knn_support` -- a symmetric k-nearest-neighbour graph of the features (DGL's
-  ``dgl.knn_graph``), for latent graph learning when no graph is observed.
+* :func:`knn_support` -- a symmetric k-nearest-neighbour graph of the features (Euclidean or
+  cosine, built a block of rows at a time), for latent graph learning when no graph is observed;
+* :func:`observed_knn_support` -- the observed graph and that k-NN graph together: candidate
+  edges that a probabilistic structure can add, not only reweight.
 
 Each returned graph is symmetric (both directions stored), has no self-loops, and carries
 ``edata["observed"]`` (1.0 where the edge is in the observed graph, else 0.0) and, for
@@ -52,17 +54,81 @@ def power_support(graph: "dgl.DGLGraph", r: int = 2, max_edges: int = DEFAULT_ED
     return _support_graph(graph, coo.row, coo.col, n, hops=coo.data)
 
 
-def knn_support(features: torch.Tensor, k: int = 10, observed: Optional["dgl.DGLGraph"] = None) -> "dgl.DGLGraph":
-    """A symmetric k-NN graph of ``features`` (Euclidean; DGL's ``knn_graph``), self-loops removed."""
-    if not 1 <= k < features.shape[0]:
+KNN_METRICS = ("euclidean", "cosine")
+
+
+def knn_neighbours(features: torch.Tensor, k: int, metric: str = "euclidean",
+                   chunk_bytes: int = 256 * 2**20) -> torch.Tensor:
+    """The ``k`` nearest other nodes of every node, ``[N, k]``, computed a block of rows at a time.
+
+    Memory is one ``[rows, N]`` block of distances (at most ``chunk_bytes``), never the ``N x N``
+    matrix that DGL's ``bruteforce-blas`` forms (~115 GB at 169k nodes). ``metric="cosine"`` ranks
+    by cosine similarity (rows with zero norm are nobody's neighbour but their own ties).
+    """
+    if metric not in KNN_METRICS:
+        raise ConfigError(f"k-NN metric must be one of {', '.join(KNN_METRICS)}, got {metric!r}")
+    n = features.shape[0]
+    if not 1 <= k < n:
         raise ConfigError(f"k must be in [1, num_nodes), got {k}")
-    g = dgl.knn_graph(features.float(), k + 1, algorithm="bruteforce-blas", exclude_self=False)
-    src, dst = g.edges()
-    keep = src != dst
-    src, dst = src[keep], dst[keep]
-    pairs = sp.coo_matrix((np.ones(src.numel()), (src.numpy(), dst.numpy())), shape=(features.shape[0],) * 2)
+    x = features.to(torch.float32)
+    if metric == "cosine":
+        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    squared = (x * x).sum(1)
+    rows = max(1, min(n, chunk_bytes // (4 * n)))
+    out = torch.empty(n, k, dtype=torch.long)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        block = x[start:stop] @ x.T  # similarity (cosine) or the cross term of the squared distance
+        score = block if metric == "cosine" else 2 * block - squared[start:stop, None] - squared[None, :]
+        score[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")  # not one's own neighbour
+        out[start:stop] = torch.topk(score, k, dim=1).indices
+    return out
+
+
+def knn_support(features: torch.Tensor, k: int = 10, observed: Optional["dgl.DGLGraph"] = None,
+                metric: str = "euclidean") -> "dgl.DGLGraph":
+    """A symmetric k-NN graph of ``features`` (an edge where either end is among the other's ``k``
+    nearest), self-loops removed, built in blocks of rows (:func:`knn_neighbours`)."""
+    n = features.shape[0]
+    pairs = _knn_matrix(features, k, metric)
     sym = ((pairs + pairs.T) > 0).tocoo()
-    return _support_graph(observed, sym.row, sym.col, features.shape[0])
+    return _support_graph(observed, sym.row, sym.col, n)
+
+
+#: Up to this many node pairs, Euclidean k-NN runs DGL's ``bruteforce-blas`` (the N x N distances at
+#: once, as earlier versions did: the same neighbours where distances tie); above, :func:`knn_neighbours`.
+DGL_KNN_MAX_PAIRS = 50_000_000
+
+
+def _knn_matrix(features: torch.Tensor, k: int, metric: str) -> sp.coo_matrix:
+    """The directed k-NN relation (row: node, column: one of its ``k`` nearest others) as a 0/1 matrix."""
+    n = features.shape[0]
+    if not 1 <= k < n:
+        raise ConfigError(f"k must be in [1, num_nodes), got {k}")
+    if metric == "euclidean" and n * n <= DGL_KNN_MAX_PAIRS:
+        g = dgl.knn_graph(features.float(), k + 1, algorithm="bruteforce-blas", exclude_self=False)
+        src, dst = g.edges()
+        keep = src != dst
+        src, dst = src[keep].numpy(), dst[keep].numpy()
+        src, dst = dst, src  # DGL's edges run from the neighbour to the node
+    else:
+        src = np.repeat(np.arange(n), k)
+        dst = knn_neighbours(features, k, metric).reshape(-1).numpy()
+    return sp.coo_matrix((np.ones(src.size), (src, dst)), shape=(n, n))
+
+
+def observed_knn_support(graph: "dgl.DGLGraph", features: torch.Tensor, k: int = 10,
+                         metric: str = "euclidean") -> "dgl.DGLGraph":
+    """The observed edges and a symmetric k-NN graph of the features together (LDS-style candidates:
+    the observed graph plus pairs it lacks), ``edata["observed"]`` telling them apart."""
+    n = graph.num_nodes()
+    knn = _knn_matrix(features, k, metric)
+    obs = adjacency(graph, symmetric=False).astype(np.float64)
+    union = ((knn + knn.T + obs + obs.T) > 0).tocsr()
+    union.setdiag(0)
+    union.eliminate_zeros()
+    coo = union.tocoo()
+    return _support_graph(graph, coo.row, coo.col, n)
 
 
 def _support_graph(observed, rows, cols, n, hops=None) -> "dgl.DGLGraph":
@@ -87,6 +153,14 @@ def power_support_from_config(config, data) -> "dgl.DGLGraph":
     return power_support(data.graph, config.power, config.power_budget)
 
 
-@SUPPORTS.register("knn", help="a symmetric k-NN graph of the features (--knn-k)")
+@SUPPORTS.register("knn", help="a symmetric k-NN graph of the features (--knn-k, --knn-metric)")
 def knn_support_from_config(config, data) -> "dgl.DGLGraph":
-    return knn_support(data.features, config.knn_k, data.graph)
+    return knn_support(data.features, config.knn_k, data.graph, metric=config.knn_metric)
+
+
+@SUPPORTS.register("observed+knn", help="the observed edges and a symmetric k-NN graph of the features "
+                                        "(--knn-k, --knn-metric): candidates that can add edges")
+def observed_knn_support_from_config(config, data) -> "dgl.DGLGraph":
+    if not isinstance(data.features, torch.Tensor) or data.features.dim() != 2:
+        raise ConfigError(f"--support observed+knn needs node feature vectors; {data.name} has none")
+    return observed_knn_support(data.graph, data.features, config.knn_k, config.knn_metric)

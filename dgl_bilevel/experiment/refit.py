@@ -1,0 +1,84 @@
+"""After a graph is learned: score it the ways a user would use it.
+
+* :func:`graph_readings` -- a probabilistic structure's best ``theta`` read deterministically:
+  as edge weights (the expected graph) and thresholded at 0.5 (a plain 0/1 graph), each with the
+  inner model trained on ``v_in`` as in the bilevel run. Reported beside the sampled prediction.
+* :func:`refit` -- the final model trained on ``v_in ∪ v_out`` (every label the bilevel run used)
+  on the learned graph: the comparison that matters against the same model trained on those
+  labels on the observed graph (``--method a_obs+v_out``). For a probabilistic structure the
+  refit trains on graphs sampled from ``theta`` and predicts by averaging, as the bilevel run did.
+
+Both are one inner solve each, under the same protocol as the ``a_obs`` baselines (no selection
+beyond what those make), so their numbers compare with the baselines' directly.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+
+from ..config import ExperimentConfig
+from ..data.bilevel_data import BilevelData
+from ..errors import ConfigError
+from ..inner.graph_sampling import SampledGraphs
+from ..outer import FitResult, solve_on_graph
+from ..structure.sampling import GraphSampler
+from .build import build_hypergrad, build_inner
+
+
+def _solve(config: ExperimentConfig, data: BilevelData, graph, weights: torch.Tensor, seed: int,
+           sampler: Optional[GraphSampler] = None) -> dict:
+    inner = build_inner(config, data)
+    if sampler is not None:
+        inner = SampledGraphs(inner, sampler)
+    method = build_hypergrad(config, inner) if sampler is None or not sampler.stochastic_objective else None
+    metrics, _ = solve_on_graph(data, inner, weights, graph=graph, hypergrad=method, seed=seed,
+                                inner_select=config.inner_select)
+    return metrics
+
+
+def _fresh_sampler(sampler: GraphSampler, seed: int) -> GraphSampler:
+    """A copy of ``sampler`` with its own generator, so scoring draws do not move the run's stream."""
+    fresh = copy.copy(sampler)
+    fresh.generator = torch.Generator().manual_seed(20_000 + seed)
+    fresh.baseline = None
+    return fresh
+
+
+def graph_readings(config: ExperimentConfig, data: BilevelData, result: FitResult, seed: int) -> dict:
+    """The best ``theta`` as weights (``expected_*``) and thresholded at 0.5 (``thresholded_*``)."""
+    theta = result.best_weights
+    metric = data.metric.name
+    out = {}
+    for name, weights in (("expected", theta), ("thresholded", (theta > 0.5).to(theta.dtype))):
+        metrics = _solve(config, data, result.support, weights, seed)
+        out.update({f"{name}_{split}_{metric}": value for split, value in metrics.items()})
+    out["thresholded_edges"] = int((theta > 0.5).sum())
+    return out
+
+
+def refit(config: ExperimentConfig, data: BilevelData, result: FitResult, seed: int,
+          sampler: Optional[GraphSampler] = None) -> dict:
+    """The inner model trained on ``v_in ∪ v_out`` on the learned graph; ``refit_<split>_<metric>``.
+
+    ``sampler``: the structure's (a probabilistic structure): train on sampled graphs and average.
+    """
+    if data.outer_on_validation:
+        raise ConfigError("--refit trains on V_in ∪ V_out; under --protocol lds V_out is the validation set that "
+                          "selects, so the refit would be scored on its own training labels: use --protocol paper")
+    training = data.with_v_out_in_training()
+    metrics = _solve(config, training, result.support, result.best_weights, seed,
+                     _fresh_sampler(sampler, seed) if sampler is not None else None)
+    return {f"refit_{split}_{data.metric.name}": value for split, value in metrics.items()}
+
+
+def after_fit(config: ExperimentConfig, data: BilevelData, structure, result: FitResult, seed: int) -> dict:
+    """What is scored once a graph is learned: a probabilistic structure read deterministically, and
+    the refit on every label the run used (``--refit``); extra fields of the seed's record."""
+    extra: dict = {}
+    if structure.sampler is not None:
+        extra.update(graph_readings(config, data, result, seed))
+    if config.refit:
+        extra.update(refit(config, data, result, seed, structure.sampler))
+    return extra
