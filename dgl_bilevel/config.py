@@ -231,6 +231,10 @@ class OuterConfig:
     refit: bool = option(False, "after learning the graph, train the inner model on V_in ∪ V_out on it (every label "
                                 "the run used; sampled graphs for --structure bernoulli) and report it as refit_* "
                                 "(--protocol paper only)")
+    cross_fit: int = option(0, "learn K graphs, each with one of K class-stratified folds of V_in ∪ V_out as the outer "
+                               "set and the rest as the inner training set, average them, and refit the inner model on "
+                               "all labels on the result (the reported scores; --protocol paper only); 0: off",
+                            check="non_negative")
     inner_select: str = option("last", "score the last inner iterate, or the one with the best validation score "
                                        "(the paper code's protocol; the outer loss always uses the last)",
                                choices=("last", "best_val"))
@@ -389,8 +393,13 @@ def check_structure_options(config: "ExperimentConfig") -> None:
     if config.structure == "bernoulli" and config.estimator not in ("ste", "score"):
         raise ConfigError(f"--estimator {config.estimator}: a bernoulli structure's sampled graphs take the ste "
                           "(straight-through) or score (score-function) estimator")
-    if config.refit and not config.learns_graph:
-        raise ConfigError(f"--refit retrains on a learned graph; --method {config.method} learns none")
+    if config.cross_fit == 1:
+        raise ConfigError("--cross-fit needs at least 2 folds (0 turns it off)")
+    if config.cross_fit and (config.executor != "local" or config.workers > 1):
+        raise ConfigError("--cross-fit runs its folds one after the other in this process: use --executor local and "
+                          "--workers 1")
+    if (config.refit or config.cross_fit) and not config.learns_graph:
+        raise ConfigError(f"--refit and --cross-fit retrain on a learned graph; --method {config.method} learns none")
     if config.structure != "bernoulli" and config.estimator == "score":
         raise ConfigError("--estimator score estimates the gradient of sampled graphs: it needs --structure bernoulli")
     if config.structure == "bernoulli" and config.estimator == "score" and config.resample != "outer":
@@ -405,8 +414,8 @@ def check_structure_options(config: "ExperimentConfig") -> None:
             raise ConfigError(f"--protocol lds computes the outer loss on validation labels, which OGB's rules keep out "
                               f"of any gradient: {config.dataset} runs under --protocol paper (V_out from the "
                               "training split)")
-        if config.refit:
-            raise ConfigError("--refit trains on V_in ∪ V_out, and under --protocol lds V_out is the validation set "
+        if config.refit or config.cross_fit:
+            raise ConfigError(f"{'--refit' if config.refit else '--cross-fit'} trains on V_in ∪ V_out, and under --protocol lds V_out is the validation set "
                               "that selects: the refit would be scored on its own training labels; use --protocol "
                               "paper")
         if config.training_set != "v_in":

@@ -11,6 +11,7 @@ from ..registry import DATASETS
 from .bilevel_data import BilevelData
 from .files import PathLike, data_root
 from .graph_file import load_graph_file
+from .noise import NOISE_LEVELS, noisy
 from .planetoid import planetoid, planetoid_files
 from .heterophilous import (HETEROPHILOUS, HETEROPHILOUS_BENCHMARK, HETEROPHILOUS_BINARY, heterophilous,
                             heterophilous_file, upstream_name)
@@ -70,6 +71,14 @@ for _name, _help in _PLANETOID_HELP.items():
         _help,
         lambda root, seed, _n=_name: planetoid(_n, root, seed),
         lambda root, _n=_name: planetoid_files(root / "planetoid", _n),
+    ))
+for _level in NOISE_LEVELS:
+    register(DatasetEntry(
+        f"cora-noise{_level}",
+        f"Cora with {_level}% random edges added (undirected pairs, both directions stored; drawn per seed), split "
+        "as Cora: the noise protocol of graph-structure-learning benchmarks",
+        lambda root, seed, _l=_level: noisy(planetoid("cora", root, seed), _l, seed),
+        lambda root: planetoid_files(root / "planetoid", "cora"),
     ))
 register(DatasetEntry(
     "cheaters",

@@ -1,6 +1,7 @@
 """Seeing gradient scarcity: hop distances, hypergradient-vs-distance profiles, refined edges,
 the Laplacian decay bound, and callbacks that record them during a run."""
 from .distances import UNREACHABLE, edge_distances, hop_distances
+from .edge_stats import edge_statistics, roc_auc
 from .laplacian_bound import LaplacianBound, laplacian_bound
 from .profile import ProfileRow, format_profile, hypergradient_profile, refined_edges
 from .recorder import ScarcityRecorder
@@ -16,4 +17,6 @@ __all__ = [
     "LaplacianBound",
     "laplacian_bound",
     "ScarcityRecorder",
+    "edge_statistics",
+    "roc_auc",
 ]

@@ -23,12 +23,15 @@ from ..data.bilevel_data import BilevelData
 from ..errors import ConfigError
 from ..inner.graph_sampling import SampledGraphs
 from ..outer import FitResult, solve_on_graph
+from ..diagnostics.edge_stats import edge_statistics
 from ..structure.sampling import GraphSampler
 from .build import build_hypergrad, build_inner
 
 
-def _solve(config: ExperimentConfig, data: BilevelData, graph, weights: torch.Tensor, seed: int,
-           sampler: Optional[GraphSampler] = None) -> dict:
+def train_and_score(config: ExperimentConfig, data: BilevelData, graph, weights: torch.Tensor, seed: int,
+                    sampler: Optional[GraphSampler] = None) -> dict:
+    """One inner solve of ``config``'s inner problem on ``graph`` with fixed ``weights`` (on graphs
+    sampled from them with ``sampler``); the metrics of every split."""
     inner = build_inner(config, data)
     if sampler is not None:
         inner = SampledGraphs(inner, sampler)
@@ -52,7 +55,7 @@ def graph_readings(config: ExperimentConfig, data: BilevelData, result: FitResul
     metric = data.metric.name
     out = {}
     for name, weights in (("expected", theta), ("thresholded", (theta > 0.5).to(theta.dtype))):
-        metrics = _solve(config, data, result.support, weights, seed)
+        metrics = train_and_score(config, data, result.support, weights, seed)
         out.update({f"{name}_{split}_{metric}": value for split, value in metrics.items()})
     out["thresholded_edges"] = int((theta > 0.5).sum())
     return out
@@ -68,7 +71,7 @@ def refit(config: ExperimentConfig, data: BilevelData, result: FitResult, seed: 
         raise ConfigError("--refit trains on V_in ∪ V_out; under --protocol lds V_out is the validation set that "
                           "selects, so the refit would be scored on its own training labels: use --protocol paper")
     training = data.with_v_out_in_training()
-    metrics = _solve(config, training, result.support, result.best_weights, seed,
+    metrics = train_and_score(config, training, result.support, result.best_weights, seed,
                      _fresh_sampler(sampler, seed) if sampler is not None else None)
     return {f"refit_{split}_{data.metric.name}": value for split, value in metrics.items()}
 
@@ -77,8 +80,24 @@ def after_fit(config: ExperimentConfig, data: BilevelData, structure, result: Fi
     """What is scored once a graph is learned: a probabilistic structure read deterministically, and
     the refit on every label the run used (``--refit``); extra fields of the seed's record."""
     extra: dict = {}
+    if data.task == "classification":
+        spurious = data.extras.get("spurious") if result.support is data.graph else _spurious_on(result.support, data)
+        extra.update(edge_statistics(result.support, result.best_weights, data.labels, spurious))
     if structure.sampler is not None:
         extra.update(graph_readings(config, data, result, seed))
     if config.refit:
         extra.update(refit(config, data, result, seed, structure.sampler))
     return extra
+
+
+def _spurious_on(support, data: BilevelData) -> Optional[torch.Tensor]:
+    """The data's spurious-edge mask carried over to a support that contains the observed graph (by
+    endpoint pairs); None when the data marks no spurious edges."""
+    spurious = data.extras.get("spurious")
+    if spurious is None:
+        return None
+    n = data.num_nodes
+    src, dst = data.graph.edges()
+    bad = set((src[spurious] * n + dst[spurious]).tolist())
+    s, d = support.edges()
+    return torch.tensor([key in bad for key in (s * n + d).tolist()], dtype=torch.bool)

@@ -19,9 +19,11 @@ from ..data.files import resolve_data_root
 from ..errors import ConfigError
 from ..registry import DATASETS
 from ..outer import FitResult, fit, solve_on_graph
+from ..outer.loop import node_data
 from ..results import aggregate, results_table, write_json
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
-from .refit import after_fit
+from .crossfit import cross_fit
+from .refit import after_fit, train_and_score
 from .executors import clear_stale_checkpoints, run_seeds_local, run_seeds_ray
 from .seed_files import (  # noqa: F401 -- RESUME_FREE, comparable_settings, training_view: importable from here too
     RESUME_FREE, checkpoint_path, comparable_settings, run_data, training_view, write_learned_seed, write_seed,
@@ -47,6 +49,8 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
                       stopped_early=None)
         return write_seed(config, seed, run_dir, record, {**inner.describe(), **method.describe()}, [],
                           time.perf_counter() - started)
+    if config.cross_fit:
+        return run_cross_fit_seed(config, data, seed, run_dir, callbacks, started)
     structure = build_structure(config, data, seed)
     method = build_hypergrad(config, inner)
     result: FitResult = fit(
@@ -58,6 +62,29 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
     )
     return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,
                               **after_fit(config, data, structure, result, seed))
+
+
+def run_cross_fit_seed(config: ExperimentConfig, data, seed: int, run_dir: Path, callbacks: Sequence,
+                       started: float) -> dict:
+    """One seed of ``--cross-fit K``: K fold graphs, averaged, then the inner model refit on every label on it.
+
+    The record's split scores are the refit's (its V_in and V_out scores are training scores); each
+    fold's best-validation scores are kept as ``fold_<k>_<split>_<metric>``.
+    """
+    combined, folds, structure = cross_fit(config, data, seed, config.cross_fit, lambda k: callbacks)
+    sampler = structure.sampler
+    if sampler is not None:
+        sampler.generator.manual_seed(20_000 + seed)
+    metrics = train_and_score(config, data.with_v_out_in_training(), structure.graph, combined, seed, sampler)
+    metric = data.metric.name
+    history = [{**record, "fold": k} for k, fold in enumerate(folds) for record in fold.history]
+    result = FitResult(best_iteration=-1, best_metrics=metrics, best_weights=combined, final_weights=combined,
+                       history=history, support=structure.graph, config={**folds[0].config, "cross_fit": config.cross_fit},
+                       metric=metric, node_data=node_data(data))
+    extra = {f"fold_{k}_{split}_{metric}": value for k, fold in enumerate(folds)
+             for split, value in fold.best_metrics.items()}
+    return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,
+                              final_model_trained_on="v_in+v_out", **extra)
 
 
 def finished_seed(config: ExperimentConfig, path: Path) -> "dict | None":
@@ -93,7 +120,8 @@ def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: 
 
             return run_tasks_in_workers([SeedTask(config, seed, run_dir) for seed in seeds], config.workers, run_seed,
                                         callbacks, echo, progress=config.progress, description=config.run_name)
-        if try_stacking and config.stack_seeds != "off" and config.learns_graph and len(seeds) > 1:
+        if try_stacking and config.stack_seeds != "off" and config.learns_graph and not config.cross_fit \
+                and len(seeds) > 1:
             from .stacked import run_seeds_stacked  # noqa: PLC0415 -- only runs with several seeds need it
 
             stacked = run_seeds_stacked(config, seeds, run_dir, callbacks, echo)
@@ -215,7 +243,7 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
     known_unstackable: list = []  # runs whose seeds were just found not to stack: no second try
     try:
         pooled = [run for run in prepared if run.config.learns_graph and run.config.executor == "local"
-                  and run.config.stack_seeds != "off" and run.todo]
+                  and run.config.stack_seeds != "off" and not run.config.cross_fit and run.todo]
         if len(pooled) > 1 or (pooled and len(pooled[0].todo) > 1):
             from .stacked import SeedTask, run_tasks_stacked  # noqa: PLC0415 -- only pooled runs need it
 

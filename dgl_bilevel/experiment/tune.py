@@ -24,6 +24,7 @@ from ..data import load_dataset
 from ..errors import ConfigError
 from ..outer import Callback, IterationState, fit
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .seed_files import run_data
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def evaluate_trial(config: ExperimentConfig, seeds: list[int], trial=None) -> fl
     """Mean best validation score of ``config`` over ``seeds`` (test scores are not read)."""
     scores: list[float] = []
     for index, seed in enumerate(seeds):
-        data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(getattr(torch, config.dtype))
+        data = run_data(config, seed)  # the protocol's split, as a run of this configuration sees it
         maximize = data.metric.higher_is_better
         callbacks = [] if trial is None else [_ReportValidation(trial, scores, index * config.outer_steps, maximize)]
         inner = build_inner(config, data)

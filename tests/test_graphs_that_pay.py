@@ -1,0 +1,186 @@
+"""Candidate supports, protocols, refit, cross-fitting, the frozen control and noisy data sets:
+the pieces that compare a learned graph with the labels it consumes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import dgl_bilevel as dbl
+from dgl_bilevel._dgl import dgl
+from dgl_bilevel.config import ExperimentConfig
+from dgl_bilevel.data import load_dataset
+from dgl_bilevel.data.noise import add_spurious_edges, undirected_edge_count
+from dgl_bilevel.diagnostics import edge_statistics, roc_auc
+from dgl_bilevel.errors import ConfigError, DataError
+from dgl_bilevel.experiment import run_experiment
+from dgl_bilevel.experiment.crossfit import stratified_folds
+from dgl_bilevel.structure.support import knn_neighbours, knn_support, observed_knn_support
+
+
+# ----------------------------------------------------------------------------------- supports
+def test_observed_knn_support_holds_both_marks_them_and_is_symmetric():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=gen)
+    src = torch.arange(59)
+    g = dgl.graph((torch.cat([src, src + 1]), torch.cat([src + 1, src])), num_nodes=60)
+    s = observed_knn_support(g, x, k=4, metric="cosine")
+    n = 60
+    keys = set((s.edges()[0] * n + s.edges()[1]).tolist())
+    assert set((g.edges()[0] * n + g.edges()[1]).tolist()) <= keys  # every observed edge is a candidate
+    assert all((k % n) * n + k // n in keys for k in keys)  # symmetric
+    assert not any(k // n == k % n for k in keys)  # no self-loops
+    obs = s.edata["observed"] > 0.5
+    assert int(obs.sum()) == g.num_edges()
+    knn = knn_support(x, 4, metric="cosine")
+    knn_keys = set((knn.edges()[0] * n + knn.edges()[1]).tolist())
+    assert keys == knn_keys | set((g.edges()[0] * n + g.edges()[1]).tolist())
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_blocked_knn_equals_the_full_distance_matrix(metric):
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    if metric == "cosine":
+        y = x / x.norm(dim=1, keepdim=True)
+        score = y @ y.T
+    else:
+        score = -torch.cdist(x, x)
+    score.fill_diagonal_(-float("inf"))
+    expected = torch.topk(score, 7, dim=1).indices.sort(1).values
+    got = knn_neighbours(x, 7, metric, chunk_bytes=4 * 200 * 13).sort(1).values  # 13 rows per block
+    assert torch.equal(expected, got)
+
+
+def test_knn_metric_and_k_are_checked():
+    with pytest.raises(ConfigError, match="metric"):
+        knn_neighbours(torch.randn(5, 2), 2, "manhattan")
+    with pytest.raises(ConfigError, match="k must be"):
+        knn_neighbours(torch.randn(5, 2), 5)
+
+
+# ----------------------------------------------------------------------------------- protocols
+def test_lds_protocol_shares_validation_between_outer_loss_and_selection(data_root):
+    data = load_dataset("cora", data_root, 0)
+    lds = data.with_outer_loss_on_validation()
+    assert lds.outer_on_validation and torch.equal(lds.v_out, lds.val)
+    assert lds.val.numel() == data.v_out.numel() + data.val.numel() == 500
+    assert torch.equal(lds.test, data.test) and torch.equal(lds.v_in, data.v_in)
+    assert lds.with_outer_loss_on_validation() is lds
+    with pytest.raises(DataError, match="exclude each other|cannot also"):
+        data.with_v_out_in_training().with_outer_loss_on_validation()
+    with pytest.raises(DataError, match="disjoint"):  # without the declared exception the sets must stay disjoint
+        data.with_splits(v_out=data.val)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"protocol": "lds", "refit": True}, "--refit"),
+    ({"protocol": "lds", "cross_fit": 3}, "--cross-fit"),
+    ({"protocol": "lds", "method": "a_obs+v_out"}, "its own training labels"),
+    ({"structure": "bernoulli", "graph_samples": 0}, "--graph-samples"),
+    ({"structure": "bernoulli", "theta_candidate": 1.5}, "--theta-candidate"),
+    ({"structure": "bernoulli", "estimator": "perturbed"}, "ste"),
+    ({"structure": "edges", "estimator": "score"}, "bernoulli"),
+    ({"structure": "bernoulli", "estimator": "score"}, "--resample outer"),
+    ({"structure": "bernoulli", "hypergrad": "implicit"}, "no fixed point"),
+    ({"cross_fit": 1}, "at least 2 folds"),
+    ({"method": "a_obs", "refit": True}, "learns none"),
+])
+def test_configurations_that_cannot_run_are_refused_by_name(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig(dataset="cheaters", **flags).resolved()
+
+
+def test_lds_protocol_refuses_ogb_data():
+    with pytest.raises(ConfigError, match="OGB's rules"):
+        ExperimentConfig(dataset="ogbn-arxiv", protocol="lds").resolved()
+
+
+def test_observed_knn_support_needs_features():
+    from dgl_bilevel.structure.support import observed_knn_support_from_config
+
+    class NoFeatures:
+        features = None
+        name = "featureless"
+
+    with pytest.raises(ConfigError, match="feature"):
+        observed_knn_support_from_config(ExperimentConfig(), NoFeatures())
+
+
+# ----------------------------------------------------------------------------------- folds, noise, statistics
+def test_cross_fit_folds_are_disjoint_stratified_and_cover_the_labels(data_root):
+    data = load_dataset("cora", data_root, 0)
+    folds = stratified_folds(data, 3, seed=0)
+    together = torch.cat(folds)
+    assert together.numel() == together.unique().numel() == data.v_in.numel() + data.v_out.numel()
+    assert set(together.tolist()) == set(torch.cat([data.v_in, data.v_out]).tolist())
+    for c in range(data.num_classes):
+        counts = [int((data.labels[f] == c).sum()) for f in folds]
+        assert max(counts) - min(counts) <= 1  # each class dealt evenly
+    assert all(abs(f.numel() - together.numel() / 3) <= data.num_classes for f in folds)
+    with pytest.raises(ConfigError, match="at least 2"):
+        stratified_folds(data, 1, 0)
+    with pytest.raises(ConfigError, match="smallest class"):
+        stratified_folds(data, 500, 0)
+
+
+def test_noisy_data_sets_add_the_stated_share_of_symmetric_random_edges(data_root):
+    clean = load_dataset("cora", data_root, 0)
+    noisy = load_dataset("cora-noise60", data_root, 0)
+    added = undirected_edge_count(noisy.graph) - undirected_edge_count(clean.graph)
+    assert added == round(0.6 * undirected_edge_count(clean.graph))
+    assert int(noisy.extras["spurious"].sum()) == 2 * added
+    assert torch.equal(noisy.graph.edges()[0][: clean.num_edges], clean.graph.edges()[0])
+    again = load_dataset("cora-noise60", data_root, 0)
+    assert torch.equal(again.graph.edges()[1], noisy.graph.edges()[1])  # seeded
+    other = load_dataset("cora-noise60", data_root, 1)
+    assert not torch.equal(other.graph.edges()[1], noisy.graph.edges()[1])
+
+
+def test_edge_statistics_see_a_graph_that_prefers_same_class_edges():
+    g = dgl.graph((torch.tensor([0, 1, 2, 3]), torch.tensor([1, 0, 3, 0])), num_nodes=4)
+    g.edata["observed"] = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    labels = torch.tensor([0, 0, 1, 1])
+    w = torch.tensor([1.0, 1.0, 0.9, 0.1])  # same-class edges 0-1 and 2-3 kept, 3->0 dropped
+    stats = edge_statistics(g, w, labels, spurious=torch.tensor([False, False, False, True]))
+    assert stats["same_class_support"] == 0.75 and stats["same_class_weighted"] == pytest.approx(2.9 / 3.0)
+    assert stats["kept_added"] == 0.5 and stats["mean_w_added"] == pytest.approx(0.5)
+    assert stats["true_edge_auc"] == 1.0 and roc_auc(-w, torch.tensor([True, True, True, False])) == 0.0
+
+
+# ----------------------------------------------------------------------------------- runs end to end
+def _run(tmp_path, **options):
+    config = ExperimentConfig(dataset="cheaters", inner="gnn", model="gcn", hidden=8, inner_steps=20,
+                              outer_steps=3, seeds=1, out=str(tmp_path), progress=False, save_graph=True, **options)
+    summary = run_experiment(config, echo=lambda *_: None)
+    run = tmp_path / config.resolved().run_name
+    return summary, json.loads((run / "seed_0.json").read_text())["result"], run
+
+
+def test_bernoulli_run_reports_sampled_expected_thresholded_and_refit_scores(tmp_path):
+    _, record, run = _run(tmp_path, structure="bernoulli", support="observed+knn", knn_k=3, refit=True,
+                          hypergrad="unrolled")
+    for key in ("test_acc", "expected_test_acc", "thresholded_test_acc", "refit_test_acc", "refit_v_out_acc",
+                "mean_w_added", "same_class_weighted"):
+        assert 0.0 <= record[key] <= 1.0, key
+    (graph,), _ = dgl.load_graphs(str(run / "graph_seed0.bin"))
+    w = graph.edata["w"]
+    assert float(w.min()) >= 0 and float(w.max()) <= 1
+
+
+def test_frozen_run_keeps_the_initial_probabilities(tmp_path):
+    _, record, run = _run(tmp_path, structure="bernoulli", support="observed+knn", knn_k=3, freeze_structure=True,
+                          theta_candidate=0.25, hypergrad="unrolled", name="frozen")
+    (graph,), _ = dgl.load_graphs(str(run / "graph_seed0.bin"))
+    obs = load_dataset("cheaters", None, 0)
+    assert sorted(graph.edata["w"].unique().tolist()) == [0.25, 1.0]
+    assert record["mean_w_observed"] == 1.0 and record["mean_w_added"] == pytest.approx(0.25)
+    assert obs.num_edges < graph.num_edges()
+
+
+def test_cross_fit_run_records_each_fold_and_the_refit(tmp_path):
+    _, record, _ = _run(tmp_path, structure="bernoulli", support="observed", cross_fit=2, hypergrad="implicit",
+                        resample="outer", name="cf")
+    assert record["final_model_trained_on"] == "v_in+v_out"
+    assert {f"fold_{k}_test_acc" for k in range(2)} <= set(record)
+    assert 0.0 <= record["test_acc"] <= 1.0
