@@ -184,3 +184,22 @@ def test_cross_fit_run_records_each_fold_and_the_refit(tmp_path):
     assert record["final_model_trained_on"] == "v_in+v_out"
     assert {f"fold_{k}_test_acc" for k in range(2)} <= set(record)
     assert 0.0 <= record["test_acc"] <= 1.0
+
+
+def test_the_returned_graph_trains_dgl_layers(tmp_path):
+    """A user's GraphConv / SAGEConv / GATConv model runs on the graph a Bernoulli run returns (zero-weight
+    candidates dropped, self-loops added, as recipes/transfer_dgl.py documents)."""
+    import importlib.util
+    from pathlib import Path
+
+    _, _, run = _run(tmp_path, structure="bernoulli", support="observed+knn", knn_k=3, hypergrad="unrolled",
+                     theta_candidate=0.0, name="transfer")
+    spec = importlib.util.spec_from_file_location(
+        "transfer_dgl", Path(__file__).resolve().parents[1] / "recipes" / "transfer_dgl.py")
+    transfer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(transfer)
+    (graph,), _ = dgl.load_graphs(str(run / "graph_seed0.bin"))
+    assert "observed" in graph.edata and float(graph.edata["w"].min()) == 0.0  # untouched candidates stay at 0
+    rows = transfer.main([str(run), "--epochs", "3", "--models", "graphconv", "sage", "gat"])
+    assert [r["model"] for r in rows] == ["graphconv", "sage", "gat"]
+    assert all(0.0 <= acc <= 1.0 for r in rows for acc in r["learned"] + r["observed"])

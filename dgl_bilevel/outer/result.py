@@ -39,6 +39,8 @@ class FitResult:
 
         g = dgl.graph(self.support.edges(), num_nodes=self.support.num_nodes())
         g.edata["w"] = self.best_weights.clone()
+        if "observed" in self.support.edata:  # which candidates were observed edges (supports that add edges)
+            g.edata["observed"] = self.support.edata["observed"].clone()
         keep = self.node_data if node_data is True else {} if not node_data else \
             {k: v for k, v in self.node_data.items() if k in node_data}
         for key, value in keep.items():
