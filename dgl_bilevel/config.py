@@ -44,6 +44,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "at_least_one": (lambda v: v >= 1, "must be >= 1"),
     "fraction": (lambda v: 0.0 < v < 1.0, "must be strictly between 0 and 1"),
     "probability": (lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]"),
+    "unit_interval": (lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"),
 }
 
 
@@ -174,6 +175,10 @@ class InnerConfig:
     hidden: Optional[int] = option(None, "GNN hidden units; default: preset", check="at_least_one", preset=True)
     layers: int = option(2, "GNN layers", check="at_least_one")
     weight_decay: float = option(5e-4, "GNN L2 coefficient", check="non_negative")
+    inner_dropout: float = option(0.0, "dropout of the inner model while it trains (predictions without): a random "
+                                       "inner objective, so unrolled / truncated hypergradients only, differentiated "
+                                       "on autograd's graph; 0: deterministic (the paper's setting)",
+                                  check="unit_interval")
     lam: Optional[float] = option(None, "Laplacian regularisation strength; default: 1 when learning the graph, "
                                         "0.1 on A_obs (paper)", check="non_negative")
     laplacian_loss: str = option("auto", "Laplacian data term: cross-entropy or squared error (quadratic: exact "
@@ -405,6 +410,10 @@ def check_structure_options(config: "ExperimentConfig") -> None:
     if config.structure == "bernoulli" and config.estimator == "score" and config.resample != "outer":
         raise ConfigError("--estimator score needs --resample outer: with new graphs at every inner step the outer "
                           "loss is not a function of one draw")
+    if config.inner_dropout > 0 and config.hypergrad in ("implicit", "adjoint"):
+        raise ConfigError(f"--hypergrad {config.hypergrad} differentiates a fixed point, and --inner-dropout "
+                          f"{config.inner_dropout} makes the inner objective random (no fixed point): use --hypergrad "
+                          "unrolled or truncated")
     if config.structure == "bernoulli" and config.resample == "step" and config.hypergrad in ("implicit", "adjoint"):
         raise ConfigError(f"--hypergrad {config.hypergrad} differentiates a fixed point, and --resample step draws new "
                           "graphs at every inner step (no fixed point): use --resample outer, or --hypergrad "

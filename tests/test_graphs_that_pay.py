@@ -203,3 +203,24 @@ def test_the_returned_graph_trains_dgl_layers(tmp_path):
     rows = transfer.main([str(run), "--epochs", "3", "--models", "graphconv", "sage", "gat"])
     assert [r["model"] for r in rows] == ["graphconv", "sage", "gat"]
     assert all(0.0 <= acc <= 1.0 for r in rows for acc in r["learned"] + r["observed"])
+
+
+def test_inner_dropout_makes_a_random_objective_that_only_unrolling_differentiates(data_root):
+    data = load_dataset("cheaters", None, 0).to(torch.float64)
+    inner = dbl.TrainedGNN(dbl.models.GCN(data.num_features, 8, data.out_dim, dropout=0.5), steps=5, train_mode=True)
+    inner.bind(data, data.graph)
+    params = inner.initial_params(torch.Generator().manual_seed(0))
+    w = data.observed_weights()
+    torch.manual_seed(0)
+    a, b = inner.objective(params, w), inner.objective(params, w)
+    assert not torch.equal(a, b)  # dropout active while training
+    assert torch.equal(inner.predict(params, w), inner.predict(params, w))  # predictions without it
+    assert inner.stochastic_objective and inner.second_order is None
+    with pytest.raises(ConfigError, match="no fixed point"):
+        ExperimentConfig(dataset="cheaters", inner_dropout=0.5, hypergrad="implicit").resolved()
+    w = w.clone().requires_grad_(True)
+    solution = dbl.Unrolled().solve(inner, w, inner.starting_params())
+    assert solution.info["reverse"] == "autograd"
+    loss = inner.predict(solution.params, w)[data.v_out].logsumexp(1).sum()
+    (grad,) = torch.autograd.grad(loss, w)
+    assert bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0

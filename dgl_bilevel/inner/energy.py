@@ -22,7 +22,7 @@ def energy_model_from_config(config, data) -> EnergyGNN:
     """The :class:`~dgl_bilevel.energy.EnergyGNN` an experiment configuration describes."""
     return EnergyGNN(data.num_features, config.hidden, data.out_dim, steps=config.energy_steps,
                      step_rule=config.energy_step, penalty=config.penalty, lam=config.energy_lam,
-                     normalize=config.energy_normalize, num_layers=config.layers)
+                     normalize=config.energy_normalize, num_layers=config.layers, dropout=config.inner_dropout)
 
 
 @INNER_PROBLEMS.register("energy", help="an MLP and K descent steps on a BloomGML energy, trained on v_in "
@@ -34,4 +34,4 @@ class EnergyInner(TrainedGNN):
     def from_config(cls, config, data) -> "EnergyInner":
         return cls(energy_model_from_config(config, data), steps=config.inner_steps, lr=config.inner_lr,
                    optimizer=optimizer_from_config(config), weight_decay=config.weight_decay,
-                   init=config.inner_init)
+                   init=config.inner_init, train_mode=config.inner_dropout > 0)

@@ -56,6 +56,7 @@ class TrainedGNN(InnerProblem):
         init: str = "fresh",
         sparse_features: "str | bool" = "auto",
         reinit: str = "xavier",
+        train_mode: bool = False,
     ) -> None:
         if not lr > 0:
             raise ConfigError(f"lr must be > 0, got {lr}")
@@ -71,6 +72,10 @@ class TrainedGNN(InnerProblem):
         if weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
         self.reinit = reinit
+        #: the objective runs the model in training mode (its dropout active): a random objective, so only
+        #: unrolled / truncated hypergradients on autograd's graph apply; predictions stay in eval mode
+        self.train_mode = bool(train_mode)
+        self.stochastic_objective = self.train_mode
         self.model = model
         self.lr = lr
         self.weight_decay = float(weight_decay)
@@ -81,16 +86,17 @@ class TrainedGNN(InnerProblem):
 
     @classmethod
     def from_config(cls, config, data) -> "TrainedGNN":
-        model = build_model(config.model, data.num_features, config.hidden, data.out_dim, num_layers=config.layers)
+        model = build_model(config.model, data.num_features, config.hidden, data.out_dim, num_layers=config.layers,
+                            **({"dropout": config.inner_dropout} if config.inner_dropout > 0 else {}))
         problem = cls(model, steps=config.inner_steps, lr=config.inner_lr, optimizer=optimizer_from_config(config),
-                      weight_decay=config.weight_decay, init=config.inner_init)
+                      weight_decay=config.weight_decay, init=config.inner_init, train_mode=config.inner_dropout > 0)
         problem.elementwise_optimizer = config.inner_optimizer in ELEMENTWISE_CONFIG_OPTIMIZERS
         return problem
 
     def bind(self, data, graph) -> "TrainedGNN":
         self.data, self.graph = data, graph
         dtype = data.features.dtype
-        # eval mode: the objective must be deterministic for hypergradients (no dropout).
+        # eval mode: predictions are deterministic; the objective switches to training mode only with train_mode
         self.model = copy.deepcopy(self.model).to(dtype).eval()
         accepts_sparse = getattr(self.model, "accepts_sparse_features", False)
         if self.sparse_features is True and not accepts_sparse:
@@ -102,7 +108,8 @@ class TrainedGNN(InnerProblem):
         self._dtype = dtype
         self._check_output_width()
         own_objective = type(self).objective is TrainedGNN.objective and type(self).predict is TrainedGNN.predict
-        self.second_order = SumAggDerivatives.for_problem(self) if own_objective and supports_derivatives(self) else None
+        hand = own_objective and not self.train_mode and supports_derivatives(self)  # dropout: no written-out derivative
+        self.second_order = SumAggDerivatives.for_problem(self) if hand else None
         self.first_order = self.second_order.value_and_gradient if self.second_order is not None else None
         return self
 
@@ -148,7 +155,14 @@ class TrainedGNN(InnerProblem):
         return functional_call(self.model, variables, (self.graph, self.features), {"edge_weight": edge_weight})
 
     def objective(self, params: Params, edge_weight: torch.Tensor) -> torch.Tensor:
-        out = self.predict(params, edge_weight)
+        if self.train_mode:
+            self.model.train()
+            try:
+                out = self.predict(params, edge_weight)
+            finally:
+                self.model.eval()
+        else:
+            out = self.predict(params, edge_weight)
         loss = task_loss(out, self.data.labels, self.data.v_in, self.data.task)
         if self.weight_decay:
             loss = loss + 0.5 * self.weight_decay * sum((p * p).sum() for p in params)
@@ -160,4 +174,5 @@ class TrainedGNN(InnerProblem):
             "model": type(self.model).__name__,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
+            **({"train_mode": True} if self.train_mode else {}),
         }

@@ -221,6 +221,8 @@ def why_not_stackable(problems: Sequence[InnerProblem]) -> Optional[str]:
         return "the inner optimizer is not known to act elementwise (only the default Adam and SGD are)"
     if any(p.describe() != first.describe() for p in problems):
         return "the seeds' inner settings differ"
+    if any(p.stochastic_objective for p in problems):
+        return "the inner objective is random (dropout or graphs drawn per step)"
     if any(p.custom_steps is not None for p in problems):
         return "the inner problem trains in its own loop"
     if not same_structure([p.graph for p in problems]):
