@@ -18,7 +18,7 @@ import logging
 import sys
 from typing import Any, Optional, Sequence
 
-from .errors import BilevelError
+from .errors import BilevelError, ConfigError
 
 #: Commands whose options are the experiment configuration.
 CONFIG_COMMANDS = ("run", "scarcity", "leaderboard", "tune")
@@ -157,15 +157,60 @@ def command_help(command: str) -> str:
 
 def config_from_args(args: argparse.Namespace):
     """The configuration: command defaults < ``--config`` file < explicit flags."""
-    from .config import ExperimentConfig, flatten, load_yaml
+    from .config import ExperimentConfig, flatten, read_yaml_options
 
     names = {f.name for f in dataclasses.fields(ExperimentConfig)}
     values: dict[str, Any] = dict(COMMAND_DEFAULTS.get(args.command, {}))
     given = {k: v for k, v in vars(args).items() if k in names}
+    from_file: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     if args.config:
-        values.update(_file_values(load_yaml(args.config), given, args.config))
+        read, lines = read_yaml_options(args.config)
+        from_file = _file_values(read, given, args.config)
+        values.update(from_file)
     values.update(given)
-    return ExperimentConfig(**flatten(values, "command line"))
+    config = ExperimentConfig(**flatten(values, "command line"))
+    _check_inner_options(config, given, {k: v for k, v in from_file.items() if k not in given}, args.config, lines)
+    return config
+
+
+def _check_inner_options(config: Any, given: dict, from_file: dict, path: Optional[str], lines: dict) -> None:
+    """Refuse flags the run's inner problem does not read (``--model gcn --inner laplacian``); warn
+    about such options in a ``--config`` file only where they differ from what the run uses anyway.
+
+    A file is only warned about: a written ``config.yaml`` lists every option, including those of
+    the other inner problems, and must rerun as it is. ``inner_problem.config_options`` declares
+    what each inner problem reads (:func:`dgl_bilevel.config.unread_options`).
+    """
+    from .config import ExperimentConfig, cli_flag, unread_options
+    from .methods import METHODS
+
+    config.validate()  # the inner problem and method are registered names before asking what they read
+    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    inner = METHODS[config.method].requires.get("inner", config.inner)
+    if "inner" in given and given["inner"] != inner:
+        raise ConfigError(f"--method {config.method} runs the {inner} inner problem: --inner {given['inner']} would "
+                          "be ignored; drop --inner or choose another method")
+    refused = unread_options(inner, given)
+    if len(refused) == 1:
+        (name, readers), = refused.items()
+        raise ConfigError(f"{cli_flag(fields[name])} is not read by the {inner} inner problem (only by "
+                          f"{', '.join(readers)}): it would be ignored; drop it or choose --inner {readers[0]}")
+    if refused:
+        flags = ", ".join(cli_flag(fields[name]) for name in refused)
+        readers = "; ".join(f"{cli_flag(fields[name])}: {', '.join(r)}" for name, r in refused.items())
+        raise ConfigError(f"{flags} are not read by the {inner} inner problem (only by: {readers}): they would be "
+                          "ignored; drop them or choose another --inner")
+    ignored = unread_options(inner, from_file)
+    if not ignored:
+        return
+    defaults = {name: fields[name].default for name in ignored if fields[name].default is not dataclasses.MISSING}
+    anyway = dataclasses.replace(config, **defaults).resolved()
+    for name, readers in ignored.items():
+        if from_file[name] != getattr(anyway, name):
+            where = f"{path}, line {lines[name]}" if name in lines else str(path)
+            print(f"dgl-bilevel: warning: {where}: option '{name}' ({from_file[name]!r}) has no effect: the {inner} "
+                  f"inner problem does not read it (only {', '.join(readers)})", file=sys.stderr)
 
 
 def _file_values(from_file: dict, given: dict, path: str) -> dict:
@@ -239,6 +284,9 @@ def _run_command(args: argparse.Namespace) -> int:
         return _generate_ogb(args)
     config = config_from_args(args)
     config.validate()  # every option checked before any data loads
+    if config.outer_steps == 0 and config.learns_graph and args.command in ("run", "leaderboard"):
+        print("dgl-bilevel: --outer-steps 0: nothing is learned; each seed's initial graph (the structure's "
+              "starting weights) is scored once", file=sys.stderr)
     if args.command == "leaderboard":
         from .experiment import run_leaderboard
 
@@ -247,6 +295,9 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "tune":
         from .experiment.tune import run_tune, space_from_yaml
 
+        for flag, value in (("--trials", args.trials), ("--tune-seeds", args.tune_seeds)):
+            if value < 1:
+                raise ConfigError(f"{flag} must be >= 1; got {value}")
         space = space_from_yaml(args.space) if args.space else None
         given = tuple(k for k in vars(args) if k not in ("command", "config", "trials", "tune_seeds", "space", "timeout"))
         run_tune(config, trials=args.trials, seeds=args.tune_seeds, space=space, timeout=args.timeout, fixed=given)

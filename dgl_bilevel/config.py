@@ -16,11 +16,13 @@ This module imports neither torch nor DGL: ``dgl-bilevel --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from .errors import ConfigError
 from .registry import (
@@ -46,6 +48,38 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "probability": (lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]"),
     "unit_interval": (lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"),
 }
+
+#: The plain types fields hold, by annotation, and how messages name them: a value of another type
+#: (``outer_steps: many`` in a YAML file) is a ConfigError naming the option, not a TypeError later.
+KINDS: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
+KIND_NAMES: dict[type, str] = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                               dict: "a mapping of options"}
+
+
+def field_kind(f: dataclasses.Field) -> tuple[Optional[type], bool]:
+    """The plain type field ``f`` holds (None: not one of :data:`KINDS`, left unchecked) and
+    whether it may be None, read from its annotation (``Optional[int]``, ``int | None``, ``int``)."""
+    text = str(f.type).replace(" ", "")
+    optional = text.startswith("Optional[") and text.endswith("]")
+    if optional:
+        text = text[len("Optional["):-1]
+    parts = text.split("|")
+    kinds = [part for part in parts if part != "None"]
+    optional = optional or len(kinds) < len(parts)
+    return (KINDS.get(kinds[0]) if len(kinds) == 1 else None), optional
+
+
+def type_problem(f: dataclasses.Field, value: Any) -> Optional[str]:
+    """What is wrong with the type of ``value`` for field ``f`` (``"must be an integer"``), or None."""
+    kind, optional = field_kind(f)
+    if kind is None:
+        return None
+    if value is None:
+        return None if optional else "needs a value"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {bool: isinstance(value, bool), int: number and isinstance(value, int), float: number,
+          str: isinstance(value, (str, os.PathLike)), dict: isinstance(value, Mapping)}[kind]  # paths: out=Path
+    return None if ok else f"must be {KIND_NAMES[kind]}"
 
 
 def option(default: Any = None, help: str = "", *, choices: Choices = None, check: Optional[str] = None,
@@ -225,7 +259,8 @@ class HypergradConfig:
 class OuterConfig:
     """The outer loop: steps, optimizer, regulariser, selection."""
 
-    outer_steps: Optional[int] = option(None, "outer iterations; default: preset", check="non_negative", preset=True)
+    outer_steps: Optional[int] = option(None, "outer iterations (0: learn nothing, score each seed's initial graph "
+                                              "once); default: preset", check="non_negative", preset=True)
     outer_lr: Optional[float] = option(None, "outer Adam learning rate; default: preset", check="positive",
                                        preset=True)
     regularizer: Optional[str] = option(None, "regulariser added to the outer loss; default: the method's "
@@ -332,6 +367,9 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
             value = getattr(self, f.name)
             if value is None:
                 continue
+            problem = type_problem(f, value)
+            if problem is not None:
+                raise ConfigError(f"{cli_flag(f)} {problem} ({describe_option(f)}); got {value!r}")
             choices = f.metadata.get("choices")
             if f.name == "dataset" and is_graph_file(value):
                 if not Path(value).expanduser().is_file():
@@ -442,8 +480,10 @@ def cli_flag(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def flatten(mapping: Mapping[str, Any], source: str = "configuration") -> dict:
-    """Flat options from a nested-by-section or flat mapping; unknown keys are an error."""
+def flatten(mapping: Mapping[str, Any], source: str = "configuration",
+            lines: Optional[Mapping[str, int]] = None) -> dict:
+    """Flat options from a nested-by-section or flat mapping; unknown keys are an error (naming
+    their ``lines`` in a file, and the closest option)."""
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"{source}: expected a mapping of options, got {type(mapping).__name__}")
     names = {f.name for f in dataclasses.fields(ExperimentConfig)}
@@ -453,22 +493,108 @@ def flatten(mapping: Mapping[str, Any], source: str = "configuration") -> dict:
             flat.update(value)
         else:
             flat[key] = value
-    unknown = sorted(set(flat) - names)
+    unknown = sorted(set(flat) - names, key=str)
     if unknown:
-        raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
+        described = []
+        for key in unknown:
+            line = f" at line {lines[str(key)]}" if lines and str(key) in lines else ""
+            near = difflib.get_close_matches(str(key), sorted(names), n=1)
+            described.append(f"{key}{line}" + (f" (did you mean {near[0]}?)" if near else ""))
+        raise ConfigError(f"{source}: unknown option(s) {', '.join(described)}")
     return flat
 
 
 def load_yaml(path: "str | Path") -> dict:
-    """Flat options from a YAML file (nested by section or flat)."""
+    """Flat options from a YAML file (nested by section or flat); see :func:`read_yaml_options`."""
+    return read_yaml_options(path)[0]
+
+
+def read_yaml_options(path: "str | Path") -> tuple[dict, dict]:
+    """Flat options from a YAML file, each as its field's type, and the line (1-based) of each.
+
+    Every error names the file, the line and the option: YAML that does not parse, unknown
+    options, values of the wrong type (``outer_steps: many``), null for an option that needs a
+    value. A number where a float is expected is read as one, and so is a string that spells one
+    (YAML 1.1 reads ``1e-3`` as a string).
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
-    with open(path) as handle:
-        loaded = yaml.safe_load(handle) or {}
-    return flatten(loaded, str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read as text ({exc})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        loaded = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_error(path, text, exc)) from None
+    finally:
+        loader.dispose()
+    lines = _option_lines(node)
+    flat = flatten({} if loaded is None else loaded, str(path), lines)
+    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    for name, value in flat.items():
+        value = flat[name] = _from_yaml(fields[name], value)
+        problem = type_problem(fields[name], value)
+        if problem is not None:
+            where = f"{path}, line {lines[name]}" if name in lines else str(path)
+            raise ConfigError(f"{where}: option '{name}' {problem}, got {value!r} ({cli_flag(fields[name])} on the "
+                              "command line)")
+    return flat, lines
+
+
+def _from_yaml(f: dataclasses.Field, value: Any) -> Any:
+    """A YAML value as field ``f``'s type where that is unambiguous: a number or a string that spells
+    one (``1e-3``) for a float, a number for a string (``name: 2024``); anything else as it is."""
+    kind, _ = field_kind(f)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if kind is float and number:
+        return float(value)
+    if kind is str and number:
+        return str(value)
+    return value
+
+
+def _option_lines(node: Any) -> dict:
+    """The line (1-based) of each option in a composed YAML document, in sections or flat."""
+    import yaml
+
+    lines: dict = {}
+    if not isinstance(node, yaml.MappingNode):
+        return lines
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode):
+            continue
+        if key.value in SECTIONS and isinstance(value, yaml.MappingNode):
+            lines.update({k.value: k.start_mark.line + 1 for k, _ in value.value if isinstance(k, yaml.ScalarNode)})
+        else:
+            lines[key.value] = key.start_mark.line + 1
+    return lines
+
+
+def _yaml_error(path: Path, text: str, exc: Exception) -> str:
+    """A YAML parse error as one line: the file, the line, the option written there, and the problem."""
+    context_mark, problem_mark = getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)
+    first = context_mark or problem_mark
+    if first is None:
+        return f"{path}: invalid YAML ({exc})"
+    source = text.splitlines()
+    key = re.match(r"\s*-?\s*([A-Za-z_][\w.-]*)\s*:", source[first.line]) if first.line < len(source) else None
+    parts = []
+    for message, mark in ((getattr(exc, "context", None), context_mark), (getattr(exc, "problem", None), problem_mark)):
+        if message:
+            parts.append(message + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""))
+    return (f"{path}, line {first.line + 1}" + (f", option '{key.group(1)}'" if key else "")
+            + ": invalid YAML: " + "; ".join(parts))
 
 
 def write_yaml(config: ExperimentConfig, path: "str | Path") -> None:
@@ -558,6 +684,25 @@ def preset(dataset: str, inner: str, structure: str = "edges", source: str = "pa
     elif source != "paper-code":
         raise ConfigError(f"--preset must be paper-code or paper-text, got {source!r}")
     return values
+
+
+def unread_options(inner: str, names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Of the options ``names``, those the ``inner`` problem does not read and other registered inner
+    problems do: ``{option: (inner problems that read it)}``, from each class's ``config_options``.
+
+    An inner problem that declares nothing (None) has nothing listed, and an option that no inner
+    problem declares is never listed (it belongs to another stage, or is new and not yet declared).
+    """
+    declared = {name: getattr(cls, "config_options", None) for name, cls in INNER_PROBLEMS.items()}
+    own = declared.get(inner)
+    if own is None:
+        return {}
+    unread = {}
+    for name in names:
+        readers = tuple(other for other, options in declared.items() if options and name in options)
+        if readers and name not in own:
+            unread[name] = readers
+    return unread
 
 
 def check_device(device: str) -> None:

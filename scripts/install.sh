@@ -21,6 +21,6 @@ TORCH_VERSION=$(.venv/bin/python -c "import torch; print(torch.__version__.split
 CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
 printf 'torch==%s\ndgl==2.1.0\n' "$TORCH_VERSION" > "$CONSTRAINTS"
+# The build backend (build_backend/) puts the import hook's .pth -- import dgl before dgl_bilevel
+# works -- into the editable wheel too, so pip installs and uninstalls it with the package.
 "${PIP[@]}" install -c "$CONSTRAINTS" -e ".${EXTRAS:+[$EXTRAS]}"
-# Editable installs skip data files: put the import hook's .pth (import dgl before dgl_bilevel works) in place.
-cp dgl_bilevel_import_hook.pth "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/"

@@ -84,7 +84,7 @@ def test_ctrl_c_keeps_the_last_completed_iteration_and_resume_finishes_the_run(t
         dbl.fit(tiny, _edges(tiny), dbl.TrainedGNN(dbl.models.SumAggGNN(5, 4, 3), steps=5), outer_steps=6,
                 progress=False, seed=2, checkpoint=path, checkpoint_every=100, callbacks=[interrupt_at_4])
     assert caught.value.checkpoint == path and caught.value.iteration == 3
-    assert torch.load(path, weights_only=False)["next_iteration"] == 4  # not the periodic (every 100) one
+    assert torch.load(path, weights_only=True)["next_iteration"] == 4  # not the periodic (every 100) one
     resumed = dbl.fit(tiny, _edges(tiny), dbl.TrainedGNN(dbl.models.SumAggGNN(5, 4, 3), steps=5), outer_steps=6,
                       progress=False, seed=2, checkpoint=path, resume=True)
     assert [r["outer_loss"] for r in resumed.history] == [r["outer_loss"] for r in reference.history]

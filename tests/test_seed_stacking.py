@@ -165,7 +165,7 @@ def test_checkpoints_resume_seeds_at_different_iterations(tmp_path):
     first[2].callbacks.append(_as_callback(StopAt(2)))
     with pytest.raises(RunInterrupted):
         fit_seeds(first, checkpoints_at=paths, checkpoint_every=1, progress=False)
-    saved = [torch.load(p, weights_only=False)["next_iteration"] for p in paths]
+    saved = [torch.load(p, weights_only=True)["next_iteration"] for p in paths]
     assert saved[2] == 2 and all(n >= 2 for n in saved)  # seed 2 lost only the iteration in flight
     paths[0].unlink()  # seed 0 starts over; the others continue where they were
     resumed = fit_seeds(loops(5), checkpoints_at=paths, resume=True, progress=False)

@@ -14,6 +14,7 @@ The bilevel split is Cora's: ``train_mask`` is ``v_in``, ``val_mask`` is halved 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -39,7 +40,8 @@ def read_graph_file(path: PathLike) -> "dgl.DGLGraph":
     try:
         graphs, _ = dgl.load_graphs(str(path))
     except (dgl.DGLError, OSError, ValueError, RuntimeError) as exc:
-        raise DataError(f"{where} is not a file written by dgl.save_graphs ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{where} is not a file written by dgl.save_graphs ({type(exc).__name__}: "
+                        f"{_first_line(exc)})") from exc
     if len(graphs) != 1:
         raise DataError(f"{where} holds {len(graphs)} graphs; expected exactly one ({FORMAT})")
     graph = graphs[0]
@@ -52,6 +54,12 @@ def read_graph_file(path: PathLike) -> "dgl.DGLGraph":
                         f"{', '.join(repr(k) for k in graph.ndata) or 'nothing'}); expected {FORMAT}")
     _check_ndata(graph, where)
     return graph
+
+
+def _first_line(exc: Exception) -> str:
+    """An error's first line without DGL's C++ prefix (``[12:00:00] file.cc:128: ``) and stack trace."""
+    lines = str(exc).strip().splitlines()
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[0]) if lines else type(exc).__name__
 
 
 def _check_ndata(graph: "dgl.DGLGraph", where: str) -> None:

@@ -119,6 +119,10 @@ class InnerProblem:
     #: True when the inner solution exists only through ``steps`` optimizer steps (a trained
     #: model): zero steps would leave the random initialisation in place.
     needs_steps: ClassVar[bool] = False
+    #: The configuration fields ``from_config`` reads (``--hidden`` etc.). The command line refuses an
+    #: option set by flag that another inner problem declares and this one does not (it would be
+    #: ignored); None: nothing declared, nothing refused.
+    config_options: ClassVar[Optional[frozenset]] = None
     #: Capability: the problem's own non-differentiated training loop,
     #: ``(params, w, steps, monitor) -> (params, optimizer_state, last_objective)``; None: the generic one.
     custom_steps: Optional[Callable[..., tuple]] = None

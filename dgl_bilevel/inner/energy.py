@@ -30,6 +30,10 @@ def energy_model_from_config(config, data) -> EnergyGNN:
 class EnergyInner(TrainedGNN):
     """:class:`TrainedGNN` of an :class:`~dgl_bilevel.energy.EnergyGNN` (see the module docstring)."""
 
+    config_options = frozenset({"inner_steps", "inner_lr", "inner_optimizer", "inner_init", "hidden", "layers",
+                                "weight_decay", "energy_steps", "energy_step", "penalty", "energy_lam",
+                                "energy_normalize", "inner_dropout"})  # what from_config reads (the model is EnergyGNN: no --model)
+
     @classmethod
     def from_config(cls, config, data) -> "EnergyInner":
         return cls(energy_model_from_config(config, data), steps=config.inner_steps, lr=config.inner_lr,

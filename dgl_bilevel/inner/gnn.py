@@ -45,6 +45,8 @@ class TrainedGNN(InnerProblem):
     """
 
     needs_steps = True
+    config_options = frozenset({"inner_steps", "inner_lr", "inner_optimizer", "inner_init", "model", "hidden",
+                                "layers", "weight_decay", "inner_dropout"})  # what from_config reads
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ class LabelPropagation(InnerProblem):
     """
 
     predictions_use_weights = False  # the predictions are the propagated values F themselves
+    config_options = frozenset({"lp_alpha"})  # what from_config reads: solved exactly, no steps or lr
 
     def __init__(
         self,

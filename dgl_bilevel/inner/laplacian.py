@@ -45,6 +45,8 @@ class LaplacianRegularization(InnerProblem):
     """
 
     predictions_use_weights = False  # the predictions are the fitted node values Y themselves
+    config_options = frozenset({"inner_steps", "inner_lr", "inner_optimizer", "inner_init", "lam",
+                                "laplacian_loss"})  # what from_config reads
 
     def __init__(
         self,
