@@ -205,7 +205,7 @@ def test_learning_moves_theta_within_bounds_and_frozen_control_never_does():
     start = learned.theta.detach().clone()
     result = _fit(learned, data)
     assert not torch.equal(learned.theta.detach(), start)
-    assert float(learned.theta.min()) >= 0 and float(learned.theta.max()) <= 1
+    assert float(learned.theta.detach().min()) >= 0 and float(learned.theta.detach().max()) <= 1
     # resampled at every step: differentiated on autograd's graph, never recomputed (a recomputation would redraw)
     inner = SampledGraphs(dbl.TrainedGNN(dbl.models.GCN(3, 4, 2), steps=3), learned.sampler).bind(data, data.graph)
     assert inner.stochastic_objective
