@@ -12,6 +12,8 @@ any of them -- a hypergradient, which combinations run, a whole short outer run 
   implicit hypergradients amplify rounding by up to ~1e15 (their iterative solves stop on a
   tolerance), so a refactor that merely reorders floating-point operations can fail those
   combinations; a failure says so when it applies.
+* ``fixtures/table1_float32.json`` (``python tests/fixtures/make_table1_fixture.py``): GNN BO and
+  Laplacian BO on Cora, 20 outer steps, float32, through the command line: histories equal exactly.
 
 A change that is meant to change numbers regenerates the fixture with its script, in the same
 commit, and says why.
@@ -19,6 +21,7 @@ commit, and says why.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -43,6 +46,7 @@ def _load(name: str) -> ModuleType:
 
 
 hypergradients = _load("make_hypergradient_fixture")
+table1 = _load("make_table1_fixture")
 RECORDED = torch.load(hypergradients.FIXTURE, weights_only=True)
 
 
@@ -131,3 +135,19 @@ def test_hypergradient_unchanged(key, recomputed):
                         f"{sensitivity:.1e} relative -- so a refactor that only reorders floating-point operations "
                         "can move it past the tolerance; combinations that do not amplify rounding tell more")
     assert not problems, f"{key}:\n  " + "\n  ".join(problems)
+
+
+# --------------------------------------------------------------------------------- Table I runs
+TABLE1 = json.loads(table1.FIXTURE.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(TABLE1["runs"]))
+def test_table1_run_unchanged(name):
+    """GNN BO / Laplacian BO on Cora through ``dgl-bilevel run``: every history value equal, exactly."""
+    recorded = TABLE1["runs"][name]
+    assert recorded["argv"] == table1.RUNS[name]
+    assert len(recorded["history"]) == table1.OUTER_STEPS
+    now = table1.run(name)
+    for before, after in zip(recorded["history"], now["history"], strict=True):
+        assert after == before, f"{name}, outer iteration {before['iteration']}"
+    assert now["result"] == recorded["result"]
