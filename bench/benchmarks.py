@@ -2,7 +2,8 @@
 of the hypergradient relative to a plain training run of the same inner model.
 
     .venv/bin/python bench/benchmarks.py                 # every case (about 25 minutes on 2 cores)
-    .venv/bin/python bench/benchmarks.py --quick         # Cora cases only (about 2 minutes)
+    .venv/bin/python bench/benchmarks.py --quick         # Cora cases only (the paper's GNN and the Laplacian
+                                                         # about 2 minutes; GCN, SAGE, APPNP 2 more)
     .venv/bin/python bench/benchmarks.py --cases cora-gnn-implicit scale-1e6-gnn-implicit
 
 Each case runs in its own Python process, so its peak RSS (``ru_maxrss``) is that of the
@@ -27,7 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> settings. ``data``: "cora" or a scale of the arxiv-shaped generator; ``inner``: gnn,
-#: lap-ce (paper-style Laplacian, cross-entropy, 500 Adam steps) or lap-mse (quadratic).
+#: lap-ce (paper-style Laplacian, cross-entropy, 500 Adam steps) or lap-mse (quadratic); ``model``:
+#: the GNN's registered model (default ``sumagg``, the paper's; the others have no hand-derived
+#: second derivatives, so their lean unroll recomputes steps and their implicit products are autograd's).
 CASES: dict[str, dict] = {
     "cora-gnn-unrolled": dict(data="cora", inner="gnn", method="unrolled", iters=6),
     "cora-gnn-unrolled-nockpt": dict(data="cora", inner="gnn", method="unrolled-full", iters=6),
@@ -35,6 +38,13 @@ CASES: dict[str, dict] = {
     "cora-gnn-unrolled-recompute": dict(data="cora", inner="gnn", method="unrolled", iters=6, hand_derived=False),
     "cora-gnn-implicit": dict(data="cora", inner="gnn", method="implicit", iters=6),
     "cora-gnn-truncated10": dict(data="cora", inner="gnn", method="truncated", iters=6),
+    # the other registered GNN models, same width (16), depth (2) and 100 inner steps as the paper's
+    "cora-gcn-unrolled": dict(data="cora", inner="gnn", model="gcn", method="unrolled", iters=6),
+    "cora-sage-unrolled": dict(data="cora", inner="gnn", model="sage", method="unrolled", iters=6),
+    "cora-appnp-unrolled": dict(data="cora", inner="gnn", model="appnp", method="unrolled", iters=6),
+    "cora-gcn-implicit": dict(data="cora", inner="gnn", model="gcn", method="implicit", iters=6),
+    "cora-sage-implicit": dict(data="cora", inner="gnn", model="sage", method="implicit", iters=6),
+    "cora-appnp-implicit": dict(data="cora", inner="gnn", model="appnp", method="implicit", iters=6),
     "cora-lap-unrolled500": dict(data="cora", inner="lap-ce", method="unrolled", iters=5),
     "cora-lap-implicit": dict(data="cora", inner="lap-ce", method="implicit", iters=5),
     "cora-lap-adjoint": dict(data="cora", inner="lap-mse", method="adjoint", iters=20),
@@ -67,7 +77,8 @@ def run_case(name: str) -> dict:
         data = arxiv_like_bilevel(spec["data"])
     load_seconds = time.perf_counter() - started
     if spec["inner"] == "gnn":
-        inner = dbl.TrainedGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes), steps=100)
+        model = dbl.models.build_model(spec.get("model", "sumagg"), data.num_features, 16, data.num_classes)
+        inner = dbl.TrainedGNN(model, steps=100)
     elif spec["inner"] == "gnn-sampled":  # 1,024 v_in seeds per step, 10 neighbours per layer
         inner = dbl.SampledGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes), steps=100,
                                batch_size=1024, fanouts=[10, 10])
@@ -113,6 +124,7 @@ def run_case(name: str) -> dict:
         "nodes": data.num_nodes,
         "edges": data.num_edges,
         "inner": spec["inner"],
+        "model": spec.get("model", "sumagg") if spec["inner"].startswith("gnn") else None,
         "method": spec["method"],
         "inner_steps": inner.steps if spec["method"] != "adjoint" else 0,
         "iterations_timed": spec["iters"],
