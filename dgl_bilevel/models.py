@@ -239,7 +239,24 @@ class APPNPNet(nn.Module):
         h = self.input(feat)
         for layer in self.hidden:
             h = layer(F.dropout(F.elu(h), self.dropout, self.training))
-        return self.propagate(graph, h, edge_weight=edge_weight)
+        if edge_weight is None:
+            return self.propagate(graph, h)
+        return appnp_propagate(graph, h, symmetric_edge_norm(graph, edge_weight), self.propagate._k,
+                               self.propagate._alpha)
+
+
+def appnp_propagate(graph, feat: torch.Tensor, norm_weight: torch.Tensor, k: int, alpha: float) -> torch.Tensor:
+    """``k`` steps of ``h <- (1 - alpha) A_norm h + alpha h_0`` on already normalised edge weights:
+    ``dgl.nn.APPNPConv``'s weighted branch in the same operations (the same values for positive
+    weights, edge dropout 0), where zero weights are allowed (DGL's normalisation refuses them)."""
+    with graph.local_scope():
+        feat_0 = feat
+        graph.edata["w"] = norm_weight
+        for _ in range(k):
+            graph.ndata["h"] = feat
+            graph.update_all(dgl.function.u_mul_e("h", "w", "m"), dgl.function.sum("m", "h"))
+            feat = (1 - alpha) * graph.ndata.pop("h") + alpha * feat_0
+        return feat
 
 
 def build_model(name: str, in_feats: int, hidden: int, out_feats: int, num_layers: int = 2, **kwargs) -> nn.Module:
