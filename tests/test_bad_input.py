@@ -60,6 +60,19 @@ BAD_INPUTS = [
     ("negative-damping", ["run", "--damping", "-1"], 2, ["--damping must be >= 0"]),
     ("unknown-implicit-solver", ["run", "--hypergrad", "implicit", "--implicit-solver", "foo"], 2,
      ["--implicit-solver must be one of", "got 'foo'"]),
+    # edge probabilities, protocols, refit and cross-fitting
+    ("graph-samples-0", ["run", "--dataset", "cheaters", "--structure", "bernoulli", "--graph-samples", "0"], 2,
+     ["--graph-samples must be >= 1"]),
+    ("theta-outside-0-1", ["run", "--dataset", "cheaters", "--structure", "bernoulli", "--theta-candidate", "1.5"], 2,
+     ["--theta-candidate must lie in [0, 1]"]),
+    ("cross-fit-1", ["run", "--dataset", "cheaters", "--cross-fit", "1"], 2, ["--cross-fit needs at least 2 folds"]),
+    ("cross-fit-too-many-folds", ["run", "--dataset", "cheaters", "--inner-steps", "2", "--cross-fit", "500"], 2,
+     ["--cross-fit 500: the smallest class has"]),
+    ("lds-on-ogb", ["run", "--dataset", "ogbn-arxiv", "--protocol", "lds"], 2, ["OGB's rules"]),
+    ("refit-under-lds", ["run", "--dataset", "cheaters", "--protocol", "lds", "--refit"], 2,
+     ["--refit trains on V_in ∪ V_out"]),
+    ("observed-knn-without-features", ["run", "--dataset", "{tmp}/nofeat.bin", "--support", "observed+knn"], 2,
+     ["observed+knn needs node feature vectors"]),
 ]
 
 
@@ -76,11 +89,18 @@ def _files(tmp: Path) -> None:
     for mask, nodes in (("train_mask", [0, 1]), ("val_mask", [2, 3]), ("test_mask", [0, 3])):
         g.ndata[mask] = torch.zeros(4, dtype=torch.bool).index_fill_(0, torch.tensor(nodes), True)
     dgl.save_graphs(str(tmp / "nan.bin"), [g])
+    h = dgl.graph(([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0]), num_nodes=6)  # a graph with no feature columns
+    h.ndata["feat"] = torch.zeros(6, 0)
+    h.ndata["label"] = torch.tensor([0, 1, 0, 1, 0, 1])
+    for mask, nodes in (("train_mask", [0, 1]), ("val_mask", [2, 3]), ("test_mask", [4, 5])):
+        h.ndata[mask] = torch.zeros(6, dtype=torch.bool).index_fill_(0, torch.tensor(nodes), True)
+    dgl.save_graphs(str(tmp / "nofeat.bin"), [h])
     (tmp / "data" / "heterophilous").mkdir(parents=True)
 
 
 def test_the_table_holds_the_26_inputs():
-    assert len(BAD_INPUTS) == 26 and len({row[0] for row in BAD_INPUTS}) == 26
+    """The 26 inputs of the documentation issue, then 7 of the learned-graph options, each once."""
+    assert len(BAD_INPUTS) == 33 and len({row[0] for row in BAD_INPUTS}) == 33
 
 
 @pytest.mark.parametrize("argv, code, expected", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS])

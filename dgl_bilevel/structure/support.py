@@ -155,12 +155,22 @@ def power_support_from_config(config, data) -> "dgl.DGLGraph":
 
 @SUPPORTS.register("knn", help="a symmetric k-NN graph of the features (--knn-k, --knn-metric)")
 def knn_support_from_config(config, data) -> "dgl.DGLGraph":
+    _check_knn_options(config, data, "knn")
     return knn_support(data.features, config.knn_k, data.graph, metric=config.knn_metric)
+
+
+def _check_knn_options(config, data, support: str) -> None:
+    """A k-NN support needs feature vectors and fewer neighbours than other nodes."""
+    features = data.features
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or features.shape[1] == 0:
+        raise ConfigError(f"--support {support} needs node feature vectors; {data.name} has none")
+    if not 1 <= config.knn_k < features.shape[0]:
+        raise ConfigError(f"--knn-k {config.knn_k}: {data.name} has {features.shape[0]} nodes, so k must be in "
+                          f"[1, {features.shape[0] - 1}]")
 
 
 @SUPPORTS.register("observed+knn", help="the observed edges and a symmetric k-NN graph of the features "
                                         "(--knn-k, --knn-metric): candidates that can add edges")
 def observed_knn_support_from_config(config, data) -> "dgl.DGLGraph":
-    if not isinstance(data.features, torch.Tensor) or data.features.dim() != 2:
-        raise ConfigError(f"--support observed+knn needs node feature vectors; {data.name} has none")
+    _check_knn_options(config, data, "observed+knn")
     return observed_knn_support(data.graph, data.features, config.knn_k, config.knn_metric)
