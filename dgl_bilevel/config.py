@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from .errors import ConfigError
 from .registry import (
-    DATASETS, HYPERGRADIENTS, INNER_PROBLEMS, METHODS, MODELS, PENALTIES, REGULARIZERS, STEP_RULES,
+    DATASETS, HYPERGRADIENTS, INNER_PROBLEMS, LINEAR_SOLVERS, METHODS, MODELS, PENALTIES, REGULARIZERS, STEP_RULES,
     STRUCTURES, SUPPORTS, Registry,
 )
 
@@ -242,15 +242,15 @@ class HypergradConfig:
                                            "hand-derived second derivatives for the paper's GNN (sumagg; faster "
                                            "and leaner than the graph), recomputed steps for other models (slower)",
                                      flag="--no-unroll-checkpoint")
-    implicit_solver: str = option("minres", "implicit: linear solver of the Hessian system (minres: symmetric, "
-                                            "indefinite allowed; cg: positive definite; gmres; neumann)",
-                                  choices=("minres", "cg", "gmres", "neumann"))
+    implicit_solver: Optional[str] = option(None, "implicit: linear solver of the Hessian system; default: "
+                                                  "dbl.Implicit's (minres)", choices=LINEAR_SOLVERS)
     cg_maxiter: Optional[int] = option(None, "implicit/adjoint: iterations at most; default: the method's "
                                              "(implicit 200, adjoint 2000)", check="at_least_one")
     cg_tol: Optional[float] = option(None, "implicit/adjoint: relative residual at which the solve stops; default: "
                                            "the method's (implicit 1e-2, adjoint 1e-6)", check="positive")
-    damping: Optional[float] = option(None, "implicit: Hessian damping; default: 1e-3 for a GNN (non-convex), 0 "
-                                            "otherwise", check="non_negative")
+    damping: Optional[float] = option(None, "implicit: Hessian damping; default: dbl.Implicit's rule, 1e-3 for a "
+                                            "trained model (gnn, energy: non-convex), 0 otherwise",
+                                      check="non_negative")
     neumann_step: float = option(1.0, "implicit with --implicit-solver neumann: step", check="positive")
     implicit_warm_start: bool = option(False, "implicit: start CG from the previous outer iteration's solution")
 
@@ -410,8 +410,11 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
         for key, value in preset(self.dataset, values["inner"], values["structure"], source=self.preset).items():
             if values.get(key) is None:
                 values[key] = value
-        if values["damping"] is None:  # measured on Cora: 1e-3 is what makes a trained (non-convex) model's
-            values["damping"] = 1e-3 if INNER_PROBLEMS[values["inner"]].needs_steps else 0.0  # implicit useful
+        if values["damping"] is None or values["implicit_solver"] is None:  # dbl.Implicit's defaults, written out
+            from .hypergrad.implicit import DEFAULT_SOLVER, default_damping  # noqa: PLC0415 -- torch, after --help
+            if values["damping"] is None:  # the rule Implicit(damping=None) applies: 1e-3 for a trained model
+                values["damping"] = default_damping(INNER_PROBLEMS[values["inner"]])
+            values["implicit_solver"] = values["implicit_solver"] or DEFAULT_SOLVER
         if values["lam"] is None:  # paper: lambda = 1 when learning the graph, 0.1 on A_obs
             values["lam"] = 1.0 if method.learns_graph else 0.1
         if is_graph_file(values["dataset"]):  # absolute, so the written config.yaml reruns from any folder
