@@ -242,8 +242,8 @@ class HypergradConfig:
                                            "hand-derived second derivatives for the paper's GNN (sumagg; faster "
                                            "and leaner than the graph), recomputed steps for other models (slower)",
                                      flag="--no-unroll-checkpoint")
-    implicit_solver: Optional[str] = option(None, "implicit: linear solver of the Hessian system; default: "
-                                                  "dbl.Implicit's (minres)", choices=LINEAR_SOLVERS)
+    implicit_solver: Optional[str] = option(None, "implicit: linear solver of the Hessian system, default "
+                                                  "minres (dbl.Implicit's)", choices=LINEAR_SOLVERS)
     cg_maxiter: Optional[int] = option(None, "implicit/adjoint: iterations at most; default: the method's "
                                              "(implicit 200, adjoint 2000)", check="at_least_one")
     cg_tol: Optional[float] = option(None, "implicit/adjoint: relative residual at which the solve stops; default: "

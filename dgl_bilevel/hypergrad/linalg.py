@@ -299,27 +299,27 @@ def _damped(matvec: MatVec, damping: float) -> MatVec:
 # The linear solvers by name: the one list that linear_solve, SolveOptions, Implicit and the command line's
 # --implicit-solver read (LINEAR_SOLVERS, a registry, so the configuration can name its choices without torch).
 # Each entry solves ``(A + damping I) x = rhs`` from the undamped ``matvec`` and the common options.
-@LINEAR_SOLVERS.register("minres", help="MINRES: symmetric, indefinite allowed; its residual never grows")
+@LINEAR_SOLVERS.register("minres", help="symmetric, indefinite allowed (its residual never grows)")
 def _solve_minres(matvec: MatVec, rhs: Vector, *, tol: float, maxiter: int, damping: float,
                   x0: Optional[Vector], neumann_step: float, restart: int) -> tuple[Vector, SolveInfo]:
     # damps its flat vector itself: one kernel instead of one per tensor
     return minres(matvec, rhs, x0=x0, tol=tol, maxiter=maxiter, damping=damping)
 
 
-@LINEAR_SOLVERS.register("cg", help="conjugate gradient: symmetric positive definite (diverges on indefinite "
-                                    "Hessians)")
+@LINEAR_SOLVERS.register("cg", help="conjugate gradient, symmetric positive definite (diverges on "
+                                    "indefinite Hessians)")
 def _solve_cg(matvec: MatVec, rhs: Vector, *, tol: float, maxiter: int, damping: float,
               x0: Optional[Vector], neumann_step: float, restart: int) -> tuple[Vector, SolveInfo]:
     return conjugate_gradient(_damped(matvec, damping), rhs, x0=x0, tol=tol, maxiter=maxiter)
 
 
-@LINEAR_SOLVERS.register("gmres", help="restarted GMRES: any system, symmetric or not (restart 30)")
+@LINEAR_SOLVERS.register("gmres", help="restarted GMRES (restart 30), any system")
 def _solve_gmres(matvec: MatVec, rhs: Vector, *, tol: float, maxiter: int, damping: float,
                  x0: Optional[Vector], neumann_step: float, restart: int) -> tuple[Vector, SolveInfo]:
     return gmres(_damped(matvec, damping), rhs, x0=x0, tol=tol, maxiter=maxiter, restart=restart)
 
 
-@LINEAR_SOLVERS.register("neumann", help="Neumann series with step --neumann-step: needs |1 - step * eig| < 1")
+@LINEAR_SOLVERS.register("neumann", help="Neumann series with --neumann-step, needs |1 - step * eig| < 1")
 def _solve_neumann(matvec: MatVec, rhs: Vector, *, tol: float, maxiter: int, damping: float,
                    x0: Optional[Vector], neumann_step: float, restart: int) -> tuple[Vector, SolveInfo]:
     return neumann_series(_damped(matvec, damping), rhs, step=neumann_step, maxiter=maxiter, tol=tol)
