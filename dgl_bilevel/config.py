@@ -296,6 +296,14 @@ class RunConfig:
     progress: bool = option(True, "show a progress bar", flag="--no-progress")
     log_every: int = option(0, "print a line every N outer iterations (0: never)", check="non_negative")
     save_graph: bool = option(True, "save each seed's learned graph (dgl.save_graphs)", flag="--no-save-graph")
+    logger: str = option("none", "experiment tracking, one log per seed in <run>/logs/seed_<s>/: per outer iteration "
+                                 "the losses, the splits' scores, the hypergradient norm, the solver residual and "
+                                 "seconds; edge weight histograms (observed / added edges); the settings. "
+                                 "tensorboard: event files (tensorboard --logdir <run>/logs; pip install "
+                                 "'dgl_bilevel[tracking]'); csv: metrics.csv and edge_weights.csv",
+                         choices=("none", "tensorboard", "csv"))  # outer.loggers.LOGGERS
+    log_histogram_every: int = option(10, "--logger: the edge weights' histogram every N outer iterations and at the "
+                                          "last (0: never)", check="non_negative")
     executor: str = option("local", "where seeds run: one after the other here, or as Ray tasks (the distributed "
                                     "extra; a task whose worker dies resumes from its checkpoint)",
                            choices=("local", "ray"))
@@ -425,6 +433,9 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
             raise ConfigError("--structure topk needs exactly one of --budget (edges kept in all) and "
                               "--topk-per-node (edges kept per node)")
         check_structure_options(resolved)
+        if resolved.logger == "tensorboard" and not module_available("tensorboard"):
+            raise ConfigError("--logger tensorboard needs TensorBoard, which is not installed: pip install "
+                              "'dgl_bilevel[tracking]' (or use --logger csv)")
         if resolved.workers > 1 and resolved.executor != "local":
             raise ConfigError(f"--workers {resolved.workers} splits seeds among local processes; with --executor "
                               f"{resolved.executor} set --cpus-per-task instead")
@@ -706,6 +717,16 @@ def unread_options(inner: str, names: Iterable[str]) -> dict[str, tuple[str, ...
         if readers and name not in own:
             unread[name] = readers
     return unread
+
+
+def module_available(name: str) -> bool:
+    """Whether ``import name`` would find the module (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it (import blocked)
+        return False
 
 
 def check_device(device: str) -> None:
