@@ -54,6 +54,8 @@ _EXPORTS: dict[str, str] = {
     "FitResult": "outer",
     "IterationState": "outer",
     "Callback": "outer",
+    "TensorBoardLogger": "outer",
+    "CsvLogger": "outer",
     "raise_if_stopped": "outer",
     "ExperimentConfig": "config",
     "DifferentiableSolver": "combinatorial",

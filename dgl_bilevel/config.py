@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from .errors import ConfigError
 from .registry import (
-    DATASETS, HYPERGRADIENTS, INNER_PROBLEMS, METHODS, MODELS, PENALTIES, REGULARIZERS, STEP_RULES,
+    DATASETS, HYPERGRADIENTS, INNER_PROBLEMS, LINEAR_SOLVERS, METHODS, MODELS, PENALTIES, REGULARIZERS, STEP_RULES,
     STRUCTURES, SUPPORTS, Registry,
 )
 
@@ -242,15 +242,15 @@ class HypergradConfig:
                                            "hand-derived second derivatives for the paper's GNN (sumagg; faster "
                                            "and leaner than the graph), recomputed steps for other models (slower)",
                                      flag="--no-unroll-checkpoint")
-    implicit_solver: str = option("minres", "implicit: linear solver of the Hessian system (minres: symmetric, "
-                                            "indefinite allowed; cg: positive definite; gmres; neumann)",
-                                  choices=("minres", "cg", "gmres", "neumann"))
+    implicit_solver: Optional[str] = option(None, "implicit: linear solver of the Hessian system, default "
+                                                  "minres (dbl.Implicit's)", choices=LINEAR_SOLVERS)
     cg_maxiter: Optional[int] = option(None, "implicit/adjoint: iterations at most; default: the method's "
                                              "(implicit 200, adjoint 2000)", check="at_least_one")
     cg_tol: Optional[float] = option(None, "implicit/adjoint: relative residual at which the solve stops; default: "
                                            "the method's (implicit 1e-2, adjoint 1e-6)", check="positive")
-    damping: Optional[float] = option(None, "implicit: Hessian damping; default: 1e-3 for a GNN (non-convex), 0 "
-                                            "otherwise", check="non_negative")
+    damping: Optional[float] = option(None, "implicit: Hessian damping; default: dbl.Implicit's rule, 1e-3 for a "
+                                            "trained model (gnn, energy: non-convex), 0 otherwise",
+                                      check="non_negative")
     neumann_step: float = option(1.0, "implicit with --implicit-solver neumann: step", check="positive")
     implicit_warm_start: bool = option(False, "implicit: start CG from the previous outer iteration's solution")
 
@@ -296,6 +296,14 @@ class RunConfig:
     progress: bool = option(True, "show a progress bar", flag="--no-progress")
     log_every: int = option(0, "print a line every N outer iterations (0: never)", check="non_negative")
     save_graph: bool = option(True, "save each seed's learned graph (dgl.save_graphs)", flag="--no-save-graph")
+    logger: str = option("none", "experiment tracking, one log per seed in <run>/logs/seed_<s>/: per outer iteration "
+                                 "the losses, the splits' scores, the hypergradient norm, the solver residual and "
+                                 "seconds; edge weight histograms (observed / added edges); the settings. "
+                                 "tensorboard: event files (tensorboard --logdir <run>/logs; pip install "
+                                 "'dgl_bilevel[tracking]'); csv: metrics.csv and edge_weights.csv",
+                         choices=("none", "tensorboard", "csv"))  # outer.loggers.LOGGERS
+    log_histogram_every: int = option(10, "--logger: the edge weights' histogram every N outer iterations and at the "
+                                          "last (0: never)", check="non_negative")
     executor: str = option("local", "where seeds run: one after the other here, or as Ray tasks (the distributed "
                                     "extra; a task whose worker dies resumes from its checkpoint)",
                            choices=("local", "ray"))
@@ -410,8 +418,11 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
         for key, value in preset(self.dataset, values["inner"], values["structure"], source=self.preset).items():
             if values.get(key) is None:
                 values[key] = value
-        if values["damping"] is None:  # measured on Cora: 1e-3 is what makes a trained (non-convex) model's
-            values["damping"] = 1e-3 if INNER_PROBLEMS[values["inner"]].needs_steps else 0.0  # implicit useful
+        if values["damping"] is None or values["implicit_solver"] is None:  # dbl.Implicit's defaults, written out
+            from .hypergrad.implicit import DEFAULT_SOLVER, default_damping  # noqa: PLC0415 -- torch, after --help
+            if values["damping"] is None:  # the rule Implicit(damping=None) applies: 1e-3 for a trained model
+                values["damping"] = default_damping(INNER_PROBLEMS[values["inner"]])
+            values["implicit_solver"] = values["implicit_solver"] or DEFAULT_SOLVER
         if values["lam"] is None:  # paper: lambda = 1 when learning the graph, 0.1 on A_obs
             values["lam"] = 1.0 if method.learns_graph else 0.1
         if is_graph_file(values["dataset"]):  # absolute, so the written config.yaml reruns from any folder
@@ -422,6 +433,9 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
             raise ConfigError("--structure topk needs exactly one of --budget (edges kept in all) and "
                               "--topk-per-node (edges kept per node)")
         check_structure_options(resolved)
+        if resolved.logger == "tensorboard" and not module_available("tensorboard"):
+            raise ConfigError("--logger tensorboard needs TensorBoard, which is not installed: pip install "
+                              "'dgl_bilevel[tracking]' (or use --logger csv)")
         if resolved.workers > 1 and resolved.executor != "local":
             raise ConfigError(f"--workers {resolved.workers} splits seeds among local processes; with --executor "
                               f"{resolved.executor} set --cpus-per-task instead")
@@ -703,6 +717,16 @@ def unread_options(inner: str, names: Iterable[str]) -> dict[str, tuple[str, ...
         if readers and name not in own:
             unread[name] = readers
     return unread
+
+
+def module_available(name: str) -> bool:
+    """Whether ``import name`` would find the module (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it (import blocked)
+        return False
 
 
 def check_device(device: str) -> None:

@@ -59,7 +59,7 @@ BAD_INPUTS = [
     ("negative-inner-steps", ["run", "--inner-steps", "-1"], 2, ["--inner-steps must be >= 0", "got -1"]),
     ("negative-damping", ["run", "--damping", "-1"], 2, ["--damping must be >= 0"]),
     ("unknown-implicit-solver", ["run", "--hypergrad", "implicit", "--implicit-solver", "foo"], 2,
-     ["--implicit-solver must be one of", "got 'foo'"]),
+     ["--implicit-solver: unknown linear solver 'foo'", "available: minres, cg, gmres, neumann"]),
     # edge probabilities, protocols, refit and cross-fitting
     ("graph-samples-0", ["run", "--dataset", "cheaters", "--structure", "bernoulli", "--graph-samples", "0"], 2,
      ["--graph-samples must be >= 1"]),

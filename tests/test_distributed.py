@@ -66,6 +66,19 @@ def test_a_killed_worker_resumes_its_seed_from_the_checkpoint(local_ray, tmp_pat
     assert [r["iteration"] for r in record["history"]] == [0, 1, 2, 3]
 
 
+def test_ray_tasks_write_one_log_per_seed(local_ray, tmp_path):
+    """--logger with --executor ray: each task builds its seed's logger and writes under the run folder."""
+    import csv
+
+    assert main(ARGS + ["--out", str(tmp_path), "--executor", "ray", "--logger", "csv"]) == 0
+    run_dir = tmp_path / "cheaters-gnn-bo"
+    for seed in (0, 1):
+        with (run_dir / "logs" / f"seed_{seed}" / "metrics.csv").open(newline="") as handle:
+            logged = [float(row["outer_loss"]) for row in csv.DictReader(handle)]
+        history = json.loads((run_dir / f"seed_{seed}.json").read_text())["history"]
+        assert logged == [r["outer_loss"] for r in history] and len(logged) == 4
+
+
 def test_tune_runs_trials_as_ray_tasks(local_ray, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("outer_lr: {low: 0.001, high: 0.1, log: true}\n")

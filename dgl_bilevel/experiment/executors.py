@@ -5,7 +5,8 @@ A seed is a pure function of the configuration and its number that writes its ow
 seeds are independent tasks. With Ray each seed is a task with ``cpus_per_task`` CPUs and as
 many torch threads; results and checkpoints go to the shared output folder; a task whose worker
 dies is retried by Ray and resumes from its seed's last checkpoint (checkpoint resume is bit
-for bit), so nothing is lost or done twice. Progress from every task flows into one bar.
+for bit), so nothing is lost or done twice. Progress from every task flows into one bar. A seed's logger (``--logger``) is built inside
+its task by ``run_seed`` and writes to the shared output folder as the results do.
 
 Ray is an optional extra (``pip install dgl_bilevel[distributed]``). Without ``ray_address``
 Ray starts on this machine; with one it joins that cluster (whose workers must have this

@@ -19,6 +19,7 @@ from ..data.files import resolve_data_root
 from ..errors import ConfigError
 from ..registry import DATASETS
 from ..outer import FitResult, fit, solve_on_graph
+from ..outer.loggers import seed_loggers
 from ..outer.loop import node_data
 from ..results import aggregate, results_table, write_json
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
@@ -34,7 +35,9 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
     """One seed: load the split, solve on the observed graph or learn it, write ``seed_<s>.json`` (+ graph).
 
     A checkpoint of this seed in ``run_dir`` is continued (the caller removes stale ones when a
-    run does not resume), so a seed restarted after a crash picks up where it stopped.
+    run does not resume), so a seed restarted after a crash picks up where it stopped. With
+    ``config.logger`` the seed's log goes to ``run_dir/logs/seed_<s>/`` (built here, in whatever
+    process or Ray task runs the seed).
     """
     data = run_data(config, seed)
     inner = build_inner(config, data)
@@ -57,7 +60,8 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
         data, structure, inner, method,
         outer_steps=config.outer_steps, lr=config.outer_lr, seed=seed, regularizer=build_regularizer(config),
         checkpoint=checkpoint_path(run_dir, seed), checkpoint_every=config.checkpoint_every,
-        resume=True, progress=config.progress, log_every=config.log_every, callbacks=callbacks,
+        resume=True, progress=config.progress, log_every=config.log_every,
+        callbacks=[*callbacks, *seed_loggers(config, seed, run_dir)],
         description=f"{config.run_name} seed {seed}", inner_select=config.inner_select,
     )
     return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,
@@ -71,7 +75,8 @@ def run_cross_fit_seed(config: ExperimentConfig, data, seed: int, run_dir: Path,
     The record's split scores are the refit's (its V_in and V_out scores are training scores); each
     fold's best-validation scores are kept as ``fold_<k>_<split>_<metric>``.
     """
-    combined, folds, structure = cross_fit(config, data, seed, config.cross_fit, lambda k: callbacks)
+    combined, folds, structure = cross_fit(config, data, seed, config.cross_fit,
+                                           lambda k: [*callbacks, *seed_loggers(config, seed, run_dir, fold=k)])
     sampler = structure.sampler
     if sampler is not None:
         sampler.generator.manual_seed(20_000 + seed)

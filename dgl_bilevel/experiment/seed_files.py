@@ -63,7 +63,7 @@ def write_seed(config: ExperimentConfig, seed: int, run_dir: Path, record: dict,
 #: Options that may differ between a run and its resumption (they change neither results nor their meaning).
 RESUME_FREE = ("seeds", "seed_start", "out", "name", "resume", "progress", "log_every", "checkpoint_every",
                "save_graph", "extra", "data_root", "executor", "ray_address", "cpus_per_task",
-               "stack_seeds", "workers")
+               "stack_seeds", "workers", "logger", "log_histogram_every")
 
 
 def comparable_settings(config: ExperimentConfig) -> dict:

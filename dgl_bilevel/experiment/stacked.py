@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..hypergrad import Truncated, Unrolled
 from ..outer import OuterLoop
 from ..outer.callbacks import LogLines
+from ..outer.loggers import seed_loggers
 from ..seeds import fit_seeds, why_not_lockstep
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
 from .refit import after_fit
@@ -37,11 +38,15 @@ class _SeedLines:
         tqdm.write(f"seed {self.seed}: {line}")
 
 
-def build_loop(config: ExperimentConfig, seed: int, callbacks: Sequence = ()) -> OuterLoop:
-    """The outer loop of one seed, built as :func:`~dgl_bilevel.experiment.run.run_seed` builds it."""
+def build_loop(config: ExperimentConfig, seed: int, callbacks: Sequence = (),
+               run_dir: Optional[Path] = None) -> OuterLoop:
+    """The outer loop of one seed, built as :func:`~dgl_bilevel.experiment.run.run_seed` builds it (with
+    ``run_dir``: and the seed's logger, ``config.logger``, writing under it)."""
     data = run_data(config, seed)
     inner = build_inner(config, data)
     extra = [LogLines(config.log_every, data.metric.name, _SeedLines(seed))] if config.log_every else []
+    if run_dir is not None:
+        extra += seed_loggers(config, seed, run_dir)
     return OuterLoop(data, build_structure(config, data, seed), inner, build_hypergrad(config, inner),
                      outer_steps=config.outer_steps, lr=config.outer_lr, regularizer=build_regularizer(config),
                      seed=seed, inner_select=config.inner_select, callbacks=[*callbacks, *extra])
@@ -121,7 +126,7 @@ def run_tasks_stacked(tasks: Sequence[SeedTask], callbacks: Sequence = (), echo=
     group as many at a time as :func:`seeds_per_stack` allows. Their records in task order, ``None``
     for a task that shares with no other (the caller runs it alone); ``None`` when no two tasks share.
     ``strict``: a ``ConfigError`` unless all tasks share."""
-    loops = [build_loop(task.config, task.seed, callbacks) for task in tasks]
+    loops = [build_loop(task.config, task.seed, callbacks, task.run_dir) for task in tasks]
     groups = lockstep_groups(loops)
     if len(groups) > 1:
         reason = why_not_lockstep(loops)

@@ -10,7 +10,9 @@ two stacks), runs the rest seed by seed, and writes the same files a single proc
 checkpoints, learned graphs -- so ``--resume`` works across worker counts. Results equal a single
 process's up to floating-point rounding (another stack size and thread count sum in another order).
 
-Progress from every worker flows into one bar in this process; a worker's error stops the others
+Each seed's logger (``--logger``) is built from its configuration inside the worker that runs it
+(:func:`~dgl_bilevel.outer.loggers.seed_loggers`, through ``build_loop`` or ``run_seed``); callbacks
+given in Python travel by pickle. Progress from every worker flows into one bar in this process; a worker's error stops the others
 and is raised here with the worker's traceback; Ctrl-C reaches every worker, which checkpoints as a
 single process would. A worker whose parent is gone -- killed by a signal that does not reach the
 workers, SIGTERM or SIGKILL to the parent alone -- stops as on Ctrl-C instead of running on

@@ -68,7 +68,7 @@ class Adjoint(HypergradMethod):
         solution, forward_info = self.cg(system, system.rhs, "forward")
         self.last_forward = forward_info
         info.update({f"forward_{k}": v for k, v in forward_info.as_dict().items()})
-        self._warner.check(forward_info, self._warn_residual)
+        self._warner.check(forward_info, self._warn_residual, self._advice())
         if edge_weight.requires_grad:
 
             def pullback(cotangents: tuple) -> tuple:
@@ -110,8 +110,12 @@ class Adjoint(HypergradMethod):
 
         (grad,), _, info = implicit_vjp(transpose_matvec, args_vjp, (cotangent,), SolveOptions(solve=solve))
         self.last_adjoint = info
-        self._warner.check(info, self._warn_residual)
+        self._warner.check(info, self._warn_residual, self._advice())
         return (torch.zeros_like(edge_weight) if grad is None else grad), info
+
+    def _advice(self) -> str:
+        """What helps a CG solve of the quadratic problem's positive definite system that stopped short."""
+        return f"raise maxiter (now {self.maxiter}; --cg-maxiter on the command line)"
 
     def cg(self, system: LinearSystem, rhs: torch.Tensor, key: str) -> tuple[torch.Tensor, SolveInfo]:
         """Solve ``A x = rhs`` on the system's active rows, warm-started under ``key``."""

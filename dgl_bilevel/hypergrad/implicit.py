@@ -17,32 +17,57 @@ docs/benchmarks.md for the measured residuals).
 """
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Any, Optional
 
 import torch
 
 from ..errors import ConfigError
 from ..inner.base import InnerProblem, Params
 from ..ops import constant_edge_weights
+from ..registry import LINEAR_SOLVERS
 from .base import HypergradMethod, Monitor, Solution, optimize
-from .implicit_diff import ResidualWarner, SolveOptions, attach, implicit_vjp, optimality_products, stationarity
+from .implicit_diff import (
+    ResidualWarner, SolveOptions, attach, implicit_vjp, optimality_products, residual_advice, stationarity,
+)
 from .linalg import SolveInfo, Vector
 
-SOLVERS = ("cg", "minres", "neumann")
+# The implicit hypergradient's defaults, declared once: ``Implicit()`` uses them, and the command line
+# leaves --implicit-solver, --cg-maxiter, --cg-tol and --damping at None, which resolves to them
+# (ExperimentConfig.resolved fills the solver and the damping from here, for config.yaml to show them).
+#: The linear solver (any of :data:`~dgl_bilevel.registry.LINEAR_SOLVERS`).
+DEFAULT_SOLVER = "minres"
+#: Hessian-vector products at most.
+DEFAULT_MAXITER = 200
+#: Relative residual at which the solve stops.
+DEFAULT_TOL = 1e-2
+#: Damping of a trained model's Hessian (:func:`default_damping`).
+TRAINED_MODEL_DAMPING = 1e-3
+
+
+def default_damping(problem: Any) -> float:
+    """The damping used when none is given, for ``problem`` (an inner problem or its class): 1e-3 for a
+    trained model (``needs_steps``: a GNN after finitely many Adam steps, whose Hessian is indefinite and
+    so ill-conditioned that the undamped solve does not converge in 200 products), 0 otherwise
+    (Laplacian, label propagation: damping would only bias them). The class docstring has the measurements."""
+    return TRAINED_MODEL_DAMPING if getattr(problem, "needs_steps", False) else 0.0
 
 
 class Implicit(HypergradMethod):
     """Implicit hypergradient.
 
     Args:
-        solver: ``"cg"`` (conjugate gradient on ``H + damping I``; needs it positive definite),
-            ``"minres"`` (symmetric indefinite ``H + damping I`` too) or ``"neumann"``
+        solver: a name in :data:`~dgl_bilevel.registry.LINEAR_SOLVERS`: ``"minres"`` (symmetric,
+            indefinite ``H + damping I`` allowed), ``"cg"`` (conjugate gradient; needs it positive
+            definite), ``"gmres"`` (restarted GMRES, any system) or ``"neumann"``
             (``step * sum_k (I - step (H + damping I))^k``).
         maxiter: Hessian-vector products at most.
         tol: relative residual at which the solver stops.
         damping: added to the Hessian's diagonal (Tikhonov); makes non-convex or
             ill-conditioned problems solvable at the cost of a bias (directions of curvature
-            ``lambda`` are scaled by ``lambda / (lambda + damping)``).
+            ``lambda`` are scaled by ``lambda / (lambda + damping)``). ``None``: the rule
+            :func:`default_damping`, applied to the problem each solve is for (1e-3 for a trained
+            model, 0 otherwise) -- the command line's default too.
         neumann_step: the Neumann series' step (must be below ``2 / lambda_max(H)``).
         warm_start: start the solver from the previous outer iteration's solution.
         warn_residual: warn (once per instance) when a solve ends above this relative residual.
@@ -70,29 +95,49 @@ class Implicit(HypergradMethod):
 
     def __init__(
         self,
-        solver: str = "minres",
-        maxiter: int = 200,
-        tol: float = 1e-2,
-        damping: float = 0.0,
+        solver: str = DEFAULT_SOLVER,
+        maxiter: int = DEFAULT_MAXITER,
+        tol: float = DEFAULT_TOL,
+        damping: Optional[float] = None,
         neumann_step: float = 1.0,
         warm_start: bool = False,
         warn_residual: float = 1e-2,
     ) -> None:
-        if solver not in SOLVERS:
-            raise ConfigError(f"implicit solver must be one of {SOLVERS}, got {solver!r}")
-        if maxiter < 1 or tol < 0 or damping < 0 or neumann_step <= 0:
-            raise ConfigError("implicit needs maxiter >= 1, tol >= 0, damping >= 0, neumann_step > 0")
+        if not isinstance(solver, str) or solver not in LINEAR_SOLVERS:
+            raise ConfigError(f"implicit solver must be one of {', '.join(LINEAR_SOLVERS.choices())}, got {solver!r}")
         self.solver, self.maxiter, self.tol = solver, int(maxiter), float(tol)
-        self.damping, self.neumann_step, self.warm_start = float(damping), float(neumann_step), bool(warm_start)
-        self.options = SolveOptions(solve=solver, tol=self.tol, maxiter=self.maxiter, damping=self.damping,
+        self.damping: Optional[float] = None if damping is None else float(damping)
+        self.neumann_step, self.warm_start = float(neumann_step), bool(warm_start)
+        # checks every option once (SolveOptions' own checks); the damping of a None is filled per problem
+        self.options = SolveOptions(solve=solver, tol=self.tol, maxiter=self.maxiter,
+                                    damping=0.0 if self.damping is None else self.damping,
                                     neumann_step=self.neumann_step, warn_residual=float(warn_residual))
         self.last_solve: Optional[SolveInfo] = None
         #: how the last solve's Hessian products were computed: "hand-derived" or "autograd"
         self.products: Optional[str] = None
         self._previous: Optional[tuple] = None
         self._warner = ResidualWarner(f"{type(self).__name__}(solver={solver!r}, maxiter={maxiter})")
+        #: the damping the rule gave for the problem last checked (what describe() reports for damping=None)
+        self._checked_damping: Optional[float] = None
+
+    def _described_damping(self) -> "float | str":
+        """The damping given, else the rule's value for the problem last checked, else ``"auto"``."""
+        if self.damping is not None:
+            return self.damping
+        return "auto" if self._checked_damping is None else self._checked_damping
+
+    def damping_for(self, problem: InnerProblem) -> float:
+        """The damping a solve for ``problem`` uses: the one given, else :func:`default_damping`."""
+        return default_damping(problem) if self.damping is None else self.damping
+
+    def options_for(self, problem: InnerProblem) -> SolveOptions:
+        """How the linear system of ``problem`` is solved (solver, tolerance, cap, damping, ...)."""
+        if self.damping is not None:
+            return self.options
+        return dataclasses.replace(self.options, damping=default_damping(problem))
 
     def check(self, problem: InnerProblem) -> None:
+        self._checked_damping = self.damping_for(problem)
         if problem.stochastic_objective:
             raise ConfigError(f"{type(problem).__name__} draws new graphs at every inner step: its inner problem has "
                               "no fixed point to differentiate implicitly; use the unrolled or truncated "
@@ -131,12 +176,14 @@ class Implicit(HypergradMethod):
                 matvec, args_vjp = _hand_derived_products(problem.second_order, params, weight)
             else:  # one graph of the gradient, reused by every product
                 matvec, args_vjp, _ = optimality_products(stationarity(problem.objective), tuple(params), (weight,))
-            (grad,), v, info = implicit_vjp(matvec, args_vjp, tuple(cotangent), self.options, x0)
+            options = self.options_for(problem)
+            (grad,), v, info = implicit_vjp(matvec, args_vjp, tuple(cotangent), options, x0)
         self.products = "autograd" if terms is not None or problem.second_order is None else "hand-derived"
         if self.warm_start:
             self._previous = tuple(t.detach() for t in v)
         self.last_solve = info
-        self._warner.check(info, self.options.warn_residual)
+        self._warner.check(info, options.warn_residual,
+                           residual_advice(self.solver, self.maxiter, options.damping, parameter="solver"))
         return (torch.zeros_like(edge_weight) if grad is None else grad), info
 
     def describe(self) -> dict:
@@ -145,7 +192,7 @@ class Implicit(HypergradMethod):
             "solver": self.solver,
             "maxiter": self.maxiter,
             "tol": self.tol,
-            "damping": self.damping,
+            "damping": self._described_damping(),
             **({"neumann_step": self.neumann_step} if self.solver == "neumann" else {}),
         }
 

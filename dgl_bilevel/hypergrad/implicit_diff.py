@@ -36,7 +36,8 @@ from torch.autograd.function import once_differentiable
 from torch.utils import _pytree as pytree
 
 from ..errors import ConfigError
-from .linalg import SOLVERS, SolveInfo, Solver, Vector, linear_solve
+from ..registry import LINEAR_SOLVERS
+from .linalg import SolveInfo, Solver, Vector, linear_solve
 
 #: ``F(x, *args, **kwargs)``: zero at the solution; same structure and shapes as ``x``.
 OptimalityFn = Callable[..., Any]
@@ -71,8 +72,9 @@ class SolveOptions:
     warn_residual: float = 1e-2
 
     def __post_init__(self) -> None:
-        if not callable(self.solve) and self.solve not in SOLVERS:
-            raise ConfigError(f"unknown linear solver {self.solve!r}; choose from {SOLVERS} or pass a callable")
+        if not callable(self.solve) and (not isinstance(self.solve, str) or self.solve not in LINEAR_SOLVERS):
+            raise ConfigError(f"unknown linear solver {self.solve!r}; choose from "
+                              f"{', '.join(LINEAR_SOLVERS.choices())} or pass a callable")
         if self.maxiter < 1 or self.tol < 0 or self.damping < 0 or self.neumann_step <= 0 or self.restart < 1:
             raise ConfigError("implicit differentiation needs maxiter >= 1, tol >= 0, damping >= 0, "
                               "neumann_step > 0 and restart >= 1")
@@ -85,21 +87,40 @@ class SolveOptions:
                             x0=x0, neumann_step=self.neumann_step, restart=self.restart)
 
 
+def residual_advice(solve: "str | Solver", maxiter: int, damping: float, parameter: str = "solve") -> str:
+    """What to change when a solve of ``(J + damping I) v = u`` ended above its warning threshold, for the
+    solver that ran (``parameter``: what the caller names the solver option, ``solve`` or ``solver``).
+
+    More iterations or more damping help every solver; switching to MINRES is advised only where it is
+    not already the solver and the solver used cannot handle an indefinite ``J`` (CG, Neumann)."""
+    common = f"raise maxiter (now {maxiter}) or damping (now {damping:g})"
+    if solve == "cg":
+        return f"{common}, or use {parameter}='minres': CG breaks down on indefinite Hessians"
+    if solve == "neumann":
+        return (f"{common}, lower neumann_step (the series diverges where |1 - step * eigenvalue| >= 1), or use "
+                f"{parameter}='minres'")
+    if solve == "gmres":
+        return f"{common}, or raise restart (GMRES may stagnate between restarts)"
+    if solve == "minres":
+        return f"{common}: MINRES already allows indefinite Hessians, and damping shifts their slow directions"
+    return common
+
+
 class ResidualWarner:
-    """Warns once (per instance) when a solve ends with relative residual above a threshold."""
+    """Warns once (per instance) when a solve ends with relative residual above a threshold, with advice
+    that fits the solver that ran (:func:`residual_advice`, or the ``advice`` given to :meth:`check`)."""
 
     def __init__(self, where: str) -> None:
         self.where = where
         self.warned = False
 
-    def check(self, info: SolveInfo, threshold: float) -> None:
+    def check(self, info: SolveInfo, threshold: float, advice: str = "raise maxiter or add damping") -> None:
         if not self.warned and not info.residual <= threshold:  # NaN warns too
             self.warned = True
             warnings.warn(
                 f"{self.where}: linear solve ended at relative residual {info.residual:.3g} after "
                 f"{info.iterations} iterations (warning above {threshold:g}); the hypergradient is inexact. "
-                f"Raise maxiter, add damping, or use solve='minres' for indefinite Hessians. "
-                f"(Shown once for this object.)",
+                f"{advice[:1].upper()}{advice[1:]}. (Shown once for this object.)",
                 ImplicitSolveWarning,
                 stacklevel=3,
             )
@@ -302,7 +323,8 @@ class RootSolver:
             self.last_info = info
             if self.warm_start:
                 self._previous = tuple(t.detach() for t in v)
-            self._warner.check(info, self.options.warn_residual)
+            self._warner.check(info, self.options.warn_residual,
+                               residual_advice(self.options.solve, self.options.maxiter, self.options.damping))
             return grads
 
         out = attach(flat, [leaves[i] for i in wrt], pullback)
@@ -336,6 +358,7 @@ def custom_root(
 __all__ = [
     "ImplicitSolveWarning",
     "ResidualWarner",
+    "residual_advice",
     "RootSolver",
     "SolveOptions",
     "attach",

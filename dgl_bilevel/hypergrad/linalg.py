@@ -1,6 +1,7 @@
 """Matrix-free linear solvers on tuples of tensors: preconditioned conjugate gradient (symmetric
 positive definite), MINRES (symmetric indefinite), restarted GMRES (general) and Neumann series,
-and :func:`linear_solve`, which picks one by name.
+and :func:`linear_solve`, which picks one by name from :data:`~dgl_bilevel.registry.LINEAR_SOLVERS`
+(the one list of solver names: the implicit hypergradient and ``--implicit-solver`` read it too).
 
 torchopt's ``linalg.cg`` solves the same systems but reports neither the residual nor the
 iteration count, and treats a multi-column right-hand side as one long vector. Here ``dot``
@@ -16,6 +17,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..registry import LINEAR_SOLVERS
 
 Vector = tuple  # a tuple of tensors
 MatVec = Callable[[Vector], Vector]
@@ -280,10 +282,47 @@ def gmres(
     return _unflat(x, rhs), SolveInfo(iterations, residual, residual <= tol)
 
 
-#: Linear solvers by name, for :func:`linear_solve`.
-SOLVERS = ("cg", "minres", "gmres", "neumann")
+#: The solvers by name (the registry :data:`~dgl_bilevel.registry.LINEAR_SOLVERS`: ``"gmres" in SOLVERS``,
+#: ``SOLVERS.choices()``); filled by the registrations below.
+SOLVERS = LINEAR_SOLVERS
 #: A user-supplied solver: ``(matvec, rhs) -> (x, SolveInfo)``.
 Solver = Callable[[MatVec, Vector], "tuple[Vector, SolveInfo]"]
+
+
+def _damped(matvec: MatVec, damping: float) -> MatVec:
+    """``v -> matvec(v) + damping v`` (``matvec`` itself when ``damping`` is 0)."""
+    if not damping:
+        return matvec
+    return lambda v: tuple(a + damping * x for a, x in zip(matvec(v), v))
+
+
+# The linear solvers by name: the one list that linear_solve, SolveOptions, Implicit and the command line's
+# --implicit-solver read (LINEAR_SOLVERS, a registry, so the configuration can name its choices without torch).
+# Each entry solves ``(A + damping I) x = rhs`` from the undamped ``matvec`` and the common options.
+@LINEAR_SOLVERS.register("minres", help="symmetric, indefinite allowed (its residual never grows)")
+def _solve_minres(matvec: MatVec, rhs: Vector, *, tol: float, maxiter: int, damping: float,
+                  x0: Optional[Vector], neumann_step: float, restart: int) -> tuple[Vector, SolveInfo]:
+    # damps its flat vector itself: one kernel instead of one per tensor
+    return minres(matvec, rhs, x0=x0, tol=tol, maxiter=maxiter, damping=damping)
+
+
+@LINEAR_SOLVERS.register("cg", help="conjugate gradient, symmetric positive definite (diverges on "
+                                    "indefinite Hessians)")
+def _solve_cg(matvec: MatVec, rhs: Vector, *, tol: float, maxiter: int, damping: float,
+              x0: Optional[Vector], neumann_step: float, restart: int) -> tuple[Vector, SolveInfo]:
+    return conjugate_gradient(_damped(matvec, damping), rhs, x0=x0, tol=tol, maxiter=maxiter)
+
+
+@LINEAR_SOLVERS.register("gmres", help="restarted GMRES (restart 30), any system")
+def _solve_gmres(matvec: MatVec, rhs: Vector, *, tol: float, maxiter: int, damping: float,
+                 x0: Optional[Vector], neumann_step: float, restart: int) -> tuple[Vector, SolveInfo]:
+    return gmres(_damped(matvec, damping), rhs, x0=x0, tol=tol, maxiter=maxiter, restart=restart)
+
+
+@LINEAR_SOLVERS.register("neumann", help="Neumann series with --neumann-step, needs |1 - step * eig| < 1")
+def _solve_neumann(matvec: MatVec, rhs: Vector, *, tol: float, maxiter: int, damping: float,
+                   x0: Optional[Vector], neumann_step: float, restart: int) -> tuple[Vector, SolveInfo]:
+    return neumann_series(_damped(matvec, damping), rhs, step=neumann_step, maxiter=maxiter, tol=tol)
 
 
 def linear_solve(
@@ -298,7 +337,7 @@ def linear_solve(
     neumann_step: float = 1.0,
     restart: int = 30,
 ) -> tuple[Vector, SolveInfo]:
-    """Solve ``(A + damping I) x = rhs`` with a solver named in :data:`SOLVERS` or a callable.
+    """Solve ``(A + damping I) x = rhs`` with a solver registered in :data:`LINEAR_SOLVERS` or a callable.
 
     ``cg`` needs ``A + damping I`` symmetric positive definite, ``minres`` only symmetric,
     ``gmres`` nothing; ``neumann`` needs ``|1 - neumann_step * eig| < 1``. A callable receives
@@ -306,17 +345,10 @@ def linear_solve(
     of the damped system.
     """
     rhs = tuple(rhs)
-    if solve == "minres":  # damps its flat vector itself: one kernel instead of one per tensor
-        return minres(matvec, rhs, x0=x0, tol=tol, maxiter=maxiter, damping=damping)
-    operator = matvec
-    if damping:
-        operator = lambda v: tuple(a + damping * x for a, x in zip(matvec(v), v))  # noqa: E731
     if callable(solve):
-        return solve(operator, rhs)
-    if solve == "cg":
-        return conjugate_gradient(operator, rhs, x0=x0, tol=tol, maxiter=maxiter)
-    if solve == "gmres":
-        return gmres(operator, rhs, x0=x0, tol=tol, maxiter=maxiter, restart=restart)
-    if solve == "neumann":
-        return neumann_series(operator, rhs, step=neumann_step, maxiter=maxiter, tol=tol)
-    raise ConfigError(f"unknown linear solver {solve!r}; choose from {SOLVERS} or pass a callable")
+        return solve(_damped(matvec, damping), rhs)
+    if not isinstance(solve, str) or solve not in LINEAR_SOLVERS:
+        raise ConfigError(f"unknown linear solver {solve!r}; choose from {', '.join(LINEAR_SOLVERS.choices())} or "
+                          "pass a callable")
+    return LINEAR_SOLVERS[solve](matvec, rhs, tol=tol, maxiter=maxiter, damping=damping, x0=x0,
+                                 neumann_step=neumann_step, restart=restart)

@@ -53,7 +53,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..errors import ConfigError
-from ..hypergrad.implicit_diff import ResidualWarner, SolveOptions, attach
+from ..hypergrad.implicit_diff import ResidualWarner, SolveOptions, attach, residual_advice
 from ..hypergrad.linalg import SolveInfo, conjugate_gradient, global_dot, minres
 
 #: ``objective(x, y, z) -> scalar``: ``upper`` is F, ``lower`` is G.
@@ -672,7 +672,8 @@ class BilevelLayer(nn.Module):
                 w, info = self.solve.run(products.matvec, rhs)
             self.last_backward = info
             if self.warn:
-                self._warner.check(info, self.solve.warn_residual)
+                self._warner.check(info, self.solve.warn_residual,
+                                   residual_advice(self.solve.solve, self.solve.maxiter, self.solve.damping))
             return tuple(-g for g in products.theta_vjp(w))
 
         return attach((x, y), [leaves[i] for i in wrt] + params, pullback)

@@ -1,6 +1,7 @@
 """The outer problem: the loop that learns a structure, selection by validation, checkpoints,
-results, callbacks and regularisers of the outer loss."""
+results, callbacks (experiment logs for TensorBoard or as CSV among them) and regularisers of the outer loss."""
 from .callbacks import Callback, IterationState, LogLines, ProgressBar, RefinedEdgeCount, format_record
+from .loggers import CsvLogger, RunLogger, TensorBoardLogger
 from .loop import OuterLoop, OuterState, fit, solve_on_graph
 from .regularizers import LogDegree, Regularizer
 from .result import FitResult, raise_if_stopped
@@ -23,6 +24,9 @@ __all__ = [
     "LogLines",
     "RefinedEdgeCount",
     "format_record",
+    "RunLogger",
+    "TensorBoardLogger",
+    "CsvLogger",
     "LogDegree",
     "Regularizer",
 ]

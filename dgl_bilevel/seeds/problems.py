@@ -46,6 +46,7 @@ class StackedProblem(InnerProblem):
         first = problems[0]
         super().__init__(first.steps, first.optimizer, "fresh")
         self.elementwise_optimizer = True  # stacking requires it (why_not_stackable)
+        self.needs_steps = first.needs_steps  # a stack of trained models is one (Implicit's default damping)
         self.problems = list(problems)
         self.num_seeds = len(self.problems)
         self.stack = SeedStack(first.graph, self.num_seeds)
