@@ -145,7 +145,13 @@ def test_edge_statistics_see_a_graph_that_prefers_same_class_edges():
     stats = edge_statistics(g, w, labels, spurious=torch.tensor([False, False, False, True]))
     assert stats["same_class_support"] == 0.75 and stats["same_class_weighted"] == pytest.approx(2.9 / 3.0)
     assert stats["kept_added"] == 0.5 and stats["mean_w_added"] == pytest.approx(0.5)
-    assert stats["true_edge_auc"] == 1.0 and roc_auc(-w, torch.tensor([True, True, True, False])) == 0.0
+    assert roc_auc(w, torch.tensor([True, True, True, False])) == 1.0
+    assert roc_auc(-w, torch.tensor([True, True, True, False])) == 0.0
+    # spurious statistics read the observed edges only (added candidates are neither true nor spurious)
+    g.edata["observed"] = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    stats = edge_statistics(g, torch.tensor([0.9, 0.2, 0.8, 0.5]), labels,
+                            spurious=torch.tensor([False, True, False, True]))
+    assert stats["true_edge_auc"] == 1.0 and stats["mean_w_spurious"] == pytest.approx(0.35)
 
 
 # ----------------------------------------------------------------------------------- runs end to end

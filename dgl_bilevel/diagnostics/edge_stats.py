@@ -8,8 +8,9 @@ choice of the run ever sees. For a learned weight or probability ``w`` per candi
 * ``same_class_observed``, ``same_class_added``: the share of edges joining nodes of one class, and
   ``same_class_weighted``: the same share weighted by ``w`` (above the unweighted rate of the
   support: the learned graph favours same-class edges);
-* with the data's ``extras["spurious"]`` mask (noisy data sets): ``mean_w_spurious``,
-  ``mean_w_true``, and the ROC AUC of ``w`` as a detector of true edges (0.5: chance).
+* with the data's ``extras["spurious"]`` mask (noisy data sets), among the *observed* edges:
+  ``mean_w_spurious``, ``mean_w_true``, and the ROC AUC of ``w`` as a detector of the true ones
+  (0.5: chance; added candidates are neither).
 """
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def edge_statistics(graph, weights: torch.Tensor, labels: torch.Tensor,
         added = ~observed
         stats.update(mean_w_added=_mean(w[added]), kept_added=_mean(w[added] > 0.5),
                      same_class_added=_mean(same[added]))
-    if spurious is not None and spurious.numel() == w.numel():
-        stats.update(mean_w_spurious=_mean(w[spurious]), mean_w_true=_mean(w[~spurious]),
-                     true_edge_auc=roc_auc(w, ~spurious))
+    if spurious is not None and spurious.numel() == w.numel():  # among the observed edges: true vs spurious ones
+        true = observed & ~spurious
+        fake = observed & spurious
+        stats.update(mean_w_spurious=_mean(w[fake]), mean_w_true=_mean(w[true]),
+                     true_edge_auc=roc_auc(w[observed], true[observed]))
     return stats
