@@ -167,8 +167,14 @@ def test_bernoulli_run_reports_sampled_expected_thresholded_and_refit_scores(tmp
     _, record, run = _run(tmp_path, structure="bernoulli", support="observed+knn", knn_k=3, refit=True,
                           hypergrad="unrolled")
     for key in ("test_acc", "expected_test_acc", "thresholded_test_acc", "refit_test_acc", "refit_v_out_acc",
-                "mean_w_added", "same_class_weighted"):
+                "refit_observed_test_acc", "refit_gated_test_acc", "mean_w_added", "same_class_weighted"):
         assert 0.0 <= record[key] <= 1.0, key
+    gate = record["refit_gate"]
+    assert record["refit_gated_test_acc"] == record["refit_test_acc" if gate == "learned" else "refit_observed_test_acc"]
+    assert (record["refit_val_acc"] > record["refit_observed_val_acc"]) == (gate == "learned")
+    # the observed-graph refit is the a_obs+v_out baseline, seed for seed
+    _, baseline, _ = _run(tmp_path, method="a_obs+v_out", name="baseline")
+    assert record["refit_observed_test_acc"] == baseline["test_acc"]
     (graph,), _ = dgl.load_graphs(str(run / "graph_seed0.bin"))
     w = graph.edata["w"]
     assert float(w.min()) >= 0 and float(w.max()) <= 1
