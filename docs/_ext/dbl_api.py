@@ -45,8 +45,8 @@ def _is_private(modname: str) -> bool:
 
 def public_modules() -> list[str]:
     """The modules that get a page: the package, every public subpackage, every public module
-    with an ``__all__`` that exports something its package does not, the modules named in the
-    package's ``__all__``, and :data:`EXTRA_MODULES`."""
+    with an ``__all__`` that exports something its package does not, :data:`EXTRA_MODULES`, and
+    every module one of these names in its ``__all__``."""
     package = importlib.import_module(PACKAGE)
     found = [PACKAGE]
     for info in pkgutil.walk_packages(package.__path__, PACKAGE + "."):
@@ -62,10 +62,16 @@ def public_modules() -> list[str]:
         parent = importlib.import_module(info.name.rsplit(".", 1)[0])
         if set(exported) - set(getattr(parent, "__all__", ())):
             found.append(info.name)
-    for name in package.__all__:
-        if isinstance(getattr(package, name), types.ModuleType):
-            found.append(f"{PACKAGE}.{name}")
     found.extend(EXTRA_MODULES)
+    # and every module that one of those exports by name (dgl_bilevel.models, energy.penalties)
+    todo = list(found)
+    while todo:
+        module = importlib.import_module(todo.pop())
+        for name in getattr(module, "__all__", ()):
+            value = getattr(module, name)
+            if isinstance(value, types.ModuleType) and value.__name__ not in found:
+                found.append(value.__name__)
+                todo.append(value.__name__)
     return sorted(set(found), key=lambda m: (m != PACKAGE, m))
 
 
