@@ -73,9 +73,18 @@ copybutton_prompt_text = r"\$ |>>> |\.\.\. "
 copybutton_prompt_is_regexp = True
 
 
+def _attribute_docs_are_prose(app, what, name, obj, options, lines):
+    """Napoleon reads the first line of an attribute's docstring as ``type: description`` when it
+    holds a colon; here attribute docs are prose (types come from annotations), so an empty
+    comment line goes first and napoleon takes the whole text as the description."""
+    if what in ("attribute", "data", "property") and lines and lines[0].strip():
+        lines[:0] = ["..", ""]
+
+
 def setup(app):
     # design.md's architecture diagram is a mermaid block (GitHub draws it); here it is shown as
     # its text, without fetching mermaid's script
     from pygments.lexers.special import TextLexer
 
     app.add_lexer("mermaid", TextLexer)
+    app.connect("autodoc-process-docstring", _attribute_docs_are_prose, priority=400)  # before napoleon (500)
