@@ -171,9 +171,20 @@ def _data_doc(modname: str, name: str) -> list[str]:
     return []
 
 
+_LITERALS = (str, int, float, bool, type(None))
+
+
+def _is_literal(value: Any) -> bool:
+    if isinstance(value, (tuple, list, frozenset)):
+        return all(_is_literal(v) for v in value)
+    return isinstance(value, _LITERALS)
+
+
 def _short_repr(value: Any) -> str | None:
+    """A plain value's repr, if short; None for anything else (whose repr may depend on state,
+    such as a registry that lists what has been imported so far)."""
     text = repr(value)
-    return text if len(text) <= 70 and "\n" not in text and not text.startswith("<") else None
+    return text if _is_literal(value) and len(text) <= 70 and "\n" not in text else None
 
 
 class ApiDirective(SphinxDirective):
