@@ -2,7 +2,7 @@
 
 Learn the weights of a graph's edges (or a model that outputs them) in an outer problem,
 through the solution of an inner problem -- a GNN trained by a differentiable optimizer, or
-Laplacian regularisation / label propagation solved exactly -- with exact hypergradients.
+Laplacian regularisation / label propagation solved exactly -- with exact hypergradients::
 
     import dgl_bilevel as dbl
     data = dbl.data.cora("../shared/data")

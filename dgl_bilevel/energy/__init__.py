@@ -1,4 +1,4 @@
-"""BloomGML-style energies on DGL graphs: GNN layers as descent steps on a lower-level energy.
+"""BloomGML-style energies on DGL graphs: GNN layers as descent steps on a lower-level energy. ::
 
     E(Y) = sum_i kappa(||y_i - f_theta(x_i)||^2) + lam * 1/2 sum_e a_e rho(||delta_e(Y)||^2) + h(Y)
 

@@ -1,4 +1,4 @@
-"""The lower-level energy of BloomGML (our interpretation, see docs/bloomgml.md):
+"""The lower-level energy of BloomGML (our interpretation, see docs/bloomgml.md)::
 
     E(Y) = sum_i kappa(||y_i - f_i||^2)  +  lam * G_rho(Y)  +  h(Y),
     G_rho(Y) = 1/2 sum_{e = (s -> t)} a_e rho(||delta_e(Y)||^2)      (see graph_terms),

@@ -2,7 +2,7 @@
 
 If ``x*(theta)`` solves ``F(x*, theta) = 0`` and ``J = dF/dx`` is invertible there, the implicit
 function theorem gives ``dx*/dtheta = -J^-1 dF/dtheta``. The vector-Jacobian product of a
-cotangent ``u`` (the outer loss's gradient with respect to ``x*``) is therefore
+cotangent ``u`` (the outer loss's gradient with respect to ``x*``) is therefore ::
 
     solve  J^T v = u,        then   u^T dx*/dtheta = -(dF/dtheta)^T v.
 

@@ -98,7 +98,7 @@ class LabelPropagation(InnerProblem):
     def edge_gradient(self, edge_weight: torch.Tensor, adjoint: torch.Tensor, solution: torch.Tensor) -> torch.Tensor:
         """Closed form of ``d/dw_e [p^T b - p^T A(w) F] = alpha d/dw_e [p^T S(w) F]`` per edge ``u -> v``.
 
-        Edge ``e`` adds ``w_e / 2`` to ``W_s[u, v]``, ``W_s[v, u]``, ``d_u`` and ``d_v``, so
+        Edge ``e`` adds ``w_e / 2`` to ``W_s[u, v]``, ``W_s[v, u]``, ``d_u`` and ``d_v``, so ::
 
             d(p^T S F)/dw_e = (p_u.F_v + p_v.F_u) / (2 sqrt(d_u d_v)) + (g_u + g_v) / 2,
             g_k = -(p_k.(S F)_k + F_k.(S p)_k) / (2 d_k).

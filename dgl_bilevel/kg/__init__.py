@@ -1,7 +1,7 @@
 """Knowledge-graph embeddings as BloomGML energies: TransE / DistMult / RotatE, relation-aware descent steps.
 
 Entity embeddings are ``K`` descent steps on a relation-aware lower-level energy started at the base
-table; ``K = 0`` is the plain embedding model. See docs/bloomgml.md, "Knowledge graphs".
+table; ``K = 0`` is the plain embedding model. See docs/bloomgml.md, "Knowledge graphs". ::
 
     from dgl_bilevel import kg
     data = kg.load_kg("nations")              # read from the pykeen wheel (the kg extra)

@@ -1,4 +1,4 @@
-"""Bilevel programs as differentiable layers (BiGrad's continuous case).
+"""Bilevel programs as differentiable layers (BiGrad's continuous case). ::
 
     from dgl_bilevel.layers import BilevelLayer
     layer = BilevelLayer(upper, lower, x_init=x0, y_init=y0)   # upper(x, y, z), lower(x, y, z) -> scalar

@@ -1,6 +1,6 @@
 """A continuous bilevel program as a differentiable layer (BiGrad's continuous case, our interpretation).
 
-Given parameters ``z``, the layer returns ``(x*, y*)`` with
+Given parameters ``z``, the layer returns ``(x*, y*)`` with ::
 
     x* in argmin_x  f(x, z) := F(x, y*(x, z), z)          (upper level)
     y*(x, z) = argmin_y  G(x, y, z)                       (lower level, strongly convex in y)
@@ -8,7 +8,7 @@ Given parameters ``z``, the layer returns ``(x*, y*)`` with
 **Optimality system.** ``y*`` zeroes ``G_y``. The upper condition is the *total* derivative
 ``df/dx = F_x + (dy*/dx)^T F_y`` with ``dy*/dx = -G_yy^-1 G_yx``. Introducing the adjoint
 ``lam = G_yy^-1 F_y`` it reads ``F_x - G_xy lam = 0``, so ``(x*, y*, lam*)`` is a stationary
-point of the Lagrangian
+point of the Lagrangian ::
 
     L(x, y, lam, z) = F(x, y, z) - <lam, G_y(x, y, z)>,
 
@@ -21,7 +21,7 @@ This is the stacked system ``H = [df/dx; G_y] = 0`` with ``lam`` made a variable
 ``u = (x, y, lam)`` is the Hessian ``K = d^2 L / du^2``: **symmetric** (a saddle-point matrix,
 indefinite), so the backward solves it with MINRES. ``K`` is invertible iff ``G_yy`` and the
 Hessian of the total upper function ``f`` are (``f``'s Hessian is the Schur complement of the
-``(y, lam)`` block). The implicit function theorem then gives, for a loss ``ell(x*, y*)``,
+``(y, lam)`` block). The implicit function theorem then gives, for a loss ``ell(x*, y*)``, ::
 
     K w = (dell/dx, dell/dy, 0),        dell/dz = -(d/dz dL/du)^T w.
 
@@ -39,7 +39,7 @@ measure. ``backward="unrolled"`` back-propagates through the forward loops inste
 reference the benchmark compares against).
 
 Parameters reach the backward through ``z`` (any tensor or tuple/dict of tensors) and through
-``upper``/``lower`` when they are ``nn.Module``s. Tensors captured in closures are constants.
+``upper``/``lower`` when they are ``nn.Module`` instances. Tensors captured in closures are constants.
 """
 from __future__ import annotations
 

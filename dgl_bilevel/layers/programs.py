@@ -140,7 +140,7 @@ class RobustLQ:
     ``s = Phi s_0 + Gd E + Gu u + Gd d`` (``E``: ``e`` repeated; ``u``: ``[b, T, m]``, ``d``:
     ``[b, T, n]``). The cost of a plan is ``J = (1/T) (sum_t s_t' Q s_t + u_t' R u_t)``
     with diagonal ``Q = diag(q)``, ``R = diag(r)``. The layer's program at ``z = (s0, q, r, rho)``
-    (rows per sample):
+    (rows per sample)::
 
         upper  F(u, d, z) = sum_b J_b(u, d)                          (pay the cost under d)
         lower  G(u, d, z) = sum_b -J_b(u, d) + rho_b/2 |d_b|^2       (the adversary: max J - rho/2 |d|^2)

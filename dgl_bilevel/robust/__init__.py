@@ -1,5 +1,5 @@
 """Robust training against structure attacks: an adversary flips at most a budget of edges to
-maximise the loss (lower level), the GNN is trained against it (upper level).
+maximise the loss (lower level), the GNN is trained against it (upper level). ::
 
     from dgl_bilevel.robust import DenseGCN, dense_adjacency, pgd_attack, train_gcn, AdversaryConfig
     adj = dense_adjacency(data.graph)
