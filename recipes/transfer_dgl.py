@@ -10,7 +10,7 @@ on the returned graph and on the observed graph, with the same seed, settings an
 (``v_in`` or ``v_in ∪ v_out``): 200 epochs of Adam (lr 0.01, weight decay 5e-4), hidden 16 (GAT:
 8 x 8 heads), dropout 0.5, the epoch chosen by validation accuracy. Edges whose weight is 0 are
 dropped and every node gets a self-loop of weight 1 on both graphs (``GraphConv`` refuses zero
-weights and zero in-degrees). Printed: test accuracy on both graphs, mean ± std over seeds, the
+in-degrees, and normalises by unweighted degrees, which must not count absent edges). Printed: test accuracy on both graphs, mean ± std over seeds, the
 mean difference and its standard error.
 """
 from __future__ import annotations
