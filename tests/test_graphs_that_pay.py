@@ -236,3 +236,28 @@ def test_inner_dropout_makes_a_random_objective_that_only_unrolling_differentiat
     loss = inner.predict(solution.params, w)[data.v_out].logsumexp(1).sum()
     (grad,) = torch.autograd.grad(loss, w)
     assert bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0
+
+
+def test_a_run_whose_inner_model_stays_at_chance_says_so(tmp_path):
+    from dgl_bilevel.outer.fit_check import InnerFitWarning, chance_level, warn_if_at_chance
+
+    data = load_dataset("cheaters", None, 0)
+    chance = chance_level(data)
+    majority = float(torch.bincount(data.labels[data.v_in]).max()) / data.v_in.numel()
+    assert chance == majority
+    with pytest.warns(InnerFitWarning, match="has not fitted"):
+        assert warn_if_at_chance(data, chance, "gnn")
+    assert not warn_if_at_chance(data, min(1.0, chance + 0.1), "gnn")
+    # through a run: constant features give the model nothing to fit, so it predicts one class everywhere
+    g = dgl.graph((torch.arange(12), (torch.arange(12) + 1) % 12), num_nodes=12)
+    g = dgl.to_bidirected(g)
+    g.ndata["feat"] = torch.ones(12, 3)
+    g.ndata["label"] = torch.tensor([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1])
+    for mask, nodes in (("train_mask", [0, 1, 2, 3]), ("val_mask", [4, 5, 6, 7]), ("test_mask", [8, 9, 10, 11])):
+        g.ndata[mask] = torch.zeros(12, dtype=torch.bool).index_fill_(0, torch.tensor(nodes), True)
+    path = tmp_path / "constant.bin"
+    dgl.save_graphs(str(path), [g])
+    config = ExperimentConfig(dataset=str(path), method="a_obs", inner_steps=2, seeds=1, out=str(tmp_path / "out"),
+                              progress=False)
+    with pytest.warns(InnerFitWarning, match="V_in"):
+        run_experiment(config, echo=lambda *_: None)

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..registry import DATASETS
 from ..outer import FitResult, fit, solve_on_graph
 from ..outer.loggers import seed_loggers
+from ..outer.fit_check import warn_if_at_chance
 from ..outer.loop import node_data
 from ..results import aggregate, results_table, write_json
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
@@ -47,6 +48,7 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
         metrics, _ = solve_on_graph(data, inner, data.observed_weights(), hypergrad=method, seed=seed,
                                     inner_select=config.inner_select)
         metric = data.metric.name
+        warn_if_at_chance(data, metrics["v_in"], config.inner, f"seed {seed}: ")
         record = {f"{s}_{metric}": v for s, v in metrics.items()}
         record.update(best_iteration=0, outer_iterations=0, median_seconds_per_iteration=float("nan"),
                       stopped_early=None)
@@ -64,6 +66,7 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
         callbacks=[*callbacks, *seed_loggers(config, seed, run_dir)],
         description=f"{config.run_name} seed {seed}", inner_select=config.inner_select,
     )
+    warn_if_at_chance(data, result.best_metrics.get("v_in", float("nan")), config.inner, f"seed {seed}: ")
     return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,
                               **after_fit(config, data, structure, result, seed))
 

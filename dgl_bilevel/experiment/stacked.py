@@ -22,6 +22,7 @@ from ..outer.callbacks import LogLines
 from ..outer.loggers import seed_loggers
 from ..seeds import fit_seeds, why_not_lockstep
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from ..outer.fit_check import warn_if_at_chance
 from .refit import after_fit
 from .seed_files import checkpoint_path, run_data, write_learned_seed
 
@@ -155,6 +156,8 @@ def run_tasks_stacked(tasks: Sequence[SeedTask], callbacks: Sequence = (), echo=
             share = (time.perf_counter() - started) / len(chunk)
             for i, t, result in zip(chunk, chunk_tasks, results):
                 loop = loops[i]
+                warn_if_at_chance(loop.data, result.best_metrics.get("v_in", float("nan")), t.config.inner,
+                                  f"seed {t.seed}: ")
                 extra = after_fit(t.config, loop.data, loop.structure, result, t.seed)
                 records[i] = write_learned_seed(t.config, t.seed, t.run_dir, result, share, stacked_seeds=len(chunk),
                                                 **extra)

@@ -1,0 +1,48 @@
+"""Did the inner model learn anything? A warning when its training score stays at chance.
+
+A trained inner model whose score on its own training nodes (V_in) is no better than a constant
+prediction has not fitted: the graph it is given, or its settings, do not suit the data (the
+paper's unnormalised sum-aggregation GNN on a large degree-skewed graph is one such case). The
+run goes on, but says so, with the numbers and what to try.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+
+from ..data.bilevel_data import BilevelData
+
+#: How far above chance a training score must be to count as a fit (accuracy points / ROC-AUC).
+MARGIN = 0.02
+
+
+class InnerFitWarning(UserWarning):
+    """The inner model's score on its training nodes stayed at chance level."""
+
+
+def chance_level(data: BilevelData) -> Optional[float]:
+    """The training score of a constant prediction: the majority class's share of V_in (accuracy),
+    0.5 (ROC-AUC); None for metrics without one (regression errors)."""
+    name = data.metric.name
+    if data.task == "classification" and name == "acc":
+        labels = data.labels[data.v_in]
+        return float(torch.bincount(labels, minlength=int(data.num_classes)).max()) / max(1, labels.numel())
+    if name in ("rocauc", "roc_auc"):
+        return 0.5
+    return None
+
+
+def warn_if_at_chance(data: BilevelData, v_in_score: float, inner_name: str, where: str = "") -> bool:
+    """Warn (an :class:`InnerFitWarning`) when ``v_in_score`` is within :data:`MARGIN` of chance; returns
+    whether it warned."""
+    chance = chance_level(data)
+    if chance is None or v_in_score != v_in_score or v_in_score > chance + MARGIN:
+        return False
+    warnings.warn(
+        f"{where}the {inner_name} inner model scores {data.metric.name} {v_in_score:.3f} on its own training nodes "
+        f"(V_in), where a constant prediction scores {chance:.3f}: it has not fitted. Try a normalised model "
+        "(--model gcn, or --inner energy), more inner steps or another inner learning rate.",
+        InnerFitWarning, stacklevel=2)
+    return True
