@@ -49,7 +49,7 @@ def default_damping(problem: Any) -> float:
     """The damping used when none is given, for ``problem`` (an inner problem or its class): 1e-3 for a
     trained model (``needs_steps``: a GNN after finitely many Adam steps, whose Hessian is indefinite and
     so ill-conditioned that the undamped solve does not converge in 200 products), 0 otherwise
-    (Laplacian, label propagation: damping would only bias them). The class docstring has the measurements."""
+    (Laplacian, label propagation: damping would only bias them); docs/lab/defaults.md has the measurements."""
     return TRAINED_MODEL_DAMPING if getattr(problem, "needs_steps", False) else 0.0
 
 
@@ -72,19 +72,9 @@ class Implicit(HypergradMethod):
         warm_start: start the solver from the previous outer iteration's solution.
         warn_residual: warn (once per instance) when a solve ends above this relative residual.
 
-    Defaults (measured on Cora, one outer iteration, against solves converged to 1e-10 in
-    float64): ``minres`` because CG diverges on the GNN's indefinite Hessian (undamped, 100
-    iterations: cosine -0.08 to the converged result) while MINRES's residual never grows;
-    ``tol=1e-2`` (26-33 products for the GNN with damping 1e-3, 90 for the cross-entropy
-    Laplacian); ``maxiter=200`` caps the cost. On six Cora GNN graphs along an outer run
-    (``bench/implicit_tolerance.py``, 2026-12-02) the cosine to the hypergradient converged to
-    1e-9 is 0.989 in the median but 0.79 at worst: the converged solve needs 265-2,869 products,
-    and what a loose tolerance misses lies in those slow directions -- ``tol=2e-2`` (21
-    products) gives a median of 0.987, so the tolerance is not what limits the accuracy.
-    ``damping`` depends on the problem: ~1e-3 for a GNN after 100 Adam steps (its undamped Hessian
-    is so ill-conditioned that the exact solve needs ~2800 products and points elsewhere, cosine
-    0.15 to unrolled, against 0.95 with damping 1e-3), 0 for the Laplacian
-    (damping 1e-3 drops the cosine to unrolled from 0.95 to 0.65).
+    Defaults: ``minres`` (CG diverges on a trained GNN's indefinite Hessian; MINRES's residual
+    never grows), ``tol=1e-2``, ``maxiter=200`` and :func:`default_damping`; the measurements
+    behind them are in docs/lab/defaults.md.
 
     Every solve's final residual and iteration count are in the returned solution's ``info``
     (``implicit_residual``, ``implicit_iterations``, ``implicit_converged``) once the outer

@@ -37,37 +37,13 @@ INIT_MODES = ("fresh", "fixed", "warm")
 def default_adam(lr: float, eps: float = ADAM_EPS) -> torchopt.base.GradientTransformation:
     """torchopt Adam with ``eps=1e-6`` and ``eps_root=1e-16`` (betas 0.9, 0.999).
 
-    A coordinate's step is ``lr * m_hat / D`` with ``D = sqrt(v_hat + eps_root) + eps``. Where
-    the coordinate has had (almost) no gradient yet, ``v_hat ~ 0`` and ``D ~ eps``, Adam is a
-    heavy-ball iteration of step ``lr / D`` on that coordinate's curvature ``H`` (at least the
-    weight decay); it -- and the derivative of the trajectory that unrolled hypergradients
-    compute -- is stable only while ``lr * H / D < 2 (1 + b1) / (1 - b1) = 38``
-    (:func:`~dgl_bilevel.inner.optimizers.adam_stability_bound`). With torch's ``eps=1e-8``
-    the paper's settings give ``1e-2 * 5e-4 / 2e-8 = 250``:
-
-    * an exactly stationary coordinate -- a Xavier entry drawn as exactly 0 (probability 2^-24
-      in float32) in the weight row of a feature that never occurs near ``v_in`` (zero loss
-      gradient, and zero weight-decay gradient at 0) -- stays at 0, but the derivative through
-      it grows ~23x per inner step: beyond 1e120 after 100 steps, finite in float64, ``inf`` in
-      float32, and ``inf * 0`` makes every hypergradient entry NaN;
-    * coordinates whose gradient starts near 0 (e.g. Laplacian node values in balance) reach
-      the bound as ``v_hat`` stays tiny: their trajectory oscillates chaotically and the
-      unrolled hypergradient is dominated by rounding-dependent spikes (Cora, Laplacian with
-      cross-entropy, 8 draws: float32 vs float64 cosine 0.09-1.0; in one draw float64 gives 0.028
-      along its own direction where central differences give 0.016 for any step 1e-2 to 1e-6).
-
-    ``eps=1e-6`` gives ``lr * H / D = 5`` at those settings (stable; keep ``eps`` above
-    ``lr * H / 38`` with a margin when raising the inner learning rate or the weight decay,
-    :func:`~dgl_bilevel.inner.optimizers.adam_step_gain`). It changes Adam's step by more than
-    10% only where ``sqrt(v_hat)`` is below 1e-5: A_obs test accuracy on Cora (5 seeds) 73.98
-    against 73.96 with ``eps=1e-8`` (GNN) and 71.80 against 71.84 (Laplacian); ``eps=1e-5``
-    costs 0.6 points on the Laplacian.
-
-    ``eps_root`` keeps ``d sqrt(v)/dv`` finite where a gradient is exactly 0 (``eps_root=0``
-    gives NaN hypergradients there: ``0 * inf``). It must be tiny: ``1e-8`` (torchopt's usual
-    advice) changes Adam's step wherever gradients are below ~1e-4 -- the whole Laplacian inner
-    problem on Cora -- and cost 8 points of accuracy there (63.5 vs 71.7 test, measured); at
-    ``1e-16`` results equal ``eps_root=0``.
+    Why not torch's ``eps=1e-8``: where a coordinate has had (almost) no gradient, Adam is a
+    heavy-ball iteration of step ``lr / eps`` on its curvature, stable -- and differentiable
+    through, as unrolled hypergradients need -- only while ``lr * H / D < 38``
+    (:func:`~dgl_bilevel.inner.optimizers.adam_stability_bound`); the paper's settings give 250
+    with ``1e-8`` (NaN or rounding-dominated hypergradients) and 5 with ``1e-6``. ``eps_root``
+    keeps ``d sqrt(v)/dv`` finite where a gradient is exactly 0 and must stay tiny to leave the
+    steps unchanged. The measurements behind both: docs/lab/defaults.md.
     """
     if not eps > 0:
         raise ConfigError(f"Adam's eps must be > 0, got {eps}")
