@@ -100,6 +100,9 @@ def main(argv: Optional[list] = None) -> list[dict]:
                    help="the labels the user's model trains on (default: every label the bilevel run used)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--reading", choices=("graph", "expected"), default="graph",
+                   help="graph: what result.graph returns (for edge probabilities, the edges above 1/2); "
+                        "expected: every saved candidate with its weight")
     args = p.parse_args(argv)
     run = Path(args.run_dir)
     config = load_yaml(run / "config.yaml")
@@ -112,19 +115,21 @@ def main(argv: Optional[list] = None) -> list[dict]:
             if config.get("protocol") == "lds":
                 data = data.with_outer_loss_on_validation()
             (graph,), _ = dgl.load_graphs(str(path))
+            if args.reading == "graph" and config.get("structure") == "bernoulli":  # result.graph: the most likely graph
+                graph = dgl.edge_subgraph(graph, (graph.edata["w"] > 0.5).nonzero().squeeze(1), relabel_nodes=False)
             train_idx = data.v_in if args.train == "v_in" else torch.cat([data.v_in, data.v_out]).unique()
             learned.append(train(kind, graph, graph.edata["w"], data, train_idx, seed, args.epochs))
             observed.append(train(kind, data.graph, data.observed_weights(), data, train_idx, seed, args.epochs))
         diff = [a - b for a, b in zip(learned, observed)]
         se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        row = {"model": kind, "train": args.train, "seeds": len(diff), "learned": learned, "observed": observed,
+        row = {"model": kind, "train": args.train, "reading": args.reading, "seeds": len(diff), "learned": learned, "observed": observed,
                "difference_mean": statistics.fmean(diff), "difference_se": se}
         rows.append(row)
         fmt = lambda v: f"{100 * statistics.fmean(v):.1f} ± {100 * statistics.stdev(v):.1f}" if len(v) > 1 else \
             f"{100 * v[0]:.1f}"  # noqa: E731
-        print(f"{kind:10s} trained on {args.train}: learned graph {fmt(learned)}, observed graph {fmt(observed)}, "
+        print(f"{kind:10s} trained on {args.train}, {args.reading} reading: learned graph {fmt(learned)}, observed graph {fmt(observed)}, "
               f"difference {100 * row['difference_mean']:+.1f} (se {100 * se:.1f}) over {len(diff)} seeds", flush=True)
-    (run / f"transfer_{args.train}.json").write_text(json.dumps(rows, indent=1))
+    (run / f"transfer_{args.train}_{args.reading}.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 

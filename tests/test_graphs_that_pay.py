@@ -261,3 +261,19 @@ def test_a_run_whose_inner_model_stays_at_chance_says_so(tmp_path):
                               progress=False)
     with pytest.warns(InnerFitWarning, match="V_in"):
         run_experiment(config, echo=lambda *_: None)
+
+
+def test_the_graph_of_a_probabilistic_structure_is_its_most_likely_graph():
+    data = load_dataset("cheaters", None, 0).to(torch.float64)
+    from dgl_bilevel.structure.support import observed_knn_support
+
+    support = observed_knn_support(data.graph, data.features, k=3)
+    structure = dbl.BernoulliEdges(support, candidate_value=0.3,
+                                   sampler=dbl.GraphSampler(resample="outer", eval_samples=2), dtype=torch.float64)
+    inner = dbl.TrainedGNN(dbl.models.GCN(data.num_features, 4, 2), steps=3)
+    result = dbl.fit(data, structure, inner, "implicit", outer_steps=2, lr=0.1, progress=False)
+    theta = result.best_weights
+    g, full = result.graph, result.to_graph()
+    assert full.num_edges() == support.num_edges() and torch.equal(full.edata["w"], theta)
+    assert g.num_edges() == int((theta > 0.5).sum()) < support.num_edges()
+    assert float(g.edata["w"].min()) > 0.5 and torch.equal(g.edata["observed"], support.edata["observed"][theta > 0.5])

@@ -88,7 +88,7 @@ def run_cross_fit_seed(config: ExperimentConfig, data, seed: int, run_dir: Path,
     history = [{**record, "fold": k} for k, fold in enumerate(folds) for record in fold.history]
     result = FitResult(best_iteration=-1, best_metrics=metrics, best_weights=combined, final_weights=combined,
                        history=history, support=structure.graph, config={**folds[0].config, "cross_fit": config.cross_fit},
-                       metric=metric, node_data=node_data(data))
+                       metric=metric, node_data=node_data(data), probabilistic=sampler is not None)
     extra = {f"fold_{k}_{split}_{metric}": value for k, fold in enumerate(folds)
              for split, value in fold.best_metrics.items()}
     return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,

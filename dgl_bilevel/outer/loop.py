@@ -249,6 +249,7 @@ class OuterLoop:
             metric=self.metric,
             stopped_early=self.state.stopped,
             node_data=node_data(self.data),
+            probabilistic=self.structure.sampler is not None,
         )
 
 

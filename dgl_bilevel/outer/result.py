@@ -26,21 +26,31 @@ class FitResult:
     extras: dict = field(default_factory=dict)
     #: the data's node tensors: ``feat``, ``label`` and a boolean ``<split>_mask`` per split
     node_data: dict = field(default_factory=dict)
+    #: the weights are edge probabilities (a Bernoulli structure): :attr:`graph` is then the most likely graph
+    probabilistic: bool = False
 
     @property
     def graph(self):
-        """The support graph as a plain DGLGraph: the best weights in ``edata['w']``, and the data's
-        features, labels and split masks in ``ndata`` -- ready for any DGL model that takes ``edge_weight``."""
-        return self.to_graph()
+        """The learned graph as a plain DGLGraph, ready for any DGL model that takes ``edge_weight``: the
+        best weights in ``edata['w']`` (``edata['observed']`` marks observed edges when the support added
+        others), the data's features, labels and split masks in ``ndata``.
 
-    def to_graph(self, node_data: "bool | tuple" = True):
-        """Like :attr:`graph`; ``node_data`` False leaves ``ndata`` empty, a tuple keeps only those keys."""
+        For edge weights, every support edge with its learned weight. For edge probabilities, the most
+        likely graph: the edges whose probability exceeds 1/2, each weighted by its probability -- the
+        full expected graph (every candidate, tiny probabilities included) is :meth:`to_graph`'s."""
+        return self.to_graph(threshold=0.5 if self.probabilistic else None)
+
+    def to_graph(self, node_data: "bool | tuple" = True, threshold: Optional[float] = None):
+        """The support with the best weights; ``threshold`` keeps only edges whose weight exceeds it;
+        ``node_data`` False leaves ``ndata`` empty, a tuple keeps only those keys."""
         from .._dgl import dgl
 
-        g = dgl.graph(self.support.edges(), num_nodes=self.support.num_nodes())
-        g.edata["w"] = self.best_weights.clone()
+        src, dst = self.support.edges()
+        keep = slice(None) if threshold is None else self.best_weights > threshold
+        g = dgl.graph((src[keep], dst[keep]), num_nodes=self.support.num_nodes())
+        g.edata["w"] = self.best_weights[keep].clone()
         if "observed" in self.support.edata:  # which candidates were observed edges (supports that add edges)
-            g.edata["observed"] = self.support.edata["observed"].clone()
+            g.edata["observed"] = self.support.edata["observed"][keep].clone()
         keep = self.node_data if node_data is True else {} if not node_data else \
             {k: v for k, v in self.node_data.items() if k in node_data}
         for key, value in keep.items():
