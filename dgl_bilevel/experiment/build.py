@@ -27,10 +27,12 @@ def build_support(config: ExperimentConfig, data: BilevelData):
     return SUPPORTS.from_config(config.support, config, data)
 
 
-def build_structure(config: ExperimentConfig, data: BilevelData, seed: int) -> GraphStructure:
-    """The outer variable on its support, initialised from a generator seeded by ``seed``."""
+def build_structure(config: ExperimentConfig, data: BilevelData, seed: int, support=None) -> GraphStructure:
+    """The outer variable on its support (``build_support``'s unless given: runs on the same graph
+    share one), initialised from a generator seeded by ``seed``."""
     generator = torch.Generator().manual_seed(10_000 + seed)
-    return STRUCTURES.from_config(config.structure, config, data, build_support(config, data), generator=generator)
+    support = build_support(config, data) if support is None else support
+    return STRUCTURES.from_config(config.structure, config, data, support, generator=generator)
 
 
 def build_regularizer(config: ExperimentConfig):

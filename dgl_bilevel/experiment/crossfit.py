@@ -18,7 +18,7 @@ from ..config import ExperimentConfig
 from ..data.bilevel_data import BilevelData
 from ..errors import ConfigError
 from ..outer import FitResult, fit
-from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .build import build_hypergrad, build_inner, build_regularizer, build_structure, build_support
 
 
 def stratified_folds(data: BilevelData, k: int, seed: int) -> list[torch.Tensor]:
@@ -63,10 +63,11 @@ def cross_fit(config: ExperimentConfig, data: BilevelData, seed: int, folds: int
     if data.outer_on_validation or data.v_out_in_training:
         raise ConfigError("--cross-fit needs the paper protocol (V_out held out from training and from selection)")
     parts = stratified_folds(data, folds, seed)
+    support = build_support(config, data)  # the folds differ in their labels, not in their graph: one support
     results, structure = [], None
     for k in range(folds):
         part = fold_data(data, parts, k)
-        structure = build_structure(config, part, seed)
+        structure = build_structure(config, part, seed, support)
         inner = build_inner(config, part)
         result = fit(part, structure, inner, build_hypergrad(config, inner), outer_steps=config.outer_steps,
                      lr=config.outer_lr, seed=seed, regularizer=build_regularizer(config), progress=config.progress,

@@ -43,7 +43,7 @@ def train_and_score(config: ExperimentConfig, data: BilevelData, graph, weights:
     return metrics
 
 
-def _fresh_sampler(sampler: GraphSampler, seed: int) -> GraphSampler:
+def fresh_sampler(sampler: GraphSampler, seed: int) -> GraphSampler:
     """A copy of ``sampler`` with its own generator, so scoring draws do not move the run's stream."""
     fresh = copy.copy(sampler)
     fresh.generator = torch.Generator().manual_seed(20_000 + seed)
@@ -74,7 +74,7 @@ def refit(config: ExperimentConfig, data: BilevelData, result: FitResult, seed: 
                           "selects, so the refit would be scored on its own training labels: use --protocol paper")
     training = data.with_v_out_in_training()
     metrics = train_and_score(config, training, result.support, result.best_weights, seed,
-                              _fresh_sampler(sampler, seed) if sampler is not None else None)
+                              fresh_sampler(sampler, seed) if sampler is not None else None)
     observed = train_and_score(config, training, data.graph, data.observed_weights(), seed)
     name = data.metric.name
     learned_wins = _better(metrics["val"], observed["val"], data.metric.higher_is_better)
@@ -112,6 +112,5 @@ def _spurious_on(support, data: BilevelData) -> Optional[torch.Tensor]:
         return None
     n = data.num_nodes
     src, dst = data.graph.edges()
-    bad = set((src[spurious] * n + dst[spurious]).tolist())
     s, d = support.edges()
-    return torch.tensor([key in bad for key in (s * n + d).tolist()], dtype=torch.bool)
+    return torch.isin(s.long() * n + d.long(), src[spurious].long() * n + dst[spurious].long())

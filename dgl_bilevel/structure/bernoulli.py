@@ -22,7 +22,7 @@ from .._dgl import dgl
 from ..errors import ConfigError, DataError
 from ..registry import STRUCTURES
 from .base import GraphStructure
-from .edge_weights import undirected_pair_index
+from .edge_weights import mean_over_pairs, undirected_pair_index
 from .sampling import GraphSampler
 
 
@@ -77,7 +77,8 @@ class BernoulliEdges(GraphStructure):
             self.pair_index, num_params = None, graph.num_edges()
         self.sampler.pair_index = self.pair_index  # one coin per unordered pair when tied
         per_edge = self._initial_probabilities(init, observed_value, candidate_value, dtype)
-        self.theta = nn.Parameter(self._to_params(per_edge, num_params), requires_grad=not self.frozen)
+        theta = per_edge if self.pair_index is None else mean_over_pairs(per_edge, self.pair_index)
+        self.theta = nn.Parameter(theta, requires_grad=not self.frozen)
         self.project_()
 
     def _initial_probabilities(self, init, observed_value, candidate_value, dtype) -> torch.Tensor:
@@ -104,13 +105,6 @@ class BernoulliEdges(GraphStructure):
         if "observed" in self.graph.edata:
             return self.graph.edata["observed"] > 0.5
         return torch.ones(self.graph.num_edges(), dtype=torch.bool)
-
-    def _to_params(self, per_edge: torch.Tensor, num_params: int) -> torch.Tensor:
-        if self.pair_index is None:
-            return per_edge
-        total = torch.zeros(num_params, dtype=per_edge.dtype).index_add_(0, self.pair_index, per_edge)
-        count = torch.zeros(num_params, dtype=per_edge.dtype).index_add_(0, self.pair_index, torch.ones_like(per_edge))
-        return total / count  # both directions' mean
 
     @classmethod
     def from_config(cls, config, data, support, generator: Optional[torch.Generator] = None) -> "BernoulliEdges":

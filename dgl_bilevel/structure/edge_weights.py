@@ -24,6 +24,14 @@ def undirected_pair_index(graph: "dgl.DGLGraph") -> tuple[torch.Tensor, int]:
     return inverse, unique.numel()
 
 
+def mean_over_pairs(per_edge: torch.Tensor, pair_index: torch.Tensor) -> torch.Tensor:
+    """One value per unordered pair: the mean of its edges' values (both directions)."""
+    num = int(pair_index.max()) + 1
+    total = torch.zeros(num, dtype=per_edge.dtype).index_add_(0, pair_index, per_edge)
+    count = torch.zeros(num, dtype=per_edge.dtype).index_add_(0, pair_index, torch.ones_like(per_edge))
+    return total / count
+
+
 @STRUCTURES.register("edges", help="one learnable weight per support edge (the paper's edge refinement)")
 class EdgeWeights(GraphStructure):
     """Learnable weights ``w = parametrization(theta)`` on the edges of ``graph``.
@@ -98,12 +106,7 @@ class EdgeWeights(GraphStructure):
 
     def _to_params(self, per_edge: torch.Tensor) -> torch.Tensor:
         """Per-edge values -> per-parameter values (averaging the two directions when tied)."""
-        if self.pair_index is None:
-            return per_edge
-        num = int(self.pair_index.max()) + 1
-        total = torch.zeros(num, dtype=per_edge.dtype).index_add_(0, self.pair_index, per_edge)
-        count = torch.zeros(num, dtype=per_edge.dtype).index_add_(0, self.pair_index, torch.ones_like(per_edge))
-        return total / count
+        return per_edge if self.pair_index is None else mean_over_pairs(per_edge, self.pair_index)
 
     @classmethod
     def from_config(cls, config, data, support, generator: Optional[torch.Generator] = None) -> "EdgeWeights":
