@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "fit": "outer",
     "solve_on_graph": "outer",
     "evaluate": "outer",
+    "validation_gate": "outer",
     "FitResult": "outer",
     "IterationState": "outer",
     "Callback": "outer",

@@ -11,7 +11,9 @@ on the returned graph and on the observed graph, with the same seed, settings an
 8 x 8 heads), dropout 0.5, the epoch chosen by validation accuracy. Edges whose weight is 0 are
 dropped and every node gets a self-loop of weight 1 on both graphs (``GraphConv`` refuses zero
 in-degrees, and normalises by unweighted degrees, which must not count absent edges). Printed: test accuracy on both graphs, mean ± std over seeds, the
-mean difference and its standard error.
+mean difference and its standard error, and the graph a user would keep by
+:func:`dgl_bilevel.validation_gate` (their model's validation outputs on both graphs: the observed
+graph unless the learned one wins a paired test on validation).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from torch import nn  # noqa: E402
 from dgl_bilevel._dgl import dgl  # noqa: E402
 from dgl_bilevel.config import load_yaml  # noqa: E402
 from dgl_bilevel.data import load_dataset  # noqa: E402
+from dgl_bilevel.outer.gate import validation_gate  # noqa: E402
 
 
 class TwoLayer(nn.Module):
@@ -69,14 +72,14 @@ def prepared(graph, weights: torch.Tensor):
     return g, torch.cat([weights[keep].float(), torch.ones(n)])
 
 
-def train(kind: str, graph, weights, data, train_idx: torch.Tensor, seed: int, epochs: int = 200) -> float:
-    """Test accuracy at the epoch with the best validation accuracy."""
+def train(kind: str, graph, weights, data, train_idx: torch.Tensor, seed: int, epochs: int = 200):
+    """Test accuracy at the epoch with the best validation accuracy, and the outputs of that epoch."""
     torch.manual_seed(seed)
     g, w = prepared(graph, weights)
     x = data.features.float()
     model = TwoLayer(kind, x.shape[1], 16, data.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
-    best_val, best_test = -1.0, 0.0
+    best_val, best_test, best_out = -1.0, 0.0, None
     for _ in range(epochs):
         model.train()
         loss = F.cross_entropy(model(g, x, w)[train_idx], data.labels[train_idx])
@@ -85,11 +88,12 @@ def train(kind: str, graph, weights, data, train_idx: torch.Tensor, seed: int, e
         opt.step()
         model.eval()
         with torch.no_grad():
-            pred = model(g, x, w).argmax(1)
+            out = model(g, x, w)
+        pred = out.argmax(1)
         val = float((pred[data.val] == data.labels[data.val]).float().mean())
         if val > best_val:
-            best_val, best_test = val, float((pred[data.test] == data.labels[data.test]).float().mean())
-    return best_test
+            best_val, best_test, best_out = val, float((pred[data.test] == data.labels[data.test]).float().mean()), out
+    return best_test, best_out
 
 
 def main(argv: Optional[list] = None) -> list[dict]:
@@ -108,7 +112,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
     config = load_yaml(run / "config.yaml")
     rows = []
     for kind in args.models:
-        learned, observed = [], []
+        learned, observed, gated, choices = [], [], [], []
         for path in sorted(run.glob("graph_seed*.bin"), key=lambda q: int(q.stem.removeprefix("graph_seed"))):
             seed = int(path.stem.removeprefix("graph_seed"))
             data = load_dataset(config["dataset"], args.data_root or config.get("data_root"), seed)
@@ -118,17 +122,29 @@ def main(argv: Optional[list] = None) -> list[dict]:
             if args.reading == "graph" and config.get("structure") == "bernoulli":  # result.graph: the most likely graph
                 graph = dgl.edge_subgraph(graph, (graph.edata["w"] > 0.5).nonzero().squeeze(1), relabel_nodes=False)
             train_idx = data.v_in if args.train == "v_in" else torch.cat([data.v_in, data.v_out]).unique()
-            learned.append(train(kind, graph, graph.edata["w"], data, train_idx, seed, args.epochs))
-            observed.append(train(kind, data.graph, data.observed_weights(), data, train_idx, seed, args.epochs))
+            learned_test, learned_out = train(kind, graph, graph.edata["w"], data, train_idx, seed, args.epochs)
+            observed_test, observed_out = train(kind, data.graph, data.observed_weights(), data, train_idx, seed,
+                                                args.epochs)
+            decision = validation_gate({"observed": observed_out, "learned": learned_out}, "observed", data.labels,
+                                       data.val, data.metric, seed=seed)
+            learned.append(learned_test)
+            observed.append(observed_test)
+            gated.append(learned_test if decision.choice == "learned" else observed_test)
+            choices.append(decision.choice)
         diff = [a - b for a, b in zip(learned, observed)]
         se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        row = {"model": kind, "train": args.train, "reading": args.reading, "seeds": len(diff), "learned": learned, "observed": observed,
-               "difference_mean": statistics.fmean(diff), "difference_se": se}
+        gated_diff = [a - b for a, b in zip(gated, observed)]
+        row = {"model": kind, "train": args.train, "reading": args.reading, "seeds": len(diff), "learned": learned,
+               "observed": observed, "gated": gated, "gate_choices": choices,
+               "difference_mean": statistics.fmean(diff), "difference_se": se,
+               "gated_difference_mean": statistics.fmean(gated_diff)}
         rows.append(row)
         fmt = lambda v: f"{100 * statistics.fmean(v):.1f} ± {100 * statistics.stdev(v):.1f}" if len(v) > 1 else \
             f"{100 * v[0]:.1f}"  # noqa: E731
-        print(f"{kind:10s} trained on {args.train}, {args.reading} reading: learned graph {fmt(learned)}, observed graph {fmt(observed)}, "
-              f"difference {100 * row['difference_mean']:+.1f} (se {100 * se:.1f}) over {len(diff)} seeds", flush=True)
+        print(f"{kind:10s} trained on {args.train}, {args.reading} reading: learned graph {fmt(learned)}, observed graph "
+              f"{fmt(observed)}, difference {100 * row['difference_mean']:+.1f} (se {100 * se:.1f}); graph chosen by "
+              f"the validation gate {fmt(gated)} (learned in {choices.count('learned')} of {len(diff)} seeds)",
+              flush=True)
     (run / f"transfer_{args.train}_{args.reading}.json").write_text(json.dumps(rows, indent=1))
     return rows
 

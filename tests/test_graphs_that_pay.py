@@ -170,8 +170,11 @@ def test_bernoulli_run_reports_sampled_expected_thresholded_and_refit_scores(tmp
                 "refit_observed_test_acc", "refit_gated_test_acc", "mean_w_added", "same_class_weighted"):
         assert 0.0 <= record[key] <= 1.0, key
     gate = record["refit_gate"]
-    assert record["refit_gated_test_acc"] == record["refit_test_acc" if gate == "learned" else "refit_observed_test_acc"]
-    assert (record["refit_val_acc"] > record["refit_observed_val_acc"]) == (gate == "learned")
+    prefix = {"learned": "refit", "observed": "refit_observed", "learned_v_in": "refit_learned_v_in"}[gate]
+    assert record["refit_gated_test_acc"] == record[f"{prefix}_test_acc"]
+    rates = {k.removeprefix("refit_gate_p_"): v for k, v in record.items() if k.startswith("refit_gate_p_")}
+    assert set(rates) == {"learned", "learned_v_in"}
+    assert (gate == "observed") == all(p > 0.05 for p in rates.values())
     # the observed-graph refit is the a_obs+v_out baseline, seed for seed
     _, baseline, _ = _run(tmp_path, method="a_obs+v_out", name="baseline")
     assert record["refit_observed_test_acc"] == baseline["test_acc"]
@@ -196,6 +199,9 @@ def test_cross_fit_run_records_each_fold_and_the_refit(tmp_path):
     assert record["final_model_trained_on"] == "v_in+v_out"
     assert {f"fold_{k}_test_acc" for k in range(2)} <= set(record)
     assert 0.0 <= record["test_acc"] <= 1.0
+    assert record["refit_gate"] in ("learned", "observed")
+    chosen = "test_acc" if record["refit_gate"] == "learned" else "refit_observed_test_acc"
+    assert record["refit_gated_test_acc"] == record[chosen]
 
 
 def test_the_returned_graph_trains_dgl_layers(tmp_path):
@@ -277,3 +283,14 @@ def test_the_graph_of_a_probabilistic_structure_is_its_most_likely_graph():
     assert full.num_edges() == support.num_edges() and torch.equal(full.edata["w"], theta)
     assert g.num_edges() == int((theta > 0.5).sum()) < support.num_edges()
     assert float(g.edata["w"].min()) > 0.5 and torch.equal(g.edata["observed"], support.edata["observed"][theta > 0.5])
+
+
+def test_memorised_validation_under_the_lds_protocol_is_reported():
+    from dgl_bilevel.outer.fit_check import ValidationMemorisedWarning, warn_if_validation_memorised
+
+    data = load_dataset("cheaters", None, 0)
+    assert not warn_if_validation_memorised(data, 1.0, 60)  # paper protocol: validation is held out
+    lds = data.with_outer_loss_on_validation()
+    with pytest.warns(ValidationMemorisedWarning, match="--outer-steps \\(now 60\\)"):
+        assert warn_if_validation_memorised(lds, 1.0, 60)
+    assert not warn_if_validation_memorised(lds, 0.95, 60)

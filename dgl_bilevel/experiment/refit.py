@@ -4,11 +4,14 @@
   as edge weights (the expected graph) and thresholded at 0.5 (a plain 0/1 graph), each with the
   inner model trained on ``v_in`` as in the bilevel run. Reported beside the sampled prediction.
 * :func:`refit` -- the final model trained on ``v_in ∪ v_out`` (every label the bilevel run used)
-  on the learned graph (``refit_*``), and on the observed graph (``refit_observed_*``: the same
-  model and seed as ``--method a_obs+v_out``); ``refit_gated_*`` is whichever of the two scores
-  higher on validation (``refit_gate`` says which) -- the graph a user should keep, chosen without
-  test. For a probabilistic structure the refit trains on graphs sampled from ``theta`` and
-  predicts by averaging, as the bilevel run did.
+  on the learned graph (``refit_*``), on the observed graph (``refit_observed_*``: the same model
+  and seed as ``--method a_obs+v_out``), and the bilevel run's own model re-solved on the learned
+  graph with its training labels (``refit_learned_v_in_*``). ``refit_gated_*`` is the one
+  :func:`~dgl_bilevel.outer.gate.validation_gate` keeps: the observed graph unless a learned
+  candidate beats it in a paired test on validation (``refit_gate`` names it,
+  ``refit_gate_p_<candidate>`` gives the p-value of each learned candidate's advantage) -- the model a user should keep,
+  chosen without test. For a probabilistic structure the learned-graph models train on graphs
+  sampled from ``theta`` and predict by averaging, as the bilevel run did.
 
 Both are one inner solve each, under the same protocol as the ``a_obs`` baselines (no selection
 beyond what those make), so their numbers compare with the baselines' directly.
@@ -25,6 +28,7 @@ from ..data.bilevel_data import BilevelData
 from ..errors import ConfigError
 from ..inner.graph_sampling import SampledGraphs
 from ..outer import FitResult, solve_on_graph
+from ..outer.gate import validation_gate
 from ..diagnostics.edge_stats import edge_statistics
 from ..structure.sampling import GraphSampler
 from .build import build_hypergrad, build_inner
@@ -34,13 +38,18 @@ def train_and_score(config: ExperimentConfig, data: BilevelData, graph, weights:
                     sampler: Optional[GraphSampler] = None) -> dict:
     """One inner solve of ``config``'s inner problem on ``graph`` with fixed ``weights`` (on graphs
     sampled from them with ``sampler``); the metrics of every split."""
+    return train_and_predict(config, data, graph, weights, seed, sampler)[0]
+
+
+def train_and_predict(config: ExperimentConfig, data: BilevelData, graph, weights: torch.Tensor, seed: int,
+                      sampler: Optional[GraphSampler] = None) -> tuple[dict, torch.Tensor]:
+    """:func:`train_and_score` with the model's outputs on every node as well."""
     inner = build_inner(config, data)
     if sampler is not None:
         inner = SampledGraphs(inner, sampler)
     method = build_hypergrad(config, inner) if sampler is None or not sampler.stochastic_objective else None
-    metrics, _ = solve_on_graph(data, inner, weights, graph=graph, hypergrad=method, seed=seed,
-                                inner_select=config.inner_select)
-    return metrics
+    return solve_on_graph(data, inner, weights, graph=graph, hypergrad=method, seed=seed,
+                          inner_select=config.inner_select)
 
 
 def fresh_sampler(sampler: GraphSampler, seed: int) -> GraphSampler:
@@ -73,21 +82,29 @@ def refit(config: ExperimentConfig, data: BilevelData, result: FitResult, seed: 
         raise ConfigError("--refit trains on V_in ∪ V_out; under --protocol lds V_out is the validation set that "
                           "selects, so the refit would be scored on its own training labels: use --protocol paper")
     training = data.with_v_out_in_training()
-    metrics = train_and_score(config, training, result.support, result.best_weights, seed,
-                              fresh_sampler(sampler, seed) if sampler is not None else None)
-    observed = train_and_score(config, training, data.graph, data.observed_weights(), seed)
-    name = data.metric.name
-    learned_wins = _better(metrics["val"], observed["val"], data.metric.higher_is_better)
-    gated = metrics if learned_wins else observed
-    return {**{f"refit_{split}_{name}": value for split, value in metrics.items()},
-            **{f"refit_observed_{split}_{name}": value for split, value in observed.items()},
-            **{f"refit_gated_{split}_{name}": value for split, value in gated.items()},
-            "refit_gate": "learned" if learned_wins else "observed"}
+    fresh = (lambda: fresh_sampler(sampler, seed)) if sampler is not None else (lambda: None)
+    candidates = {
+        "observed": train_and_predict(config, training, data.graph, data.observed_weights(), seed),
+        "learned": train_and_predict(config, training, result.support, result.best_weights, seed, fresh()),
+        "learned_v_in": train_and_predict(config, data, result.support, result.best_weights, seed, fresh()),
+    }
+    return {**{f"refit_{split}_{data.metric.name}": value for split, value in candidates["learned"][0].items()},
+            **{f"refit_observed_{split}_{data.metric.name}": value
+               for split, value in candidates["observed"][0].items()},
+            **{f"refit_learned_v_in_{split}_{data.metric.name}": value
+               for split, value in candidates["learned_v_in"][0].items()},
+            **gated(candidates, data, seed)}
 
 
-def _better(value: float, other: float, higher_is_better: bool) -> bool:
-    """Strictly better validation score (ties keep the observed graph)."""
-    return value > other if higher_is_better else value < other
+def gated(candidates: dict, data: BilevelData, seed: int) -> dict:
+    """``refit_gated_*``: the scores of the candidate (name -> (metrics, outputs)) the validation gate
+    keeps, ``"observed"`` being the baseline; ``refit_gate`` names it, ``refit_gate_p_*`` say why."""
+    decision = validation_gate({name: outputs for name, (_, outputs) in candidates.items()}, "observed",
+                               data.labels, data.val, data.metric, seed=seed)
+    return {**{f"refit_gated_{split}_{data.metric.name}": value
+               for split, value in candidates[decision.choice][0].items()},
+            "refit_gate": decision.choice,
+            **{f"refit_gate_p_{name}": p for name, p in decision.p_values.items()}}
 
 
 def after_fit(config: ExperimentConfig, data: BilevelData, structure, result: FitResult, seed: int) -> dict:

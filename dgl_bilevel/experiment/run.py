@@ -20,12 +20,12 @@ from ..errors import ConfigError
 from ..registry import DATASETS
 from ..outer import FitResult, fit, solve_on_graph
 from ..outer.loggers import seed_loggers
-from ..outer.fit_check import warn_if_at_chance
+from ..outer.fit_check import warn_if_at_chance, warn_if_validation_memorised
 from ..outer.loop import node_data
 from ..results import aggregate, results_table, write_json
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
 from .crossfit import cross_fit
-from .refit import after_fit, fresh_sampler, train_and_score
+from .refit import after_fit, fresh_sampler, gated, train_and_predict
 from .executors import clear_stale_checkpoints, run_seeds_local, run_seeds_ray
 from .seed_files import (  # noqa: F401 -- RESUME_FREE, comparable_settings, training_view: importable from here too
     RESUME_FREE, checkpoint_path, comparable_settings, run_data, training_view, write_learned_seed, write_seed,
@@ -67,6 +67,8 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
         description=f"{config.run_name} seed {seed}", inner_select=config.inner_select,
     )
     warn_if_at_chance(data, result.best_metrics.get("v_in", float("nan")), config.inner, f"seed {seed}: ")
+    warn_if_validation_memorised(data, result.best_metrics.get("val", float("nan")), config.outer_steps,
+                                 f"seed {seed}: ")
     return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,
                               **after_fit(config, data, structure, result, seed))
 
@@ -76,12 +78,16 @@ def run_cross_fit_seed(config: ExperimentConfig, data, seed: int, run_dir: Path,
     """One seed of ``--cross-fit K``: K fold graphs, averaged, then the inner model refit on every label on it.
 
     The record's split scores are the refit's (its V_in and V_out scores are training scores); each
-    fold's best-validation scores are kept as ``fold_<k>_<split>_<metric>``.
+    fold's best-validation scores are kept as ``fold_<k>_<split>_<metric>``, the same model on the
+    observed graph as ``refit_observed_*`` and the one the validation gate keeps as ``refit_gated_*``.
     """
     combined, folds, structure = cross_fit(config, data, seed, config.cross_fit,
                                            lambda k: [*callbacks, *seed_loggers(config, seed, run_dir, fold=k)])
     sampler = fresh_sampler(structure.sampler, seed) if structure.sampler is not None else None
-    metrics = train_and_score(config, data.with_v_out_in_training(), structure.graph, combined, seed, sampler)
+    training = data.with_v_out_in_training()
+    candidates = {"observed": train_and_predict(config, training, data.graph, data.observed_weights(), seed),
+                  "learned": train_and_predict(config, training, structure.graph, combined, seed, sampler)}
+    metrics = candidates["learned"][0]
     metric = data.metric.name
     history = [{**record, "fold": k} for k, fold in enumerate(folds) for record in fold.history]
     result = FitResult(best_iteration=-1, best_metrics=metrics, best_weights=combined, final_weights=combined,
@@ -89,6 +95,8 @@ def run_cross_fit_seed(config: ExperimentConfig, data, seed: int, run_dir: Path,
                        metric=metric, node_data=node_data(data), probabilistic=sampler is not None)
     extra = {f"fold_{k}_{split}_{metric}": value for k, fold in enumerate(folds)
              for split, value in fold.best_metrics.items()}
+    extra.update({f"refit_observed_{split}_{metric}": value for split, value in candidates["observed"][0].items()})
+    extra.update(gated(candidates, data, seed))
     return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,
                               final_model_trained_on="v_in+v_out", **extra)
 

@@ -5,6 +5,7 @@ from .loggers import CsvLogger, RunLogger, TensorBoardLogger
 from .loop import OuterLoop, OuterState, fit, solve_on_graph
 from .regularizers import LogDegree, Regularizer
 from .result import FitResult, raise_if_stopped
+from .gate import GateDecision, validation_gate
 from .selection import INNER_SELECT, BestInnerIterate, BestValidation, evaluate
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "evaluate",
     "BestValidation",
     "BestInnerIterate",
+    "validation_gate",
+    "GateDecision",
     "INNER_SELECT",
     "Callback",
     "ProgressBar",

@@ -46,3 +46,25 @@ def warn_if_at_chance(data: BilevelData, v_in_score: float, inner_name: str, whe
         "(--model gcn, or --inner energy), more inner steps or another inner learning rate.",
         InnerFitWarning, stacklevel=2)
     return True
+
+
+#: Validation accuracy above which an outer loss on the validation set has memorised it.
+MEMORISED = 0.99
+
+
+class ValidationMemorisedWarning(UserWarning):
+    """Under an outer loss on the validation set (``--protocol lds``), validation was memorised."""
+
+
+def warn_if_validation_memorised(data: BilevelData, val_score: float, outer_steps: int, where: str = "") -> bool:
+    """Warn when the outer loss is on the validation set that also selects (``data.outer_on_validation``)
+    and the selected iterate's validation accuracy is above :data:`MEMORISED`: selection then keeps
+    a late, over-fitted graph; returns whether it warned."""
+    if not data.outer_on_validation or data.metric.name != "acc" or not val_score > MEMORISED:
+        return False
+    warnings.warn(
+        f"{where}validation accuracy {val_score:.3f} at the selected iterate: the outer loss has memorised the "
+        f"validation set that also selects, so selection keeps a late graph. Choose --outer-steps (now "
+        f"{outer_steps}) where --protocol paper's held-out half peaks (recipes/graphs_that_pay.py does: the "
+        "median best iteration of the paper-protocol run).", ValidationMemorisedWarning, stacklevel=2)
+    return True
