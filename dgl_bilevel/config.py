@@ -162,6 +162,10 @@ class StructureConfig:
     theta_observed: float = option(1.0, "bernoulli: initial probability of observed edges", check="probability")
     theta_candidate: float = option(0.5, "bernoulli: initial probability of candidate edges that are not observed "
                                          "(k-NN ones)", check="probability")
+    theta_shared: str = option("none", "bernoulli: a shared term beside each edge's own probability -- cosine: "
+                                        "one learned scale per group (observed / added) times the edges' feature "
+                                        "cosine similarity, so edges far from labelled nodes move too (against "
+                                        "gradient scarcity)", choices=("none", "cosine"))
     freeze_structure: bool = option(False, "hold the structure at its initial value: the same outer loop, inner "
                                            "training, sampling and evaluation, nothing learned (the frozen-graph "
                                            "control)")
@@ -457,6 +461,9 @@ def check_structure_options(config: "ExperimentConfig") -> None:
                           "--workers 1")
     if (config.refit or config.cross_fit) and not config.learns_graph:
         raise ConfigError(f"--refit and --cross-fit retrain on a learned graph; --method {config.method} learns none")
+    if config.structure != "bernoulli" and config.theta_shared != "none":
+        raise ConfigError(f"--theta-shared {config.theta_shared} adds a shared term to edge probabilities: it needs "
+                          "--structure bernoulli")
     if config.structure != "bernoulli" and config.estimator == "score":
         raise ConfigError("--estimator score estimates the gradient of sampled graphs: it needs --structure bernoulli")
     if config.structure == "bernoulli" and config.estimator == "score" and config.resample != "outer":

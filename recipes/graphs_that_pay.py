@@ -50,6 +50,7 @@ from dgl_bilevel.experiment.run import RESUME_FREE, comparable_settings
 DEFAULT_CONFIG = ROOT / "recipes" / "configs" / "cora-best.yaml"
 NOISE_LEVELS = (0, 20, 40, 60, 80)
 BERNOULLI = {"structure": "bernoulli", "support": "observed+knn"}
+LEARNED_ROWS = ("bernoulli", "bernoulli-shared")  # the noise table's learned-graph rows
 
 #: Published numbers (test accuracy, %), with their protocol and source.
 PEERS_CLEAN = [
@@ -108,6 +109,8 @@ def clean_rows() -> list[Row]:
                         tuple(BERNOULLI.items()) + (("refit", protocol == "paper"),)))
         rows.append(Row("edges", "bilevel, edge weights on observed", protocol,
                         (("structure", "edges"), ("support", "observed"), ("refit", protocol == "paper"))))
+    rows.append(Row("bernoulli-shared", "bilevel, Bernoulli + shared cosine term", "paper",
+                    tuple(BERNOULLI.items()) + (("theta_shared", "cosine"), ("refit", True))))
     rows.append(Row("bernoulli-stop", "bilevel, Bernoulli, stopped where the paper protocol's held-out half peaks",
                     "lds", tuple(BERNOULLI.items()), stop_from="bernoulli"))
     rows.append(Row("edges-stop", "bilevel, edge weights, stopped where the paper protocol's held-out half peaks",
@@ -131,6 +134,8 @@ def noise_rows() -> list[Row]:
             tuple(BERNOULLI.items()) + (("freeze_structure", True),)),
         Row("bernoulli", "bilevel, Bernoulli on observed + k-NN", "paper",
             tuple(BERNOULLI.items()) + (("refit", True),)),
+        Row("bernoulli-shared", "bilevel, Bernoulli + shared cosine term", "paper",
+            tuple(BERNOULLI.items()) + (("theta_shared", "cosine"), ("refit", True))),
     ]
 
 
@@ -276,7 +281,7 @@ def noise_table(out: str) -> str:
     for row in noise_rows():
         cells = [read(out, row, noise_dataset(level)) for level in NOISE_LEVELS]
         lines.append(f"| {row.label} | " + " | ".join(c.get("test_acc", "–") for c in cells) + " |")
-        if row.key == "bernoulli":
+        if row.key in LEARNED_ROWS:
             lines.append("| ... + refit on V_in ∪ V_out | " + " | ".join(c.get("refit_test_acc", "–") for c in cells)
                          + " |")
             lines.append("| ... + refit, graph chosen by validation | "
@@ -297,8 +302,8 @@ def edge_rows(out: str, data_root: Optional[str]) -> list[tuple[str, str, dict]]
     from dgl_bilevel.experiment.refit import _spurious_on
 
     rows = []
-    jobs = [(row, "cora") for row in clean_rows() if row.key in ("bernoulli", "frozen")]
-    jobs += [(row, noise_dataset(level)) for level in NOISE_LEVELS[1:] for row in noise_rows() if row.key == "bernoulli"]
+    jobs = [(row, "cora") for row in clean_rows() if row.key in ("bernoulli", "bernoulli-shared", "frozen")]
+    jobs += [(row, noise_dataset(level)) for level in NOISE_LEVELS[1:] for row in noise_rows() if row.key in LEARNED_ROWS]
     for row, dataset in jobs:
         folder = run_dir(out, row, dataset)
         per_seed = []
@@ -340,8 +345,8 @@ def noise_figure(out: str, path: Path) -> Optional[Path]:
         if all(m is None for m in means):
             continue
         points = [(level, m) for level, m in zip(NOISE_LEVELS, means) if m is not None]
-        style = "-o" if row.key == "bernoulli" else "-" if row.key in ("a_obs", "a_obs+v_out") else "--"
-        ax.plot(*zip(*points), style, label=row.label, linewidth=2.2 if row.key == "bernoulli" else 1.2)
+        style = "-o" if row.key in LEARNED_ROWS else "-" if row.key in ("a_obs", "a_obs+v_out") else "--"
+        ax.plot(*zip(*points), style, label=row.label, linewidth=2.2 if row.key in LEARNED_ROWS else 1.2)
     for name, values in PEERS_NOISE.items():
         ax.plot(NOISE_LEVELS, values, ":", marker="s", markersize=3, label=f"{name} (published)")
     ax.set_xlabel("random edges added (% of the observed edges)")

@@ -65,6 +65,8 @@ BAD_INPUTS = [
      ["--graph-samples must be >= 1"]),
     ("theta-outside-0-1", ["run", "--dataset", "cheaters", "--structure", "bernoulli", "--theta-candidate", "1.5"], 2,
      ["--theta-candidate must lie in [0, 1]"]),
+    ("theta-shared-without-bernoulli", ["run", "--dataset", "cheaters", "--theta-shared", "cosine"], 2,
+     ["--theta-shared cosine", "needs --structure bernoulli"]),
     ("cross-fit-1", ["run", "--dataset", "cheaters", "--cross-fit", "1"], 2, ["--cross-fit needs at least 2 folds"]),
     ("cross-fit-too-many-folds", ["run", "--dataset", "cheaters", "--inner-steps", "2", "--cross-fit", "500"], 2,
      ["--cross-fit 500: the smallest class has"]),

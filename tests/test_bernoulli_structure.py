@@ -237,3 +237,65 @@ def test_resume_draws_the_same_graphs(tmp_path):
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(resumed.history) == strip(whole.history)
     assert torch.equal(resumed.final_weights, whole.final_weights)
+
+
+# ----------------------------------------------------------------------------------- shared similarity term
+def _shared(data, **kw):
+    g = data.graph
+    g.edata["observed"] = (torch.arange(g.num_edges()) % 5 != 4).double()  # pair 4-5 is an "added" candidate
+    similarity = torch.linspace(-1.0, 1.0, g.num_edges(), dtype=torch.float64)
+    return BernoulliEdges(g, init="observed", observed_value=0.7, candidate_value=0.2, similarity=similarity,
+                          dtype=torch.float64, **kw)
+
+
+def test_shared_term_is_standardised_per_group_and_starts_at_theta():
+    data = tiny_data()
+    structure = _shared(data)
+    basis = structure.similarity_basis  # one row per pair: pairs 0-3 observed, pair 4 (nodes 4-5) added
+    assert basis.shape == (5, 2)
+    assert float(basis[:4, 0].mean()) == pytest.approx(0.0, abs=1e-12) and float(basis[4, 0]) == 0.0
+    assert torch.equal(basis[:4, 1], torch.zeros(4, dtype=torch.float64))
+    assert torch.equal(structure(), torch.where(structure.observed_mask(), torch.tensor(0.7, dtype=torch.float64),
+                                                torch.tensor(0.2, dtype=torch.float64)))
+
+
+def test_shared_scale_gradient_matches_finite_differences_and_moves_edges_without_their_own_gradient():
+    data = tiny_data()
+    structure = _shared(data)
+    target = torch.zeros(structure.graph.num_edges(), dtype=torch.float64)
+    target[0] = 1.0  # the loss reads edge 0 (pair 0) only: every other edge gets no gradient of its own
+
+    def loss() -> torch.Tensor:
+        return ((structure() - 0.9) * target).pow(2).sum()
+
+    (grad_theta, grad_scale) = torch.autograd.grad(loss(), [structure.theta, structure.shared_scale])
+    assert torch.count_nonzero(grad_theta) == 1  # scarcity: only pair 0's own theta
+    eps = 1e-6
+    for k in range(2):
+        with torch.no_grad():
+            structure.shared_scale[k] += eps
+            up = float(loss())
+            structure.shared_scale[k] -= 2 * eps
+            down = float(loss())
+            structure.shared_scale[k] += eps
+        assert float(grad_scale[k]) == pytest.approx((up - down) / (2 * eps), rel=1e-7, abs=1e-12)
+    assert float(grad_scale[0]) != 0.0 and float(grad_scale[1]) == 0.0  # edge 0 is observed
+    before = structure().detach().clone()
+    with torch.no_grad():
+        structure.shared_scale -= 0.1 * grad_scale
+    moved = (structure().detach() - before).abs() > 0
+    assert bool(moved[structure.observed_mask()].all())  # every observed edge moves with what edge 0 learned
+    assert not bool(moved[~structure.observed_mask()].any())  # the added group has its own scale
+
+
+def test_shared_term_keeps_probabilities_in_bounds_and_frozen_control_learns_nothing():
+    data = tiny_data()
+    structure = _shared(data)
+    with torch.no_grad():
+        structure.shared_scale.fill_(50.0)
+    p = structure().detach()
+    assert float(p.min()) == 0.0 and float(p.max()) == 1.0
+    frozen = _shared(tiny_data(), frozen=True)
+    assert not frozen.shared_scale.requires_grad and not frozen.theta.requires_grad
+    with pytest.raises(dbl.DataError, match="one finite score per candidate edge"):
+        BernoulliEdges(data.graph, similarity=torch.ones(3, dtype=torch.float64), dtype=torch.float64)

@@ -46,6 +46,13 @@ class BernoulliEdges(GraphStructure):
             undirected sampled graph; LDS's graphs are symmetric).
         frozen: keep ``theta`` at its initial value (the frozen-graph control: the same sampling,
             training and evaluation, nothing learned).
+        similarity: a score per candidate edge (e.g. the cosine similarity of its endpoints'
+            features) that a *shared* term reads: the probability becomes
+            ``clamp(theta_e + a_g * z_e, 0, 1)`` with ``z_e`` the score standardised within the
+            edge's group ``g`` (observed / added) and one learned scale ``a_g`` per group, starting
+            at 0. Every edge's hypergradient reaches ``a_g``, so an edge far from the labelled
+            nodes -- whose own ``theta_e`` gets no hypergradient (gradient scarcity) -- still moves
+            with what was learned near them.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class BernoulliEdges(GraphStructure):
         sampler: Optional[GraphSampler] = None,
         tie_undirected: bool = True,
         frozen: bool = False,
+        similarity: Optional[torch.Tensor] = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
@@ -79,7 +87,27 @@ class BernoulliEdges(GraphStructure):
         per_edge = self._initial_probabilities(init, observed_value, candidate_value, dtype)
         theta = per_edge if self.pair_index is None else mean_over_pairs(per_edge, self.pair_index)
         self.theta = nn.Parameter(theta, requires_grad=not self.frozen)
+        if similarity is not None:
+            self.register_buffer("similarity_basis", self._similarity_basis(similarity, dtype))
+            self.shared_scale = nn.Parameter(torch.zeros(2, dtype=dtype), requires_grad=not self.frozen)
+        else:
+            self.similarity_basis, self.shared_scale = None, None
         self.project_()
+
+    def _similarity_basis(self, similarity: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(params, 2)``: the score standardised within observed / added edges, zero outside its group."""
+        if similarity.shape != (self.graph.num_edges(),) or not torch.isfinite(similarity).all():
+            raise DataError(f"similarity must be one finite score per candidate edge ({self.graph.num_edges()},), "
+                            f"got shape {tuple(similarity.shape)}")
+        observed = self.observed_mask()
+        basis = torch.zeros(self.graph.num_edges(), 2, dtype=dtype)
+        for column, group in enumerate((observed, ~observed)):
+            if int(group.sum()) > 1:
+                values = similarity[group].to(dtype)
+                basis[group, column] = (values - values.mean()) / values.std().clamp_min(1e-12)
+        if self.pair_index is None:
+            return basis
+        return torch.stack([mean_over_pairs(basis[:, k], self.pair_index) for k in range(2)], dim=1)
 
     def _initial_probabilities(self, init, observed_value, candidate_value, dtype) -> torch.Tensor:
         num_edges = self.graph.num_edges()
@@ -114,12 +142,22 @@ class BernoulliEdges(GraphStructure):
         sampler = GraphSampler(samples=config.graph_samples, resample=config.resample,
                                eval_samples=config.eval_samples, estimator=config.estimator,
                                generator=sampler_generator)
+        similarity = feature_cosine(support, data.features) if config.theta_shared == "cosine" else None
         return cls(support, init="observed", observed_value=config.theta_observed,
-                   candidate_value=config.theta_candidate, sampler=sampler, tie_undirected=True, frozen=config.freeze_structure, dtype=data.features.dtype)
+                   candidate_value=config.theta_candidate, sampler=sampler, tie_undirected=True,
+                   frozen=config.freeze_structure, similarity=similarity, dtype=data.features.dtype)
 
     def forward(self) -> torch.Tensor:
-        """Edge probabilities, one per support edge (the expected graph), differentiable in ``theta``."""
-        return self.theta if self.pair_index is None else self.theta[self.pair_index]
+        """Edge probabilities, one per support edge (the expected graph), differentiable in ``theta``
+        (and the shared scales)."""
+        theta = self.probabilities()
+        return theta if self.pair_index is None else theta[self.pair_index]
+
+    def probabilities(self) -> torch.Tensor:
+        """One probability per parameter (pair, when tied): ``theta``, plus the shared similarity term."""
+        if self.similarity_basis is None:
+            return self.theta
+        return (self.theta + self.similarity_basis @ self.shared_scale).clamp(0.0, 1.0)
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -134,4 +172,13 @@ class BernoulliEdges(GraphStructure):
 
     def extra_repr(self) -> str:
         return (f"num_edges={self.graph.num_edges()}, params={self.theta.numel()}, "
+                f"shared_similarity={self.similarity_basis is not None}, "
                 f"tie_undirected={self.tie_undirected}, frozen={self.frozen}, {self.sampler.describe()}")
+
+
+def feature_cosine(graph: "dgl.DGLGraph", features: torch.Tensor) -> torch.Tensor:
+    """The cosine similarity of each edge's endpoint features (0 where a feature vector is zero)."""
+    x = features.to(torch.float64)
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    src, dst = graph.edges()
+    return (x[src.long()] * x[dst.long()]).sum(1).to(features.dtype)
