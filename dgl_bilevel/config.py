@@ -650,7 +650,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: data sets the paper ran (:data:`PAPER_DATASETS`), :data:`DEFAULT_MODEL` on every other data set and
 #: graph file. The paper's unnormalised sum aggregation scales a node's messages with its degree and
 #: failed to fit on degree-skewed graphs; GraphSAGE's mean aggregation is normalised and keeps a
-#: separate weight for the node itself, which the heterophilous sets need (GCN and APPNP fell 10-26
+#: separate weight for the node itself, which the heterophilous sets need (GCN and APPNP fell 8-26
 #: points below it there). Chosen on validation scores over 14 data sets without a paper preset
 #: (docs/lab/default-model.md).
 PAPER_MODEL = "sumagg"
