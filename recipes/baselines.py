@@ -81,6 +81,8 @@ class Cell:
             inner, method = ("laplacian" if self.model == "laplacian" else "gnn"), TRAINING[self.training]
         if self.model in ("gcn", "appnp"):
             options.update(model=self.model, hidden=self.hidden, inner_lr=self.lr)
+        elif self.model == "gnn":  # eq. (4) on every data set (off the paper's, the default model is sage)
+            options.update(model="sumagg")
         return ExperimentConfig(dataset=self.dataset, inner=inner, method=method, seeds=seeds, out=out,
                                 name=self.name, data_root=data_root, progress=False, resume=True,
                                 save_graph=False, **options)

@@ -42,8 +42,9 @@ def warn_if_at_chance(data: BilevelData, v_in_score: float, inner_name: str, whe
         return False
     warnings.warn(
         f"{where}the {inner_name} inner model scores {data.metric.name} {v_in_score:.3f} on its own training nodes "
-        f"(V_in), where a constant prediction scores {chance:.3f}: it has not fitted. Try a normalised model "
-        "(--model gcn, or --inner energy), more inner steps or another inner learning rate.",
+        f"(V_in), where a constant prediction scores {chance:.3f}: it has not fitted. Try a degree-normalised "
+        "model (--model sage, which fitted where the paper's sumagg stayed at chance, docs/lab/default-model.md; "
+        "or --inner energy), more inner steps or another inner learning rate.",
         InnerFitWarning, stacklevel=2)
     return True
 
