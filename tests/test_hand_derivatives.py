@@ -11,6 +11,7 @@ from dgl_bilevel.hypergrad import Implicit, Truncated, Unrolled
 from dgl_bilevel.hypergrad.checkpointed import record_adjoints
 from dgl_bilevel.inner.flat_adam import FlatLayout
 from dgl_bilevel.inner import TrainedGNN, default_adam
+from dgl_bilevel.inner.optimizers import InnerOptimizer
 from dgl_bilevel.inner.sumagg_derivatives import SumAggDerivatives
 from dgl_bilevel.losses import task_loss
 from dgl_bilevel.models import GCN, SumAggGNN
@@ -90,7 +91,7 @@ def test_hand_derived_unroll_equals_autograd_through_the_trajectory(layers, spar
     data = _data(sparse)
     problem = _problem(data, layers, sparse, steps=15)
     if optimizer == "sgd":  # what a configuration's inner_optimizer: sgd builds
-        problem.optimizer, problem.elementwise_optimizer = torchopt.sgd(0.5), True
+        problem.optimizer = InnerOptimizer.sgd(0.5)
     _, weight = _point(problem, data)
     lean, solution = _hypergradient(problem, Unrolled(), data, weight)
     assert solution.info["reverse"] == "hand-derived"
@@ -142,7 +143,8 @@ def test_problems_the_derivatives_do_not_describe_keep_autograd(case):
     out = 1 if case == "regression" else 3
     model = GCN(6, 5, out) if case == "gcn" else SumAggGNN(6, 5, out)
     cls = _OwnObjective if case == "own-objective" else TrainedGNN
-    optimizer = default_adam(1e-2) if case == "user-optimizer" else None
+    # a user's torchopt transform: the library assumes nothing of it (not even that it acts elementwise)
+    optimizer = torchopt.adam(1e-2, eps=1e-6, eps_root=1e-16) if case == "user-optimizer" else None
     problem = cls(model, steps=6, optimizer=optimizer).bind(data, data.graph)
     _, weight = _point(problem, data)
     lean, solution = _hypergradient(problem, Unrolled(), data, weight)
@@ -359,7 +361,7 @@ def test_laplacian_hand_derived_unroll_equals_autograd_through_the_trajectory(lo
     data, problem = _laplacian(loss)
     problem.steps = 25
     if optimizer == "sgd":
-        problem.optimizer, problem.elementwise_optimizer = torchopt.sgd(0.5), True
+        problem.optimizer = InnerOptimizer.sgd(0.5)
     _, weight = _laplacian_point(problem, data)
     lean, solution = _hypergradient(problem, Unrolled(), data, weight)
     assert solution.info["reverse"] == "hand-derived"

@@ -35,7 +35,8 @@ import torch
 from torchopt import pytree
 
 from ..inner.base import InnerProblem
-from ..inner.flat_adam import FlatAdam, FlatLayout
+from ..inner.optimizers import InnerOptimizer
+from ..inner.flat_adam import FlatLayout
 from ..inner.training import Params
 from ..ops import constant_edge_weights
 from .checkpointed import _RECORDERS, _floating, _record
@@ -80,7 +81,7 @@ class _RecordedTrajectory(torch.autograd.Function):
         saved = []
         segment = state_segment(steps)
         keep_records = None
-        update_fn = _update_function(optimizer, state)
+        update_fn = _update_function(optimizer)
         with constant_edge_weights(), torch.no_grad():  # one detached weight tensor: its sparse matrices are reused
             for step in range(steps):
                 loss, grads, step_record = derivatives.gradient(layout.split(params), weight)
@@ -164,13 +165,12 @@ def state_segment(steps: int) -> int:
     return max(1, math.isqrt(max(steps - 1, 0)) + 1)
 
 
-def _update_function(optimizer, state):
+def _update_function(optimizer: InnerOptimizer):
     """``(grads, state) -> (update, new state, Adam's root or None)`` for one flat vector: the library's
-    Adam written out (:class:`~dgl_bilevel.inner.flat_adam.FlatAdam`, bitwise torchopt's), any
+    Adam's accelerated form (:class:`~dgl_bilevel.inner.flat_adam.FlatAdam`, bitwise torchopt's), any
     other transform through its own ``update``."""
-    adam = FlatAdam.of(optimizer, state)
-    if adam is not None:
-        return adam.update
+    if optimizer.accelerated is not None:
+        return optimizer.accelerated.update
 
     def update(grads, state):
         (step,), state = optimizer.update((grads,), state, params=None, inplace=False)
@@ -185,7 +185,7 @@ def _replay_states(optimizer, segment: list) -> tuple[list, list]:
     after its last, rebuilt from the stored gradients by the same updates as the forward pass (bitwise
     the same states), and each step's Adam root (reused by its VJP; None for other transforms)."""
     states, roots = [segment[0].state], []
-    update_fn = _update_function(optimizer, segment[0].state)
+    update_fn = _update_function(optimizer)
     for entry in segment:
         _, state, root = update_fn(entry.grads, states[-1])
         states.append(state)
@@ -202,9 +202,8 @@ def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, afte
     reading its new moments from ``after``, the state the step left, and its square root from
     ``root``, where given); other transforms go through autograd.
     """
-    adam = FlatAdam.of(optimizer, state)
-    if adam is not None:
-        return adam.vjp(grads, state, adj_params, adj_state, after, root)
+    if optimizer.accelerated is not None:
+        return optimizer.accelerated.vjp(grads, state, adj_params, adj_state, after, root)
     with torch.enable_grad():
         g = grads.detach().requires_grad_(True)
         leaves, _ = pytree.tree_flatten(state)

@@ -22,7 +22,7 @@ def uses_hand_derivatives(problem: InnerProblem, checkpoint: bool) -> bool:
     """True when the lean unroll runs on the problem's own second derivatives
     (:mod:`~dgl_bilevel.hypergrad.recorded`): declared by the problem, with one of the library's
     elementwise optimizers (their update reads only the gradient and the state)."""
-    return checkpoint and problem.second_order is not None and problem.elementwise_optimizer
+    return checkpoint and problem.second_order is not None and problem.optimizer.elementwise
 
 
 def _reverse(problem: InnerProblem, checkpoint: bool) -> str:

@@ -28,13 +28,13 @@ import torch
 import torchopt
 
 from ..errors import ConfigError
-from .optimizers import ADAM_BETAS, ADAM_EPS, ADAM_EPS_ROOT, AdamSettings, remember_adam
+from .optimizers import ADAM_EPS, InnerOptimizer
 from .types import HandDerivatives, Monitor, Params
 
 INIT_MODES = ("fresh", "fixed", "warm")
 
 
-def default_adam(lr: float, eps: float = ADAM_EPS) -> torchopt.base.GradientTransformation:
+def default_adam(lr: float, eps: float = ADAM_EPS) -> InnerOptimizer:
     """torchopt Adam with ``eps=1e-6`` and ``eps_root=1e-16`` (betas 0.9, 0.999).
 
     Why not torch's ``eps=1e-8``: where a coordinate has had (almost) no gradient, Adam is a
@@ -45,19 +45,12 @@ def default_adam(lr: float, eps: float = ADAM_EPS) -> torchopt.base.GradientTran
     keeps ``d sqrt(v)/dv`` finite where a gradient is exactly 0 and must stay tiny to leave the
     steps unchanged. The measurements behind both: docs/lab/defaults.md.
     """
-    if not eps > 0:
-        raise ConfigError(f"Adam's eps must be > 0, got {eps}")
-    return remember_adam(torchopt.adam(lr, betas=ADAM_BETAS, eps=eps, eps_root=ADAM_EPS_ROOT),
-                         AdamSettings(lr, ADAM_BETAS[0], ADAM_BETAS[1], eps, ADAM_EPS_ROOT))
+    return InnerOptimizer.adam(lr, eps)
 
 
-def optimizer_from_config(config: Any) -> Optional[torchopt.base.GradientTransformation]:
+def optimizer_from_config(config: Any) -> Optional[InnerOptimizer]:
     """The inner optimizer an experiment configuration names (None: the problem's default Adam)."""
-    return torchopt.sgd(config.inner_lr) if config.inner_optimizer == "sgd" else None
-
-
-#: Optimizers a configuration can name; both act elementwise (see ``InnerProblem.elementwise_optimizer``).
-ELEMENTWISE_CONFIG_OPTIMIZERS = ("adam", "sgd")
+    return InnerOptimizer.sgd(config.inner_lr) if config.inner_optimizer == "sgd" else None
 
 
 @dataclass
@@ -79,8 +72,9 @@ class InnerProblem:
 
     Args:
         steps: inner optimisation steps per outer iteration.
-        optimizer: a torchopt ``GradientTransformation`` (functional; must support
-            ``inplace=False`` updates so unrolled differentiation can see through them).
+        optimizer: an :class:`~dgl_bilevel.inner.optimizers.InnerOptimizer`, or a torchopt
+            ``GradientTransformation`` (functional; must support ``inplace=False`` updates so
+            unrolled differentiation can see through them), wrapped as one.
         init: where each outer iteration starts the inner problem:
             ``"fresh"`` -- a new random draw every time;
             ``"fixed"`` -- the same draw every time (what the paper's code does);
@@ -118,22 +112,28 @@ class InnerProblem:
     #: differentiated on autograd's graph (recomputing a step would draw other graphs).
     stochastic_objective: bool = False
 
-    def __init__(self, steps: int, optimizer: torchopt.base.GradientTransformation, init: str = "fresh") -> None:
+    def __init__(self, steps: int, optimizer: "InnerOptimizer | torchopt.base.GradientTransformation",
+                 init: str = "fresh") -> None:
         if steps < 0:
             raise ConfigError(f"steps must be >= 0, got {steps}")
         if init not in INIT_MODES:
             raise ConfigError(f"init must be one of {INIT_MODES}, got {init!r}")
         self.steps = int(steps)
         self.optimizer = optimizer
-        #: True when ``optimizer`` updates every coordinate from its own history alone (Adam, SGD), so
-        #: stacking several seeds' parameters gives each seed its own steps (:mod:`dgl_bilevel.seeds`).
-        #: Set by the subclasses that build the optimizer; a user-supplied transform stays False.
-        self.elementwise_optimizer = False
         self.init = init
         self._fixed: Optional[Params] = None
         self._last: Optional[Params] = None
         self.data: Any = None
         self.graph: Any = None
+
+    @property
+    def optimizer(self) -> InnerOptimizer:
+        """The inner optimizer (a torchopt transform assigned here is wrapped, nothing assumed of it)."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: "InnerOptimizer | torchopt.base.GradientTransformation") -> None:
+        self._optimizer = InnerOptimizer.wrap(optimizer)
 
     # ------------------------------------------------------------ to implement
     def bind(self, data: Any, graph: Any) -> "InnerProblem":

@@ -11,7 +11,7 @@ is kept of it differs, which ``mode`` names:
   checkpointed unroll stores every iterate);
 * ``"inplace"``: no graph, the parameters are updated in place (the fast path). With a
   hand-derived gradient and the library's Adam it runs on one flat parameter vector
-  (:func:`_run_flat_adam`), bitwise the same values.
+  (:func:`_run_flat_adam`, the optimizer's accelerated form), bitwise the same values.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torchopt
 from ..errors import ConfigError
 from ..ops import constant_edge_weights
 from .flat_adam import FlatAdam, FlatLayout
+from .optimizers import InnerOptimizer
 from .types import Monitor, Params
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ STEP_MODES = ("differentiable", "detached", "inplace")
 
 def update_step(
     loss_fn: Callable[[Params], torch.Tensor],
-    optimizer: torchopt.base.GradientTransformation,
+    optimizer: "InnerOptimizer | torchopt.base.GradientTransformation",
     params: Params,
     state: Any,
     *,
@@ -114,7 +115,7 @@ def run_steps(
 
     gradient_fn = None
     if mode == "inplace" and problem.first_order is not None:  # hand-derived gradient: no autograd graph per step
-        adam = FlatAdam.of(optimizer)
+        adam = optimizer.accelerated
         if adam is not None and len({p.dtype for p in params}) == 1:
             return _run_flat_adam(problem, adam, weight, params, state, steps, monitor)
 

@@ -44,8 +44,7 @@ class StackedProblem(InnerProblem):
 
     def __init__(self, problems: Sequence[InnerProblem]) -> None:
         first = problems[0]
-        super().__init__(first.steps, first.optimizer, "fresh")
-        self.elementwise_optimizer = True  # stacking requires it (why_not_stackable)
+        super().__init__(first.steps, first.optimizer, "fresh")  # elementwise: why_not_stackable requires it
         self.needs_steps = first.needs_steps  # a stack of trained models is one (Implicit's default damping)
         self.problems = list(problems)
         self.num_seeds = len(self.problems)
@@ -218,7 +217,7 @@ def why_not_stackable(problems: Sequence[InnerProblem]) -> Optional[str]:
         return "the seeds' inner problems are of different kinds"
     if not all(p.is_bound for p in problems):
         return "every problem must be bound to its data first"
-    if any(not getattr(p, "elementwise_optimizer", False) for p in problems):
+    if any(not p.optimizer.elementwise for p in problems):
         return "the inner optimizer is not known to act elementwise (only the default Adam and SGD are)"
     if any(p.describe() != first.describe() for p in problems):
         return "the seeds' inner settings differ"
