@@ -130,7 +130,7 @@ def test_plain_training_on_one_flat_vector_is_bitwise_torchopts_per_tensor(inner
         problem = TrainedGNN(SumAggGNN(6, 5, 3), steps=12).bind(data, data.graph)
     else:
         problem = LaplacianRegularization(loss="ce", steps=12).bind(data, data.graph)
-    assert problem.first_order is not None
+    assert problem.derivatives is not None
     start = problem.starting_params(torch.Generator().manual_seed(0))
     weight = torch.rand(data.num_edges, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) + 0.5
     (flat, flat_state, flat_value, flat_seen), (theirs, their_state, their_value, their_seen) = \

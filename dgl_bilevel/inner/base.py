@@ -14,8 +14,10 @@ Optional capabilities are *declared*, never discovered by probing for attributes
   product (a fast VJP); ``None`` means autograd computes it;
 * ``custom_steps`` -- a training loop of the problem's own (mini-batches), used instead of the
   generic one when the trajectory is not differentiated; ``None`` means the generic loop;
-* ``second_order`` -- hand-derived gradient and gradient-VJP of the objective, which unrolled
-  hypergradients use instead of autograd's second derivatives; ``None`` means autograd;
+* ``derivatives`` -- the objective's derivatives written out (a
+  :class:`~dgl_bilevel.inner.types.HandDerivatives`), which plain training, unrolled and implicit
+  hypergradients use instead of autograd's; ``None`` means autograd, and
+  :meth:`InnerProblem.why_no_derivatives` says why;
 * ``objective_terms`` -- closures whose sum is the objective, so second-order products can be
   accumulated term by term in bounded memory; returning ``None`` means one pass.
 """
@@ -99,14 +101,11 @@ class InnerProblem:
     #: Capability (quadratic problems): closed form of ``d/dw [p^T (b(w) - A(w) Y)]`` per edge,
     #: ``(w, adjoint p, solution Y) -> [E]``; None: autograd through ``linear_system``.
     edge_gradient: Optional[Callable[..., torch.Tensor]] = None
-    #: Capability: hand-derived derivatives of ``objective`` for fast unrolling, an object with
-    #: ``gradient(params, w) -> (loss, grads, record)`` and ``gradient_vjp(record, V, w) ->
-    #: (V^T dg/dparams, V^T dg/dw)``: a :class:`~dgl_bilevel.inner.types.HandDerivatives`
-    #: (:mod:`dgl_bilevel.hypergrad.recorded`); None: autograd.
-    second_order: Optional[HandDerivatives] = None
-    #: Capability: hand-derived ``(params, w) -> (objective, gradient in params)`` without an autograd
-    #: graph; plain (non-differentiated) training steps use it instead of autograd's backward pass.
-    first_order: Optional[Callable[..., tuple]] = None
+    #: Capability: ``objective``'s derivatives written out (:class:`~dgl_bilevel.inner.types.HandDerivatives`),
+    #: set by ``bind``: plain training steps take its gradient, unrolled hypergradients its
+    #: gradient-VJPs (:mod:`dgl_bilevel.hypergrad.recorded`), implicit ones its Hessian products.
+    #: None: autograd (:meth:`why_no_derivatives` says why).
+    derivatives: Optional[HandDerivatives] = None
     #: True when ``objective`` draws new randomness at every call (graphs resampled at every inner
     #: step): there is no fixed point to differentiate implicitly, and a trajectory can only be
     #: differentiated on autograd's graph (recomputing a step would draw other graphs).
@@ -175,6 +174,10 @@ class InnerProblem:
     def solution_to_params(self, solution: torch.Tensor) -> Params:
         """Quadratic problems: the params whose ``predict`` is the linear system's solution."""
         return (solution,)
+
+    def why_no_derivatives(self) -> Optional[str]:
+        """Why :attr:`derivatives` is None, for messages (None when it is set)."""
+        return None if self.derivatives is not None else f"{type(self).__name__} declares no hand-derived derivatives"
 
     def describe(self) -> dict:
         """Settings for logs and result files."""

@@ -15,7 +15,7 @@ from ..ops import maybe_sparse
 from ..models import build_model
 from ..registry import INNER_PROBLEMS
 from .optimizers import InnerOptimizer
-from .sumagg_derivatives import SumAggDerivatives, supports as supports_derivatives
+from .sumagg_derivatives import SumAggDerivatives, unsupported
 from .base import InnerProblem, Params, default_adam, optimizer_from_config
 
 
@@ -109,11 +109,16 @@ class TrainedGNN(InnerProblem):
         self._built = [p.detach().clone() for p in self.model.parameters()]
         self._dtype = dtype
         self._check_output_width()
-        own_objective = type(self).objective is TrainedGNN.objective and type(self).predict is TrainedGNN.predict
-        hand = own_objective and not self.train_mode and supports_derivatives(self)  # dropout: no written-out derivative
-        self.second_order = SumAggDerivatives.for_problem(self) if hand else None
-        self.first_order = self.second_order.value_and_gradient if self.second_order is not None else None
+        self.derivatives = SumAggDerivatives.for_problem(self) if self.why_no_derivatives() is None else None
         return self
+
+    def why_no_derivatives(self) -> Optional[str]:
+        """Why the objective's derivatives are not written out (None when they are: the paper's GNN)."""
+        if type(self).objective is not TrainedGNN.objective or type(self).predict is not TrainedGNN.predict:
+            return f"{type(self).__name__} has an objective of its own"
+        if self.train_mode:
+            return "the model trains with dropout (a random objective)"
+        return unsupported(self)
 
     def _check_output_width(self) -> None:
         """One forward pass on the observed graph: the model must output one column per class/target."""

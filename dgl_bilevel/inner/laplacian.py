@@ -98,10 +98,14 @@ class LaplacianRegularization(InnerProblem):
         self._reachable = None
         self._degrees = DegreeCache()
         # the objective's derivatives written out (one sparse product a step), unless a subclass changed it
-        own_objective = type(self).objective is LaplacianRegularization.objective
-        self.second_order = LaplacianDerivatives.for_problem(self) if own_objective else None
-        self.first_order = self.second_order.value_and_gradient if own_objective else None
+        self.derivatives = LaplacianDerivatives.for_problem(self) if self.why_no_derivatives() is None else None
         return self
+
+    def why_no_derivatives(self) -> Optional[str]:
+        """None unless a subclass has an objective of its own (its derivatives are not written out)."""
+        if type(self).objective is not LaplacianRegularization.objective:
+            return f"{type(self).__name__} has an objective of its own"
+        return None
 
     # ------------------------------------------------------------- iterative
     def initial_params(self, generator: Optional[torch.Generator]) -> Params:

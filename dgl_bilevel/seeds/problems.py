@@ -73,6 +73,9 @@ class StackedProblem(InnerProblem):
         self.per_seed_objective = per_seed.detach()
         return per_seed.sum()
 
+    def why_no_derivatives(self) -> Optional[str]:
+        return None if self.derivatives is not None else self.problems[0].why_no_derivatives()
+
     def describe(self) -> dict:
         return {**self.problems[0].describe(), "stacked_seeds": self.num_seeds}
 
@@ -91,9 +94,8 @@ class StackedGNN(StackedProblem):
         self.weight_decay, self.task = first.weight_decay, first.data.task
         self.labels = first.data.labels
         self.v_in = self.stack.offset([p.data.v_in for p in self.problems])
-        if first.second_order is not None:  # the paper's GNN: hand-derived derivatives, stacked
-            self.second_order = SumAggDerivatives.for_stack(self)
-            self.first_order = self.second_order.value_and_gradient
+        if first.derivatives is not None:  # the paper's GNN: hand-derived derivatives, stacked
+            self.derivatives = SumAggDerivatives.for_stack(self)
 
     def stack_params(self, per_seed: Sequence[Params]) -> Params:
         return tuple(torch.stack([p[i].detach() for p in per_seed]).requires_grad_(True)
@@ -136,9 +138,8 @@ class StackedLaplacian(StackedProblem):
         self.targets = torch.cat([p.targets for p in self.problems])  # each seed's zero off its own v_in
         self.v_in = self.stack.offset([p.data.v_in for p in self.problems])
         self._degrees = DegreeCache()
-        if first.second_order is not None:  # each seed's written-out derivatives, stacked
-            self.second_order = LaplacianDerivatives.for_stack(self)
-            self.first_order = self.second_order.value_and_gradient
+        if first.derivatives is not None:  # each seed's written-out derivatives, stacked
+            self.derivatives = LaplacianDerivatives.for_stack(self)
 
     def stack_params(self, per_seed: Sequence[Params]) -> Params:
         return (torch.cat([p[0].detach() for p in per_seed]).requires_grad_(True),)
