@@ -48,6 +48,11 @@ def test_auto_chooses_as_before():
     assert _hypergradient(dropout, Unrolled(), data)[1] == "autograd"
     laplacian = LaplacianRegularization(loss="ce", steps=6).bind(data, data.graph)
     assert _hypergradient(laplacian, Truncated(3), data)[1] == "hand-derived"
+    cleared = _gnn(data)
+    cleared.derivatives = None  # the paper's GNN with its derivatives taken away: recomputed steps
+    assert _hypergradient(cleared, Unrolled(), data)[1] == "checkpointed"
+    with pytest.raises(ConfigError, match="TrainedGNN's derivatives are None"):
+        Unrolled(reverse="hand-derived").check(cleared)
 
 
 def test_each_engine_runs_what_it_names_and_they_agree():

@@ -45,7 +45,7 @@ def hand_derived_refusal(problem: InnerProblem) -> Optional[str]:
     it can: the problem declares them and its optimizer acts elementwise (the update reads only the
     gradient and the state, so the parameters can be one flat vector)."""
     if problem.derivatives is None:
-        return problem.why_no_derivatives()
+        return problem.why_no_derivatives() or f"{type(problem).__name__}'s derivatives are None"
     if problem.stochastic_objective:
         return "its objective is random (a step cannot be replayed)"
     if not problem.optimizer.elementwise:
