@@ -30,12 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 #: name -> settings. ``data``: "cora" or a scale of the arxiv-shaped generator; ``inner``: gnn,
 #: lap-ce (paper-style Laplacian, cross-entropy, 500 Adam steps) or lap-mse (quadratic); ``model``:
 #: the GNN's registered model (default ``sumagg``, the paper's; the others have no hand-derived
-#: second derivatives, so their lean unroll recomputes steps and their implicit products are autograd's).
+#: second derivatives, so their lean unroll recomputes steps and their implicit products are autograd's);
+#: ``reverse``: the unrolled method's reverse engine (default auto).
 CASES: dict[str, dict] = {
     "cora-gnn-unrolled": dict(data="cora", inner="gnn", method="unrolled", iters=6),
     "cora-gnn-unrolled-nockpt": dict(data="cora", inner="gnn", method="unrolled-full", iters=6),
     # the lean unroll without the GNN's hand-derived second derivatives: recomputed steps (before 2026-12-02)
-    "cora-gnn-unrolled-recompute": dict(data="cora", inner="gnn", method="unrolled", iters=6, hand_derived=False),
+    "cora-gnn-unrolled-recompute": dict(data="cora", inner="gnn", method="unrolled", iters=6, reverse="checkpointed"),
     "cora-gnn-implicit": dict(data="cora", inner="gnn", method="implicit", iters=6),
     "cora-gnn-truncated10": dict(data="cora", inner="gnn", method="truncated", iters=6),
     # the other registered GNN models, same width (16), depth (2) and 100 inner steps as the paper's
@@ -86,9 +87,10 @@ def run_case(name: str) -> dict:
         inner = dbl.LaplacianRegularization(loss="ce", steps=500)
     else:
         inner = dbl.LaplacianRegularization(loss="mse")
+    reverse = spec.get("reverse", "auto")  # the reverse engine (--reverse-engine) of unrolled methods
     method = {
-        "unrolled": dbl.Unrolled(),
-        "unrolled-full": dbl.Unrolled(checkpoint=False),
+        "unrolled": dbl.Unrolled(reverse=reverse),
+        "unrolled-full": dbl.Unrolled(reverse="autograd"),
         # the library's defaults: MINRES to a 1e-2 residual; damping 1e-3 for the non-convex GNN (the CLI's)
         "implicit": dbl.Implicit(damping=1e-3 if spec["inner"].startswith("gnn") else 0.0),
         "truncated": dbl.Truncated(10),
@@ -96,8 +98,6 @@ def run_case(name: str) -> dict:
     }[spec["method"]]
     structure = dbl.EdgeWeights(data.graph, generator=torch.Generator().manual_seed(0))
     inner.bind(data, structure.graph)
-    if not spec.get("hand_derived", True):
-        inner.second_order = None
     optimizer = torch.optim.Adam(structure.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(0)
 

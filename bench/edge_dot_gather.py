@@ -14,7 +14,7 @@ data = dbl.data.cora(os.environ.get("DGL_BILEVEL_DATA", str(Path(__file__).resol
 inner = dbl.TrainedGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes), steps=100)
 structure = dbl.EdgeWeights(data.graph, generator=torch.Generator().manual_seed(0))
 inner.bind(data, structure.graph)
-method = dbl.Unrolled(checkpoint=False)
+method = dbl.Unrolled(reverse="autograd")
 def it():
     gen = torch.Generator().manual_seed(0)
     t=time.perf_counter()

@@ -68,6 +68,9 @@ def hypergradient(config, data, weights, start, adam_eps):
     the optimizer state in an unrolled backward pass (NaN for other methods)."""
     import torch
 
+    from contextlib import nullcontext
+
+    from dgl_bilevel.hypergrad import Truncated, Unrolled
     from dgl_bilevel.hypergrad.checkpointed import record_adjoints
     from dgl_bilevel.losses import task_loss
 
@@ -76,7 +79,8 @@ def hypergradient(config, data, weights, start, adam_eps):
     dtype = data.features.dtype
     w = weights.detach().to(dtype).clone().requires_grad_(True)
     params = tuple(p.detach().to(dtype).clone().requires_grad_(True) for p in start)
-    with record_adjoints() as log:
+    trajectory = isinstance(method, (Unrolled, Truncated))  # the methods whose backward passes log adjoints
+    with record_adjoints(method) if trajectory else nullcontext([]) as log:
         solution = method.solve(inner, w, params)
         loss = task_loss(inner.predict(solution.params, w), data.labels, data.v_out, data.task)
         (grad,) = torch.autograd.grad(loss, w)

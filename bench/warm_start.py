@@ -30,7 +30,7 @@ def run(data_root: str, init: str, steps: int, method: str, seed: int, outer_ste
     data = dbl.data.cora(data_root, seed=seed)
     structure = dbl.EdgeWeights(data.graph, generator=torch.Generator().manual_seed(10_000 + seed))
     inner = dbl.TrainedGNN(dbl.models.SumAggGNN(data.num_features, 16, data.num_classes), steps=steps, init=init)
-    hypergrad = dbl.Implicit(damping=1e-3) if method == "implicit" else dbl.Unrolled(checkpoint=False)
+    hypergrad = dbl.Implicit(damping=1e-3) if method == "implicit" else dbl.Unrolled(reverse="autograd")
     result = dbl.fit(data, structure, inner, hypergrad, outer_steps=outer_steps, seed=seed, progress=False)
     return {"test": result.best_metrics["test"], "val": result.best_metrics["val"],
             "seconds": result.seconds_per_iteration}

@@ -171,6 +171,9 @@ def config_from_args(args: argparse.Namespace):
     values.update(given)
     config = ExperimentConfig(**flatten(values, "command line"))
     _check_inner_options(config, given, {k: v for k, v in from_file.items() if k not in given}, args.config, lines)
+    if config.unroll_checkpoint is False:  # a DeprecationWarning too, which Python hides from a command's user
+        print("dgl-bilevel: warning: --no-unroll-checkpoint (unroll_checkpoint: false) is deprecated: it is "
+              "--reverse-engine autograd", file=sys.stderr)
     return config
 
 

@@ -20,6 +20,7 @@ import difflib
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
@@ -245,10 +246,16 @@ class HypergradConfig:
     hypergrad: Optional[str] = option(None, "hypergradient method; default: adjoint for quadratic inner problems, "
                                             "else unrolled", choices=HYPERGRADIENTS)
     truncate_k: int = option(10, "truncated: steps differentiated", check="non_negative")
-    unroll_checkpoint: bool = option(True, "unrolled/truncated: keep the whole trajectory on the autograd graph "
-                                           "(memory grows with steps x activations) instead of the lean unroll: "
-                                           "hand-derived second derivatives for the paper's GNN (sumagg; faster "
-                                           "and leaner than the graph), recomputed steps for other models (slower)",
+    reverse_engine: str = option("auto", "unrolled/truncated: how the inner trajectory is differentiated -- "
+                                         "autograd: every step on torch's graph (memory grows with steps x "
+                                         "activations); checkpointed: steps recomputed one at a time in the "
+                                         "backward pass; hand-derived: the inner problem's written-out derivatives "
+                                         "(the gnn with --model sumagg on a classification task, the laplacian; "
+                                         "refused for others, saying why); auto: hand-derived where the inner "
+                                         "problem qualifies, else checkpointed, else (a random inner objective) "
+                                         "autograd", choices=("auto", "autograd", "checkpointed", "hand-derived"))
+    # hypergrad.unrolled.REVERSE_ENGINES
+    unroll_checkpoint: bool = option(True, "deprecated: --no-unroll-checkpoint is --reverse-engine autograd",
                                      flag="--no-unroll-checkpoint")
     implicit_solver: Optional[str] = option(None, "implicit: linear solver of the Hessian system, default "
                                                   "minres (dbl.Implicit's)", choices=LINEAR_SOLVERS)
@@ -339,6 +346,11 @@ SECTIONS: dict[str, type] = {
 }
 
 
+#: Options still read (old files and flags) but no longer written, with their defaults:
+#: ``unroll_checkpoint: false`` is ``reverse_engine: autograd`` (:meth:`ExperimentConfig.resolved`).
+DEPRECATED_OPTIONS: dict[str, Any] = {"unroll_checkpoint": True}
+
+
 @dataclass
 class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, StructureConfig, DataConfig):
     """Every option of a run (the union of the stage sections); ``None`` means "the preset"."""
@@ -349,11 +361,14 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
         return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
 
     def to_dict(self, nested: bool = True) -> dict:
-        """Plain data, nested by section (what YAML files hold) or flat."""
-        flat = dataclasses.asdict(self)
+        """Plain data, nested by section (what YAML files hold) or flat; a deprecated option only
+        where it is not at its default (:data:`DEPRECATED_OPTIONS`)."""
+        flat = {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in DEPRECATED_OPTIONS or v != DEPRECATED_OPTIONS[k]}
         if not nested:
             return flat
-        return {name: {f.name: flat[f.name] for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
+        return {name: {f.name: flat[f.name] for f in dataclasses.fields(cls) if f.name in flat}
+                for name, cls in SECTIONS.items()}
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], source: str = "configuration") -> "ExperimentConfig":
@@ -406,6 +421,9 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
                 ok, rule = CHECKS[check]
                 if isinstance(value, float) and math.isnan(value) or not ok(value):
                     raise ConfigError(f"{cli_flag(f)} {rule} ({describe_option(f)}); got {value!r}")
+        if not self.unroll_checkpoint and self.reverse_engine not in ("auto", "autograd"):
+            raise ConfigError(f"--no-unroll-checkpoint (deprecated) means --reverse-engine autograd, and "
+                              f"--reverse-engine {self.reverse_engine} is given too: drop one")
         if self.device != "cpu":
             check_device(self.device)
 
@@ -433,6 +451,10 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
             values["implicit_solver"] = values["implicit_solver"] or DEFAULT_SOLVER
         if values["model"] is None:  # the paper's model on the paper's data sets only
             values["model"] = default_model(values["dataset"])
+        if not values["unroll_checkpoint"]:  # the deprecated spelling of --reverse-engine autograd
+            warnings.warn("--no-unroll-checkpoint (unroll_checkpoint: false) is deprecated: use --reverse-engine "
+                          "autograd (reverse_engine: autograd)", DeprecationWarning, stacklevel=2)
+            values["reverse_engine"], values["unroll_checkpoint"] = "autograd", True  # validate() refused a clash
         if values["lam"] is None:  # paper: lambda = 1 when learning the graph, 0.1 on A_obs
             values["lam"] = 1.0 if method.learns_graph else 0.1
         if is_graph_file(values["dataset"]):  # absolute, so the written config.yaml reruns from any folder
@@ -457,6 +479,9 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
 
 def check_structure_options(config: "ExperimentConfig") -> None:
     """Combinations of structure, estimator and protocol that cannot run, refused before any work."""
+    if config.reverse_engine != "auto" and config.hypergrad not in (None, "unrolled", "truncated"):
+        raise ConfigError(f"--reverse-engine {config.reverse_engine} chooses how unrolled and truncated hypergradients "
+                          f"differentiate the inner trajectory; --hypergrad {config.hypergrad} differentiates none")
     if config.structure == "bernoulli" and config.estimator not in ("ste", "score"):
         raise ConfigError(f"--estimator {config.estimator}: a bernoulli structure's sampled graphs take the ste "
                           "(straight-through) or score (score-function) estimator")
@@ -739,7 +764,7 @@ def unread_options(inner: str, names: Iterable[str]) -> dict[str, tuple[str, ...
     An inner problem that declares nothing (None) has nothing listed, and an option that no inner
     problem declares is never listed (it belongs to another stage, or is new and not yet declared).
     """
-    declared = {name: getattr(cls, "config_options", None) for name, cls in INNER_PROBLEMS.items()}
+    declared = {name: problem.config_options for name, problem in INNER_PROBLEMS.items()}  # InnerProblem classes
     own = declared.get(inner)
     if own is None:
         return {}

@@ -43,7 +43,7 @@ from typing import Optional
 from common import ROOT, cell_text, write_between_markers
 
 from dgl_bilevel.experiment import ExperimentConfig, run_experiment
-from dgl_bilevel.experiment.run import RESUME_FREE, comparable_settings
+from dgl_bilevel.experiment.run import RESUME_FREE, changed_settings, comparable_settings
 
 DATASETS = ("cora", "texas", "cornell", "wisconsin", "chameleon")
 LABELS = {"cora": "Cora"}
@@ -111,7 +111,7 @@ def finished(config: ExperimentConfig) -> Optional[dict]:
     summary = json.loads(path.read_text())
     saved = {k: v for k, v in summary.get("config", {}).items() if k not in RESUME_FREE}
     seeds = [r["seed"] for r in summary.get("per_seed", [])]
-    if saved != comparable_settings(resolved) or seeds != list(range(resolved.seed_start,
+    if changed_settings(saved, comparable_settings(resolved)) or seeds != list(range(resolved.seed_start,
                                                                      resolved.seed_start + resolved.seeds)):
         return None
     return summary

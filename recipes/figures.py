@@ -45,7 +45,7 @@ def fig2(args) -> dict:
     for method, label in (("bo", "BO"), ("bo+power", "BO+A^2"), ("bo+reg", "BO+regularization"), ("bo+g2g", "BO+G2G")):
         name = f"fig2-cheaters-gnn-{method}"
         run_cell("cheaters", "gnn", method, 1, args.out, name=name, progress=False, resume=args.resume,
-                 unroll_checkpoint=False)
+                 reverse_engine="autograd")
         history = json.loads((Path(args.out) / name / "seed_0.json").read_text())["history"]
         curves[label] = {k: [h[k] for h in history] for k in ("refined_edges", "v_out_acc", "test_acc")}
     plot_curves({k: v["refined_edges"] for k, v in curves.items()}, FIGURES / "fig2_cheaters_refined_edges.png",
@@ -77,7 +77,7 @@ def fig4(args) -> dict:
         profiles = {}
         for method, label in (("bo", "BO"), ("bo+reg", "BO+regularization")):
             snap = scarcity_snapshot(ExperimentConfig(dataset="cora", inner=inner, method=method, progress=False,
-                                                      unroll_checkpoint=False), iteration=0)
+                                                      reverse_engine="autograd"), iteration=0)
             profiles[label] = hypergradient_profile(snap.hypergradient, snap.distances)
         kind = "GNN (distance to V_in U V_out)" if inner == "gnn" else "Laplacian (d_in + d_out)"
         plot_profile_lines(profiles, FIGURES / f"fig4_cora_{inner}.png", title=f"Cora, {kind}",

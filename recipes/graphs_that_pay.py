@@ -45,7 +45,7 @@ from common import ROOT, write_between_markers
 
 from dgl_bilevel.config import ExperimentConfig, load_yaml
 from dgl_bilevel.experiment import run_experiment
-from dgl_bilevel.experiment.run import RESUME_FREE, comparable_settings
+from dgl_bilevel.experiment.run import RESUME_FREE, changed_settings, comparable_settings
 
 DEFAULT_CONFIG = ROOT / "recipes" / "configs" / "cora-best.yaml"
 NOISE_LEVELS = (0, 20, 40, 60, 80)
@@ -154,7 +154,7 @@ def finished(config: ExperimentConfig) -> bool:
         return False
     summary = json.loads(path.read_text())
     saved = {k: v for k, v in summary.get("config", {}).items() if k not in RESUME_FREE}
-    return saved == comparable_settings(resolved) and len(summary.get("per_seed", [])) == resolved.seeds
+    return not changed_settings(saved, comparable_settings(resolved)) and len(summary.get("per_seed", [])) == resolved.seeds
 
 
 def run_rows(jobs: list[tuple[Row, str]], base: dict, seeds: int, out: str, data_root: Optional[str],

@@ -75,6 +75,26 @@ BAD_INPUTS = [
      ["--refit trains on V_in ∪ V_out"]),
     ("observed-knn-without-features", ["run", "--dataset", "{tmp}/nofeat.bin", "--support", "observed+knn"], 2,
      ["observed+knn needs node feature vectors"]),
+    # the reverse engine: an explicit one the run does not qualify for is refused, saying why
+    ("unknown-reverse-engine", ["run", "--reverse-engine", "nope"], 2,
+     ["--reverse-engine must be one of auto, autograd, checkpointed, hand-derived", "got 'nope'"]),
+    ("hand-derived-for-gcn", ["run", "--dataset", "cheaters", "--inner-steps", "2", "--model", "gcn",
+                              "--reverse-engine", "hand-derived"], 2,
+     ["reverse engine hand-derived (--reverse-engine) cannot differentiate TrainedGNN's trajectory",
+      "the GCN model has no hand-derived derivatives"]),
+    ("hand-derived-with-dropout", ["run", "--dataset", "cheaters", "--inner-steps", "2", "--inner-dropout", "0.5",
+                                   "--reverse-engine", "hand-derived"], 2, ["the model trains with dropout"]),
+    ("checkpointed-with-dropout", ["run", "--dataset", "cheaters", "--inner-steps", "2", "--inner-dropout", "0.5",
+                                   "--reverse-engine", "checkpointed"], 2,
+     ["reverse engine checkpointed (--reverse-engine) recomputes inner steps", "use autograd"]),
+    ("reverse-engine-for-implicit", ["run", "--hypergrad", "implicit", "--reverse-engine", "hand-derived"], 2,
+     ["--reverse-engine hand-derived chooses how unrolled and truncated", "--hypergrad implicit differentiates none"]),
+    ("reverse-engine-for-default-adjoint", ["run", "--dataset", "cheaters", "--inner", "laplacian", "--laplacian-loss",
+                                            "mse", "--reverse-engine", "checkpointed"], 2,
+     ["the adjoint hypergradient (the default for LaplacianRegularization) differentiates none"]),
+    ("deprecated-flag-against-reverse-engine", ["run", "--no-unroll-checkpoint", "--reverse-engine", "checkpointed"], 2,
+     ["--no-unroll-checkpoint (deprecated) means --reverse-engine autograd, and --reverse-engine checkpointed is "
+      "given too"]),
 ]
 
 
@@ -101,8 +121,9 @@ def _files(tmp: Path) -> None:
 
 
 def test_the_table_holds_the_26_inputs():
-    """The 26 inputs of the documentation issue, then 7 of the learned-graph options, each once."""
-    assert len(BAD_INPUTS) == 33 and len({row[0] for row in BAD_INPUTS}) == 33
+    """The 26 inputs of the documentation issue, then 7 of the learned-graph options and 7 of the
+    reverse engine, each once."""
+    assert len(BAD_INPUTS) == 40 and len({row[0] for row in BAD_INPUTS}) == 40
 
 
 @pytest.mark.parametrize("argv, code, expected", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS])

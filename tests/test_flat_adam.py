@@ -9,10 +9,10 @@ import torchopt
 import dgl_bilevel.hypergrad.recorded as recorded
 from conftest import random_graph_data
 from dgl_bilevel.hypergrad import optimize
-from dgl_bilevel.inner.flat_adam import FlatAdam, FlatLayout, is_flat_adam_state
+from dgl_bilevel.inner.flat_adam import FlatAdam, FlatLayout
 from dgl_bilevel.hypergrad.recorded import unroll_recorded
 from dgl_bilevel.inner import TrainedGNN, default_adam
-from dgl_bilevel.inner.optimizers import adam_settings
+from dgl_bilevel.inner.optimizers import InnerOptimizer
 from dgl_bilevel.models import SumAggGNN
 
 
@@ -32,8 +32,8 @@ def test_update_is_bitwise_torchopts(dtype, default_dtype):
         optimizer = default_adam(0.05)
         gen = torch.Generator().manual_seed(0)
         state = optimizer.init((torch.zeros(50, dtype=dtype),))
-        adam = FlatAdam.of(optimizer, state)
-        assert adam is not None and is_flat_adam_state(state)
+        adam = optimizer.accelerated
+        assert isinstance(adam, FlatAdam)
         mine = state
         for step in range(30):
             grads = torch.randn(50, generator=gen, dtype=dtype) * 10.0 ** (-step % 7)
@@ -45,19 +45,27 @@ def test_update_is_bitwise_torchopts(dtype, default_dtype):
                 assert torch.equal(ours, theirs)
             assert torchopt.pytree.tree_structure(mine) == torchopt.pytree.tree_structure(state)
             corrected = mine[0].nu[0] / float(1 - pow(0.999, mine[0].count[0]))
-            assert torch.equal(root, (corrected + adam_settings(optimizer).eps_root).sqrt())
+            assert torch.equal(root, (corrected + optimizer.adam_settings.eps_root).sqrt())
     finally:
         torch.set_default_dtype(previous)
 
 
-def test_only_the_librarys_adam_on_one_vector_is_written_out():
-    assert FlatAdam.of(torchopt.adam(0.05), torchopt.adam(0.05).init((torch.zeros(3),))) is None
-    optimizer = default_adam(0.05)
-    assert FlatAdam.of(optimizer, optimizer.init((torch.zeros(3), torch.zeros(2)))) is None  # two tensors
-    assert FlatAdam.of(optimizer, optimizer.init((torch.zeros(3),))) is FlatAdam.of(optimizer, optimizer.init((torch.zeros(4),)))
+def test_only_the_librarys_adam_has_an_accelerated_form():
+    """"Is this Adam?" is the optimizer's own answer: a torchopt transform the library did not build
+    is not assumed to be anything (not even elementwise), SGD is elementwise without a flat form."""
+    theirs = InnerOptimizer(torchopt.adam(0.05))
+    assert theirs.accelerated is None and theirs.adam_settings is None and not theirs.elementwise
+    sgd = InnerOptimizer.sgd(0.1)
+    assert sgd.accelerated is None and sgd.elementwise
+    ours = default_adam(0.05)
+    assert isinstance(ours.accelerated, FlatAdam) and ours.elementwise
+    assert ours.accelerated.settings is ours.adam_settings
+    assert InnerOptimizer.wrap(ours) is ours and InnerOptimizer.wrap(torchopt.sgd(0.1)).accelerated is None
+    problem = TrainedGNN(SumAggGNN(6, 5, 3), optimizer=torchopt.sgd(0.1))
+    assert isinstance(problem.optimizer, InnerOptimizer) and not problem.optimizer.elementwise
 
 
-def test_vjp_equals_autograd_through_torchopt(monkeypatch):
+def test_vjp_equals_autograd_through_torchopt():
     optimizer = default_adam(0.05)
     gen = torch.Generator().manual_seed(0)
     state = optimizer.init((torch.zeros(7, dtype=torch.float64),))
@@ -69,10 +77,10 @@ def test_vjp_equals_autograd_through_torchopt(monkeypatch):
     adj_state = [torch.randn(7, generator=gen, dtype=torch.float64), torch.randn(7, generator=gen, dtype=torch.float64), None]
     _, treedef = torchopt.pytree.tree_flatten(state)
     hand = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
-    _, after, root = FlatAdam.of(optimizer, state).update(grads, state)  # the moments and root the step left
+    _, after, root = optimizer.accelerated.update(grads, state)  # the moments and root the step left
     hand_after = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, after=after, root=root)
-    monkeypatch.setattr(FlatAdam, "of", classmethod(lambda cls, optimizer, state: None))
-    auto = recorded._optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state)
+    generic = InnerOptimizer(optimizer.transform, elementwise=True)  # the same transform, its VJP by autograd
+    auto = recorded._optimizer_vjp(generic, grads, state, treedef, adj_params, adj_state)
     assert float(auto[0].norm()) > 1e-2
     for mine in (hand, hand_after):
         assert _relative(mine[0], auto[0]) < 1e-13
@@ -96,14 +104,12 @@ def test_recorded_unroll_forward_is_bitwise_the_plain_run():
     assert torch.equal(layout.flatten(unrolled_state[0].nu), layout.flatten(plain_state[0].nu))
 
 
-def _plain_runs(problem, weight, start, monkeypatch):
+def _plain_runs(problem, weight, start):
     """(flat path, per-tensor torchopt path) of plain training: 7 steps, then 5 more from the returned state."""
-    import dgl_bilevel.inner.training as training
-
     results = []
     for flat in (True, False):
-        if not flat:
-            monkeypatch.setattr(training.FlatAdam, "of", classmethod(lambda cls, optimizer, state=None: None))
+        if not flat:  # the same torchopt transform without its accelerated form: torchopt's update per tensor
+            problem.optimizer = InnerOptimizer(problem.optimizer.transform, elementwise=True)
         seen = []
         params, state, value = optimize(problem, weight, tuple(p.clone() for p in start), 7, differentiable=False,
                                         monitor=lambda ps: seen.append(ps[0].clone()))
@@ -113,7 +119,7 @@ def _plain_runs(problem, weight, start, monkeypatch):
 
 
 @pytest.mark.parametrize("inner", ["gnn", "laplacian"])
-def test_plain_training_on_one_flat_vector_is_bitwise_torchopts_per_tensor(inner, monkeypatch):
+def test_plain_training_on_one_flat_vector_is_bitwise_torchopts_per_tensor(inner):
     """Plain training with a hand-derived gradient runs the library's Adam on one flat vector: the
     parameters, the optimizer state (continued across two calls), the last objective and what the
     monitor saw are those of torchopt's Adam on each tensor, to the last bit."""
@@ -124,11 +130,11 @@ def test_plain_training_on_one_flat_vector_is_bitwise_torchopts_per_tensor(inner
         problem = TrainedGNN(SumAggGNN(6, 5, 3), steps=12).bind(data, data.graph)
     else:
         problem = LaplacianRegularization(loss="ce", steps=12).bind(data, data.graph)
-    assert problem.first_order is not None
+    assert problem.derivatives is not None
     start = problem.starting_params(torch.Generator().manual_seed(0))
     weight = torch.rand(data.num_edges, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) + 0.5
     (flat, flat_state, flat_value, flat_seen), (theirs, their_state, their_value, their_seen) = \
-        _plain_runs(problem, weight, start, monkeypatch)
+        _plain_runs(problem, weight, start)
     assert all(p.requires_grad and p.is_leaf for p in flat)
     for ours, reference in zip(flat, theirs):
         assert torch.equal(ours, reference)

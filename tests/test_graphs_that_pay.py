@@ -233,7 +233,7 @@ def test_inner_dropout_makes_a_random_objective_that_only_unrolling_differentiat
     a, b = inner.objective(params, w), inner.objective(params, w)
     assert not torch.equal(a, b)  # dropout active while training
     assert torch.equal(inner.predict(params, w), inner.predict(params, w))  # predictions without it
-    assert inner.stochastic_objective and inner.second_order is None
+    assert inner.stochastic_objective and inner.derivatives is None
     with pytest.raises(ConfigError, match="no fixed point"):
         ExperimentConfig(dataset="cheaters", inner_dropout=0.5, hypergrad="implicit").resolved()
     w = w.clone().requires_grad_(True)

@@ -11,6 +11,7 @@ from dgl_bilevel.hypergrad import Implicit, Truncated, Unrolled
 from dgl_bilevel.hypergrad.checkpointed import record_adjoints
 from dgl_bilevel.inner.flat_adam import FlatLayout
 from dgl_bilevel.inner import TrainedGNN, default_adam
+from dgl_bilevel.inner.optimizers import InnerOptimizer
 from dgl_bilevel.inner.sumagg_derivatives import SumAggDerivatives
 from dgl_bilevel.losses import task_loss
 from dgl_bilevel.models import GCN, SumAggGNN
@@ -40,10 +41,10 @@ def _relative(a, b):
 
 
 def assert_derivatives_equal_autograd(problem, params, weight, seed=3):
-    """``problem.second_order``'s value, gradient, Hessian and mixed products against autograd on
+    """``problem.derivatives``'s value, gradient, Hessian and mixed products against autograd on
     ``problem.objective`` at ``(params, weight)``."""
     params = tuple(p.detach() for p in params)
-    loss, grads, record = problem.second_order.gradient(params, weight)
+    loss, grads, record = problem.derivatives.gradient(params, weight)
     variables = tuple(p.clone().requires_grad_(True) for p in params)
     w = weight.clone().requires_grad_(True)
     objective = problem.objective(variables, w)
@@ -54,13 +55,13 @@ def assert_derivatives_equal_autograd(problem, params, weight, seed=3):
     gen = torch.Generator().manual_seed(seed)
     cotangent = tuple(torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params)
     second = torch.autograd.grad(auto, variables + (w,), cotangent)
-    hessian_part, edge_part = problem.second_order.gradient_vjp(record, cotangent, weight)
+    hessian_part, edge_part = problem.derivatives.gradient_vjp(record, cotangent, weight)
     for mine, theirs in zip(hessian_part, second[:-1]):
         assert _relative(mine, theirs) < 1e-11
     assert float(second[-1].norm()) > 1e-3
     assert _relative(edge_part, second[-1]) < 1e-11
     # the same products prepared once for many vectors (implicit differentiation)
-    hessian, mixed = problem.second_order.hessian_products(record, weight)
+    hessian, mixed = problem.derivatives.hessian_products(record, weight)
     for mine, theirs in zip(hessian(cotangent), second[:-1]):
         assert _relative(mine, theirs) < 1e-11
     assert _relative(mixed(cotangent), second[-1]) < 1e-11
@@ -70,7 +71,7 @@ def assert_derivatives_equal_autograd(problem, params, weight, seed=3):
 def test_gradient_hessian_and_mixed_products_equal_autograd(layers, sparse):
     data = _data(sparse)
     problem = _problem(data, layers, sparse)
-    assert isinstance(problem.second_order, SumAggDerivatives)
+    assert isinstance(problem.derivatives, SumAggDerivatives)
     assert_derivatives_equal_autograd(problem, *_point(problem, data))
 
 
@@ -90,17 +91,17 @@ def test_hand_derived_unroll_equals_autograd_through_the_trajectory(layers, spar
     data = _data(sparse)
     problem = _problem(data, layers, sparse, steps=15)
     if optimizer == "sgd":  # what a configuration's inner_optimizer: sgd builds
-        problem.optimizer, problem.elementwise_optimizer = torchopt.sgd(0.5), True
+        problem.optimizer = InnerOptimizer.sgd(0.5)
     _, weight = _point(problem, data)
     lean, solution = _hypergradient(problem, Unrolled(), data, weight)
     assert solution.info["reverse"] == "hand-derived"
-    reference, solution = _hypergradient(problem, Unrolled(checkpoint=False), data, weight)
+    reference, solution = _hypergradient(problem, Unrolled(reverse="autograd"), data, weight)
     assert solution.info["reverse"] == "autograd"
     assert float(reference.norm()) > 1e-4
     assert _relative(lean, reference) < 1e-11
     for k in (1, 6):  # starts from the optimizer state the undifferentiated steps reached
         lean, solution = _hypergradient(problem, Truncated(k), data, weight)
-        reference, _ = _hypergradient(problem, Truncated(k, checkpoint=False), data, weight)
+        reference, _ = _hypergradient(problem, Truncated(k, reverse="autograd"), data, weight)
         assert solution.info["reverse"] == "hand-derived"
         assert _relative(lean, reference) < 1e-11
 
@@ -112,7 +113,7 @@ def test_the_trajectory_and_its_monitor_are_those_of_plain_training():
     seen = []
     start = problem.starting_params(torch.Generator().manual_seed(1))
     solution = Unrolled().solve(problem, weight.clone().requires_grad_(True), start, monitor=seen.append)
-    plain = Unrolled(checkpoint=False).solve(problem, weight.clone().requires_grad_(True), start)
+    plain = Unrolled(reverse="autograd").solve(problem, weight.clone().requires_grad_(True), start)
     assert len(seen) == 7
     for mine, theirs, last in zip(solution.params, plain.params, seen[-1]):
         assert torch.allclose(mine, theirs, rtol=1e-12, atol=1e-14)
@@ -124,10 +125,14 @@ def test_adjoints_are_recorded_once_per_step():
     data = _data()
     problem = _problem(data, steps=5)
     _, weight = _point(problem, data)
-    with record_adjoints() as log:
-        _hypergradient(problem, Unrolled(), data, weight)
+    method = Unrolled()
+    with record_adjoints(method) as log:
+        _hypergradient(problem, method, data, weight)
     assert [entry["step"] for entry in log] == [4, 3, 2, 1, 0]
     assert len(log[0]["params"]) == 4 and all(entry["nonfinite"] == 0 for entry in log)
+    assert method.adjoint_log is None  # the log belongs to the method, for the block only
+    _hypergradient(problem, method, data, weight)
+    assert len(log) == 5
 
 
 class _OwnObjective(TrainedGNN):
@@ -142,15 +147,16 @@ def test_problems_the_derivatives_do_not_describe_keep_autograd(case):
     out = 1 if case == "regression" else 3
     model = GCN(6, 5, out) if case == "gcn" else SumAggGNN(6, 5, out)
     cls = _OwnObjective if case == "own-objective" else TrainedGNN
-    optimizer = default_adam(1e-2) if case == "user-optimizer" else None
+    # a user's torchopt transform: the library assumes nothing of it (not even that it acts elementwise)
+    optimizer = torchopt.adam(1e-2, eps=1e-6, eps_root=1e-16) if case == "user-optimizer" else None
     problem = cls(model, steps=6, optimizer=optimizer).bind(data, data.graph)
     _, weight = _point(problem, data)
     lean, solution = _hypergradient(problem, Unrolled(), data, weight)
-    reference, _ = _hypergradient(problem, Unrolled(checkpoint=False), data, weight)
+    reference, _ = _hypergradient(problem, Unrolled(reverse="autograd"), data, weight)
     assert solution.info["reverse"] == "checkpointed"
     assert _relative(lean, reference) < 1e-11
     # plain training keeps autograd's gradient too, except with a user optimizer (the gradient is the same)
-    assert (problem.first_order is None) == (case != "user-optimizer")
+    assert (problem.derivatives is None) == (case != "user-optimizer")
 
 
 @pytest.mark.parametrize("layers,sparse", [(1, False), (2, True)])
@@ -161,7 +167,7 @@ def test_plain_gnn_training_on_the_hand_gradient_follows_autograd(layers, sparse
     problem = _problem(data, layers, sparse, steps=25)
     params, weight = _point(problem, data)
     hand, _, hand_value = run_steps(problem, weight, tuple(p.clone() for p in params), 25, differentiable=False)
-    problem.first_order = None
+    problem.derivatives = None
     auto, _, auto_value = run_steps(problem, weight, tuple(p.clone() for p in params), 25, differentiable=False)
     assert _relative(hand[0], params[0]) > 1e-2  # the steps moved the parameters
     for mine, theirs in zip(hand, auto):
@@ -202,9 +208,9 @@ def test_stacked_seeds_derivatives_equal_autograd_on_the_stacked_objective():
         point, weight = _point(problem, data, seed=s)
         problems.append(problem), params.append(point), weights.append(weight)
     stacked = stack_problems(problems)
-    assert isinstance(stacked.second_order, SumAggDerivatives)
+    assert isinstance(stacked.derivatives, SumAggDerivatives)
     p, w = stacked.stack_params(params), torch.cat(weights)
-    stacked.second_order.gradient(tuple(x.detach() for x in p), w)
+    stacked.derivatives.gradient(tuple(x.detach() for x in p), w)
     reported = stacked.per_seed_objective.clone()  # what the hand-derived gradient reported per seed
     stacked.objective(p, w)
     assert torch.allclose(reported, stacked.per_seed_objective, rtol=0, atol=1e-13)
@@ -221,10 +227,10 @@ def test_beyond_the_record_budget_steps_recompute_their_records(monkeypatch):
     kept, _ = _hypergradient(problem, Unrolled(), data, weight)
     monkeypatch.setattr(recorded, "RECORD_BUDGET_BYTES", 0)
     calls = []
-    gradient = problem.second_order.gradient
-    monkeypatch.setattr(problem.second_order, "gradient", lambda *a: calls.append(1) or gradient(*a))
+    gradient = problem.derivatives.gradient
+    monkeypatch.setattr(problem.derivatives, "gradient", lambda *a: calls.append(1) or gradient(*a))
     recomputed, _ = _hypergradient(problem, Unrolled(), data, weight)
-    reference, _ = _hypergradient(problem, Unrolled(checkpoint=False), data, weight)
+    reference, _ = _hypergradient(problem, Unrolled(reverse="autograd"), data, weight)
     assert len(calls) == 22  # 11 steps forward, 11 again backward
     assert torch.equal(kept, recomputed)
     assert _relative(recomputed, reference) < 1e-11
@@ -240,7 +246,7 @@ def test_implicit_on_hand_derived_products_equals_autograd_products(layers, spar
     method = Implicit(tol=1e-13, maxiter=2000, damping=1e-2)
     hand, solution = _hypergradient(problem, method, data, weight)
     assert solution.info["implicit_products"] == "hand-derived" and solution.info["implicit_converged"]
-    problem.second_order = None
+    problem.derivatives = None
     auto, solution = _hypergradient(problem, method, data, weight)
     assert solution.info["implicit_products"] == "autograd" and solution.info["implicit_converged"]
     assert float(auto.norm()) > 1e-4
@@ -264,10 +270,10 @@ def _laplacian_point(problem, data, seed=0):
 @pytest.mark.parametrize("loss,normalize,ridge,task", [("ce", "edges", 1e-5, "classification"),
                                                        ("mse", "none", 0.3, "classification"),
                                                        ("mse", "edges", 0.0, "regression")])
-def test_laplacian_first_order_equals_autograd(loss, normalize, ridge, task):
+def test_laplacian_value_and_gradient_equal_autograd(loss, normalize, ridge, task):
     data, problem = _laplacian(loss, normalize, ridge, task)
     y, weight = _laplacian_point(problem, data)
-    value, (grad,) = problem.first_order((y,), weight)
+    value, (grad,) = problem.derivatives.value_and_gradient((y,), weight)
     variable = y.clone().requires_grad_(True)
     objective = problem.objective((variable,), weight)
     (expected,) = torch.autograd.grad(objective, variable)
@@ -281,7 +287,7 @@ def test_plain_laplacian_training_on_the_hand_gradient_follows_autograd():
     data, problem = _laplacian()
     y, weight = _laplacian_point(problem, data)
     hand, _, hand_value = run_steps(problem, weight, (y.clone(),), 40, differentiable=False)
-    problem.first_order = None
+    problem.derivatives = None
     auto, _, auto_value = run_steps(problem, weight, (y.clone(),), 40, differentiable=False)
     assert _relative(hand[0], y) > 1e-2  # the steps moved Y
     assert _relative(hand[0], auto[0]) < 1e-12 and abs(hand_value - auto_value) < 1e-12
@@ -295,7 +301,7 @@ def test_laplacian_subclass_with_its_own_objective_keeps_autograd():
             return super().objective(params, edge_weight) + params[0].sum()
 
     data = random_graph_data(n=30, num_edges=80, features=6, classes=3, seed=2)
-    assert Shifted().bind(data, data.graph).first_order is None
+    assert Shifted().bind(data, data.graph).derivatives is None
 
 
 def test_stacked_laplacian_first_order_equals_autograd_and_reports_each_seed():
@@ -310,9 +316,9 @@ def test_stacked_laplacian_first_order_equals_autograd_and_reports_each_seed():
         y, weight = _laplacian_point(problem, data, seed=s)
         problems.append(problem), points.append((y,)), weights.append(weight)
     stacked = stack_problems(problems)
-    assert stacked.first_order is not None
+    assert stacked.derivatives is not None
     (y,), w = stacked.stack_params(points), torch.cat(weights)
-    value, (grad,) = stacked.first_order((y.detach(),), w)
+    value, (grad,) = stacked.derivatives.value_and_gradient((y.detach(),), w)
     reported = stacked.per_seed_objective.clone()
     variable = y.detach().clone().requires_grad_(True)
     objective = stacked.objective((variable,), w)
@@ -320,7 +326,7 @@ def test_stacked_laplacian_first_order_equals_autograd_and_reports_each_seed():
     assert torch.allclose(reported, stacked.per_seed_objective, rtol=0, atol=1e-13)
     assert abs(float(value - objective.detach())) < 1e-12 and _relative(grad, expected) < 1e-12
     for s, problem in enumerate(problems):  # each seed's block is that seed's own gradient
-        own = problem.first_order(points[s], weights[s])[1][0]
+        own = problem.derivatives.value_and_gradient(points[s], weights[s])[1][0]
         assert _relative(grad[s * 30:(s + 1) * 30], own) < 1e-12
 
 
@@ -331,7 +337,7 @@ def test_laplacian_hessian_and_mixed_products_equal_autograd(loss, normalize, ri
     from dgl_bilevel.inner.laplacian_derivatives import LaplacianDerivatives
 
     data, problem = _laplacian(loss, normalize, ridge, task)
-    assert isinstance(problem.second_order, LaplacianDerivatives)
+    assert isinstance(problem.derivatives, LaplacianDerivatives)
     y, weight = _laplacian_point(problem, data)
     assert_derivatives_equal_autograd(problem, (y,), weight)
 
@@ -359,11 +365,11 @@ def test_laplacian_hand_derived_unroll_equals_autograd_through_the_trajectory(lo
     data, problem = _laplacian(loss)
     problem.steps = 25
     if optimizer == "sgd":
-        problem.optimizer, problem.elementwise_optimizer = torchopt.sgd(0.5), True
+        problem.optimizer = InnerOptimizer.sgd(0.5)
     _, weight = _laplacian_point(problem, data)
     lean, solution = _hypergradient(problem, Unrolled(), data, weight)
     assert solution.info["reverse"] == "hand-derived"
-    reference, solution = _hypergradient(problem, Unrolled(checkpoint=False), data, weight)
+    reference, solution = _hypergradient(problem, Unrolled(reverse="autograd"), data, weight)
     assert solution.info["reverse"] == "autograd"
     assert float(reference.norm()) > 1e-6
     assert _relative(lean, reference) < 1e-10
@@ -376,14 +382,14 @@ def test_laplacian_implicit_on_hand_derived_products_equals_autograd_products():
     method = Implicit(tol=1e-13, maxiter=2000)
     hand, solution = _hypergradient(problem, method, data, weight)
     assert solution.info["implicit_products"] == "hand-derived" and solution.info["implicit_converged"]
-    problem.second_order = None
+    problem.derivatives = None
     auto, solution = _hypergradient(problem, method, data, weight)
     assert solution.info["implicit_products"] == "autograd" and solution.info["implicit_converged"]
     assert float(auto.norm()) > 1e-6
     assert _relative(hand, auto) < 1e-9
 
 
-def test_stacked_laplacian_second_order_equals_autograd_on_the_stacked_objective():
+def test_stacked_laplacian_derivatives_equal_autograd_on_the_stacked_objective():
     from dgl_bilevel.seeds import stack_problems
 
     problems, points, weights = [], [], []
@@ -395,7 +401,7 @@ def test_stacked_laplacian_second_order_equals_autograd_on_the_stacked_objective
         y, weight = _laplacian_point(problem, data, seed=s)
         problems.append(problem), points.append((y,)), weights.append(weight)
     stacked = stack_problems(problems)
-    assert stacked.second_order is not None
+    assert stacked.derivatives is not None
     (y,), w = stacked.stack_params(points), torch.cat(weights)
     assert_derivatives_equal_autograd(stacked, (y.detach(),), w)
 

@@ -336,9 +336,9 @@ def test_laplacian_closed_form_equals_autograd_fallback(tiny):
 ], ids=["gnn", "gcn", "laplacian"])
 def test_checkpointed_unrolling_equals_the_full_autograd_graph(tiny, problem):
     w = _weights(tiny)
-    plain, _ = hypergradient(problem(), Unrolled(checkpoint=False), tiny, w)
-    lean, _ = hypergradient(problem(), Unrolled(checkpoint=True), tiny, w)
+    plain, _ = hypergradient(problem(), Unrolled(reverse="autograd"), tiny, w)
+    lean, _ = hypergradient(problem(), Unrolled(reverse="auto"), tiny, w)
     assert relative_error(lean, plain) < 1e-12
-    t_plain, _ = hypergradient(problem(), Truncated(4, checkpoint=False), tiny, w)
-    t_lean, _ = hypergradient(problem(), Truncated(4, checkpoint=True), tiny, w)
+    t_plain, _ = hypergradient(problem(), Truncated(4, reverse="autograd"), tiny, w)
+    t_lean, _ = hypergradient(problem(), Truncated(4, reverse="auto"), tiny, w)
     assert relative_error(t_lean, t_plain) < 1e-12

@@ -120,7 +120,7 @@ def test_float32_unrolled_hypergradient_with_an_exactly_stationary_weight_is_fin
     weight = 0.2 + torch.rand(data64.num_edges, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     exact = unrolled_hypergradient(make, data64, weight, start)
     assert float(exact.norm()) > 1e-4
-    for method in (Unrolled(), Unrolled(checkpoint=False)):
+    for method in (Unrolled(), Unrolled(reverse="autograd")):
         single = unrolled_hypergradient(make, data32, weight, start, method)
         assert torch.isfinite(single).all()
         assert cosine(single, exact) > 0.9999
@@ -130,8 +130,9 @@ def test_adjoints_stay_bounded_through_a_stationary_weight():
     data = stationary_feature_data()
     make, start = gnn_with_a_zero_weight(data)
     weight = 0.2 + torch.rand(data.num_edges, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    with record_adjoints() as log:
-        unrolled_hypergradient(make, data, weight, start)
+    method = Unrolled()
+    with record_adjoints(method) as log:
+        unrolled_hypergradient(make, data, weight, start, method)
     assert [entry["step"] for entry in log] == list(range(59, -1, -1))
     assert all(entry["nonfinite"] == 0 for entry in log)
     largest = max(max(entry["params"]) for entry in log)
@@ -148,7 +149,7 @@ def test_unrolled_through_a_stationary_weight_matches_finite_differences():
 
     def loss(w):
         params = tuple(p.clone().requires_grad_(True) for p in start)
-        solution = Unrolled(checkpoint=False).solve(problem, w.clone().requires_grad_(True), params)
+        solution = Unrolled(reverse="autograd").solve(problem, w.clone().requires_grad_(True), params)
         return float(task_loss(problem.predict(solution.params, w), data.labels, data.v_out, data.task))
 
     gen = torch.Generator().manual_seed(7)

@@ -58,11 +58,11 @@ def _problem(data, layers=2, sparse=False, **kwargs):
 def test_derivatives_on_the_field_equal_autograd_on_the_whole_graph(layers, sparse):
     data = _sparse_data()
     problem = _problem(data, layers, sparse)
-    field = problem.second_order.field
+    field = problem.derivatives.field
     assert field is not None and field.nodes.numel() < 0.7 * data.num_nodes
-    first = problem.second_order.layer_graphs[0]
+    first = problem.derivatives.layer_graphs[0]
     assert first.num_src_nodes() == field.nodes.numel() and first.num_edges() == field.edges.numel()
-    assert problem.second_order.layer_graphs[-1].num_dst_nodes() == 4  # the last layer: only v_in
+    assert problem.derivatives.layer_graphs[-1].num_dst_nodes() == 4  # the last layer: only v_in
     assert_derivatives_equal_autograd(problem, *_point(problem, data))
 
 
@@ -76,7 +76,7 @@ def test_edges_outside_the_field_have_exactly_zero_inner_derivatives():
     grads = torch.autograd.grad(problem.objective(variables, w), variables, create_graph=True)
     mixed = torch.autograd.grad(sum((g * torch.randn_like(g)).sum() for g in grads), w)[0]
     outside = torch.ones(data.num_edges, dtype=torch.bool)
-    outside[problem.second_order.field.edges] = False
+    outside[problem.derivatives.field.edges] = False
     assert bool((mixed[outside] == 0).all()) and bool((mixed[~outside] != 0).all())
 
 
@@ -90,10 +90,10 @@ def test_stacked_seeds_on_the_union_of_their_fields():
         point, weight = _point(problem, data, seed=s)
         problems.append(problem), params.append(point), weights.append(weight)
     stacked = stack_problems(problems)
-    field = stacked.second_order.field
+    field = stacked.derivatives.field
     assert field is not None and field.nodes.numel() < 0.7 * 200
-    assert stacked.second_order.layer_graphs[0].num_src_nodes() == 3 * field.nodes.numel()
-    assert stacked.second_order.layer_graphs[-1].num_dst_nodes() == 3 * 9  # the union of the three v_in
+    assert stacked.derivatives.layer_graphs[0].num_src_nodes() == 3 * field.nodes.numel()
+    assert stacked.derivatives.layer_graphs[-1].num_dst_nodes() == 3 * 9  # the union of the three v_in
     p, w = stacked.stack_params(params), torch.cat(weights)
     assert_derivatives_equal_autograd(stacked, p, w, seed=5)
 
@@ -107,12 +107,13 @@ def test_hypergradients_on_the_field_equal_the_whole_graph(method):
     _, weight = _point(problem, data)
     make = (lambda: Unrolled()) if method == "unrolled" else (lambda: Implicit(tol=1e-13, maxiter=2000, damping=1e-2))
     on_field, _ = _hypergradient(problem, make(), data, weight)
-    field = problem.second_order.field
-    problem.second_order = SumAggDerivatives(  # the same derivatives on the whole graph
+    field = problem.derivatives.field
+    problem.derivatives = SumAggDerivatives(  # the same derivatives on the whole graph
         problem.graph, problem.features, problem.weight_decay, [5, 3], data.v_in, data.labels[data.v_in],
-        problem.second_order.row_weights, problem.second_order.row_seeds, 1, False, lambda per_seed: per_seed.sum())
+        problem.derivatives.row_weights, problem.derivatives.row_seeds, 1, False, lambda per_seed: per_seed.sum())
     whole, _ = _hypergradient(problem, make(), data, weight)
-    assert _relative(on_field, whole) < 1e-11
+    # the inner solve trains on the whole graph too (other rounding), which the implicit solve amplifies
+    assert _relative(on_field, whole) < (1e-11 if method == "unrolled" else 1e-10)
     outside = torch.ones(data.num_edges, dtype=torch.bool)
     outside[field.edges] = False
     assert float(on_field[outside].abs().max()) > 1e-6

@@ -68,7 +68,7 @@ def method(name: str):
     if name == "unrolled-nockpt":
         from dgl_bilevel.hypergrad import Unrolled
 
-        return Unrolled(checkpoint=False)
+        return Unrolled(reverse="autograd")
     if name == "implicit":  # solved to 1e-13: a joint (block-diagonal) solve then equals separate ones
         return Implicit(tol=1e-13, maxiter=500)
     if name == "implicit-damped":  # the GNN's Hessian is indefinite: damped as the CLI does, solved to 1e-13

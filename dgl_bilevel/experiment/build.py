@@ -9,6 +9,7 @@ from ..inner.base import InnerProblem
 from ..registry import HYPERGRADIENTS, INNER_PROBLEMS, REGULARIZERS, STRUCTURES, SUPPORTS
 from ..structure import GraphStructure
 from ..config import ExperimentConfig
+from ..errors import ConfigError
 
 
 def build_inner(config: ExperimentConfig, data: BilevelData) -> InnerProblem:
@@ -19,6 +20,10 @@ def build_inner(config: ExperimentConfig, data: BilevelData) -> InnerProblem:
 def build_hypergrad(config: ExperimentConfig, inner: InnerProblem) -> HypergradMethod:
     """``config.hypergrad``, or the fastest exact method for ``inner`` when none is named."""
     name = config.hypergrad or default_method_name(inner)
+    if config.reverse_engine != "auto" and "reverse" not in (HYPERGRADIENTS.entry(name).options or {}):
+        raise ConfigError(f"--reverse-engine {config.reverse_engine} chooses how unrolled and truncated hypergradients "
+                          f"differentiate the inner trajectory; the {name} hypergradient (the default for "
+                          f"{type(inner).__name__}) differentiates none: give --hypergrad unrolled or truncated")
     return HYPERGRADIENTS.from_config(name, config)
 
 

@@ -28,7 +28,8 @@ from .crossfit import cross_fit
 from .refit import after_fit, fresh_sampler, gated, train_and_predict
 from .executors import clear_stale_checkpoints, run_seeds_local, run_seeds_ray
 from .seed_files import (  # noqa: F401 -- RESUME_FREE, comparable_settings, training_view: importable from here too
-    RESUME_FREE, checkpoint_path, comparable_settings, run_data, training_view, write_learned_seed, write_seed,
+    RESUME_FREE, changed_settings, checkpoint_path, comparable_settings, run_data, training_view, write_learned_seed,
+    write_seed,
 )
 
 
@@ -109,12 +110,12 @@ def finished_seed(config: ExperimentConfig, path: Path) -> "dict | None":
     """
     saved = json.loads(path.read_text())
     settings, current = saved.get("run_config"), comparable_settings(config)
-    if settings == current:
-        return saved["result"]
     if settings is None:
         raise ConfigError(f"{path} was written without its settings (an older version): they cannot be checked "
                           "against this run's; remove it, or run without resume")
-    changed = sorted(k for k in set(settings) | set(current) if settings.get(k) != current.get(k))
+    changed = changed_settings(settings, current)
+    if not changed:
+        return saved["result"]
     checkpoint = path.parent / f"checkpoint_seed{saved['result']['seed']}.pt"
     if changed == ["outer_steps"] and settings["outer_steps"] < current["outer_steps"] and checkpoint.is_file():
         return None

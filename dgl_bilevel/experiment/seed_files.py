@@ -69,3 +69,24 @@ RESUME_FREE = ("seeds", "seed_start", "out", "name", "resume", "progress", "log_
 def comparable_settings(config: ExperimentConfig) -> dict:
     """The settings a finished seed's results depend on."""
     return {k: v for k, v in config.to_dict(nested=False).items() if k not in RESUME_FREE}
+
+
+#: Options replaced since results were first written: old name -> (new name, old value -> new value).
+RENAMED_SETTINGS = {"unroll_checkpoint": ("reverse_engine", {True: "auto", False: "autograd"})}
+
+
+def changed_settings(saved: dict, current: dict) -> list:
+    """The names of the settings that differ between a finished seed's (``saved``) and this run's.
+
+    An option added since the seed was written counts as unchanged when this run leaves it at its
+    default (the old result could not depend on it); a replaced option is compared under its new name.
+    """
+    saved = dict(saved)
+    for old, (new, values) in RENAMED_SETTINGS.items():
+        if old in saved:
+            value = saved.pop(old)
+            if new not in saved and old not in current:
+                saved[new] = values.get(value, value)
+    fields = ExperimentConfig.__dataclass_fields__
+    added = {k for k in current if k not in saved and k in fields and current[k] == fields[k].default}
+    return sorted(k for k in (set(saved) | set(current)) - added if saved.get(k) != current.get(k))

@@ -77,7 +77,7 @@ def stack_bytes_per_seed(loop: OuterLoop) -> int:
     numel = sum(p.numel() for p in params)
     method, steps = loop.method, loop.inner.steps
     stored = steps if isinstance(method, Unrolled) else min(method.k, steps) if isinstance(method, Truncated) else 0
-    on_graph = stored if stored and not getattr(method, "checkpoint", True) else 1
+    on_graph = stored if stored and method.reverse == "autograd" else 1  # stored > 0: Unrolled or Truncated
     nodes, width = loop.data.num_nodes, max(loop.data.out_dim, 16)
     return element * (4 * numel * (stored + 1) + 8 * nodes * width * on_graph)
 

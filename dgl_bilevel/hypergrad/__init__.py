@@ -8,12 +8,12 @@ from .base import HypergradMethod, Solution, optimize
 from .implicit import Implicit
 from .implicit_diff import ImplicitSolveWarning, SolveOptions, custom_root, root_vjp, stationarity
 from .linalg import SolveInfo, conjugate_gradient, gmres, linear_solve, minres, neumann_series
-from .unrolled import FirstOrder, Truncated, Unrolled
+from .unrolled import REVERSE_ENGINES, FirstOrder, Truncated, Unrolled
 
 HYPERGRADIENTS.register("unrolled", Unrolled, help="back-propagation through every inner step (exact for the trajectory)",
-                        options={"checkpoint": "unroll_checkpoint"})
+                        options={"reverse": "reverse_engine"})
 HYPERGRADIENTS.register("truncated", Truncated, help="back-propagation through the last k inner steps (--truncate-k)",
-                        options={"k": "truncate_k", "checkpoint": "unroll_checkpoint"})
+                        options={"k": "truncate_k", "reverse": "reverse_engine"})
 HYPERGRADIENTS.register("first_order", FirstOrder, help="only the direct dependence of the predictions on w (biased, cheapest)",
                         options={})
 HYPERGRADIENTS.register("implicit", Implicit, help="implicit function theorem at the inner solution (MINRES/CG on "
@@ -50,6 +50,7 @@ __all__ = [
     "Unrolled",
     "Truncated",
     "FirstOrder",
+    "REVERSE_ENGINES",
     "Implicit",
     "Adjoint",
     "SolveInfo",

@@ -8,7 +8,7 @@ is the Hessian ``H = d^2 g / dphi^2`` (symmetric). With ``u = dF/dphi`` the oute
 computed by :func:`~dgl_bilevel.hypergrad.implicit_diff.implicit_vjp`: matrix-free, on
 Hessian-vector products from ``torch.autograd.grad`` (double backward through DGL's kernels;
 torchopt's functorch-based ``custom_root`` cannot trace DGL, DESIGN.md section 2) -- or, when the
-inner problem declares hand-derived second derivatives (``second_order``: the paper's GNN, the Laplacian), from
+inner problem declares hand-derived derivatives (``derivatives``: the paper's GNN, the Laplacian), from
 those, one tangent pass per product. The inner
 solve keeps no graph, so memory is that of one forward/backward pass, independent of the number
 of inner steps. Exact only as far as the inner problem is solved: after a finite number of
@@ -50,7 +50,7 @@ def default_damping(problem: Any) -> float:
     trained model (``needs_steps``: a GNN after finitely many Adam steps, whose Hessian is indefinite and
     so ill-conditioned that the undamped solve does not converge in 200 products), 0 otherwise
     (Laplacian, label propagation: damping would only bias them); docs/lab/defaults.md has the measurements."""
-    return TRAINED_MODEL_DAMPING if getattr(problem, "needs_steps", False) else 0.0
+    return TRAINED_MODEL_DAMPING if problem.needs_steps else 0.0
 
 
 class Implicit(HypergradMethod):
@@ -162,13 +162,13 @@ class Implicit(HypergradMethod):
                 terms = problem.objective_terms(weight)
             if terms is not None:
                 matvec, args_vjp = _term_products(terms, params, weight)
-            elif problem.second_order is not None:  # hand-derived products (the paper's GNN, the Laplacian)
-                matvec, args_vjp = _hand_derived_products(problem.second_order, params, weight)
+            elif problem.derivatives is not None:  # hand-derived products (the paper's GNN, the Laplacian)
+                matvec, args_vjp = _hand_derived_products(problem.derivatives, params, weight)
             else:  # one graph of the gradient, reused by every product
                 matvec, args_vjp, _ = optimality_products(stationarity(problem.objective), tuple(params), (weight,))
             options = self.options_for(problem)
             (grad,), v, info = implicit_vjp(matvec, args_vjp, tuple(cotangent), options, x0)
-        self.products = "autograd" if terms is not None or problem.second_order is None else "hand-derived"
+        self.products = "autograd" if terms is not None or problem.derivatives is None else "hand-derived"
         if self.warm_start:
             self._previous = tuple(t.detach() for t in v)
         self.last_solve = info
@@ -189,7 +189,7 @@ class Implicit(HypergradMethod):
 
 def _hand_derived_products(derivatives, params: Params, weight: torch.Tensor):
     """Hessian- and mixed-vector products from an inner problem's hand-derived second derivatives
-    (:attr:`~dgl_bilevel.inner.base.InnerProblem.second_order`): what does not depend on the vector
+    (:attr:`~dgl_bilevel.inner.base.InnerProblem.derivatives`): what does not depend on the vector
     is computed once, each product is one tangent pass (about 35% cheaper than autograd's double
     backward on Cora's GNN)."""
     weight = weight.detach()

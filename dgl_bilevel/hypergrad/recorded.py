@@ -1,9 +1,9 @@
 """Reverse-mode differentiation through an inner trajectory with the problem's own second derivatives.
 
-When an inner problem declares :attr:`~dgl_bilevel.inner.base.InnerProblem.second_order` (an object
-with ``gradient(params, w) -> (loss, grads, record)`` and ``gradient_vjp(record, V, w) -> (V^T
-dg/dparams, V^T dg/dw)``), each inner step is ``params' = params + update(g, state)`` with ``g``
-from ``gradient``. The forward pass keeps per step the gradient, the optimizer state entering it
+When an inner problem declares :attr:`~dgl_bilevel.inner.base.InnerProblem.derivatives` (a
+:class:`~dgl_bilevel.inner.types.HandDerivatives`: ``gradient(params, w) -> (loss, grads, record)``,
+``gradient_vjp(record, V, w) -> (V^T dg/dparams, V^T dg/dw)``, ...), each inner step is
+``params' = params + update(g, state)`` with ``g`` from ``gradient``. The forward pass keeps per step the gradient, the optimizer state entering it
 and the problem's compact record; the backward pass walks the steps in reverse and, per step,
 
 1. pulls the adjoints of the new parameters and state through the optimizer's update -- written
@@ -30,15 +30,17 @@ documents what its record holds.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torchopt import pytree
 
 from ..inner.base import InnerProblem
-from ..inner.flat_adam import FlatAdam, FlatLayout
+from ..inner.optimizers import InnerOptimizer
+from ..inner.flat_adam import FlatLayout
 from ..inner.training import Params
 from ..ops import constant_edge_weights
-from .checkpointed import _RECORDERS, _floating, _record
+from .checkpointed import adjoint_entry, is_floating
 
 
 def unroll_recorded(
@@ -48,9 +50,11 @@ def unroll_recorded(
     steps: int,
     state=None,
     monitor=None,
+    adjoint_log: Optional[list] = None,
 ) -> tuple[Params, object, float]:
-    """Run ``steps`` inner updates with ``problem.second_order``; the returned params are
-    differentiable in ``edge_weight`` exactly as with full unrolling."""
+    """Run ``steps`` inner updates with ``problem.derivatives``; the returned params are
+    differentiable in ``edge_weight`` exactly as with full unrolling (``adjoint_log``: as for
+    :func:`~dgl_bilevel.hypergrad.checkpointed.unroll_checkpointed`)."""
     record: dict = {"value": float("nan")}
     optimizer = problem.optimizer
     if state is None:
@@ -58,7 +62,7 @@ def unroll_recorded(
     layout = FlatLayout(params)
     flat_state = layout.flatten_state(optimizer, state)
     leaves, treedef = pytree.tree_flatten(flat_state)
-    out = _RecordedTrajectory.apply(edge_weight, problem, steps, treedef, record, monitor, layout,
+    out = _RecordedTrajectory.apply(edge_weight, problem, steps, treedef, record, monitor, adjoint_log, layout,
                                     layout.flatten(p.detach() for p in params), *leaves)
     params_out = layout.split(out[0])
     state_out = layout.unflatten_state(optimizer, pytree.tree_unflatten(treedef, list(out[1:])), params_out)
@@ -72,15 +76,15 @@ RECORD_BUDGET_BYTES = 512 * 2**20
 
 class _RecordedTrajectory(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, edge_weight, problem, steps, treedef, record, monitor, layout, flat_params, *leaves):
-        derivatives, optimizer = problem.second_order, problem.optimizer
+    def forward(ctx, edge_weight, problem, steps, treedef, record, monitor, adjoint_log, layout, flat_params, *leaves):
+        derivatives, optimizer = problem.derivatives, problem.optimizer
         params = flat_params
         state = pytree.tree_unflatten(treedef, list(leaves))
         weight = edge_weight.detach()
         saved = []
         segment = state_segment(steps)
         keep_records = None
-        update_fn = _update_function(optimizer, state)
+        update_fn = _update_function(optimizer)
         with constant_edge_weights(), torch.no_grad():  # one detached weight tensor: its sparse matrices are reused
             for step in range(steps):
                 loss, grads, step_record = derivatives.gradient(layout.split(params), weight)
@@ -96,6 +100,7 @@ class _RecordedTrajectory(torch.autograd.Function):
                 if monitor is not None:
                     monitor(layout.split(params))
         ctx.problem, ctx.saved_steps, ctx.treedef, ctx.layout, ctx.segment = problem, saved, treedef, layout, segment
+        ctx.adjoint_log = adjoint_log
         ctx.save_for_backward(edge_weight, flat_params)
         out_leaves, _ = pytree.tree_flatten(state)
         return (params, *out_leaves)
@@ -121,17 +126,17 @@ class _RecordedTrajectory(torch.autograd.Function):
                                                           adj_params, adj_state, after=states[step - start + 1],
                                                           root=roots[step - start])
                     # the edge part is added up once per segment (HandDerivatives.edge_sum)
-                    hessian_part, edge_part = problem.second_order.gradient_vjp(
+                    hessian_part, edge_part = problem.derivatives.gradient_vjp(
                         entry.record, layout.split(adj_grads), weight, defer_edges=True)
                     pending.append(edge_part)
                     adj_params = adj_params + layout.flatten(hessian_part)
                     saved[step] = None  # its record is no longer needed
-                    if _RECORDERS:
-                        _record(step, list(layout.split(adj_params)), adj_state)
+                    if ctx.adjoint_log is not None:
+                        ctx.adjoint_log.append(adjoint_entry(step, list(layout.split(adj_params)), adj_state))
                 if pending:
-                    grad_weight = grad_weight + problem.second_order.edge_sum(pending).to(grad_weight.dtype)
+                    grad_weight = grad_weight + problem.derivatives.edge_sum(pending).to(grad_weight.dtype)
         ctx.saved_steps = None
-        return (grad_weight, None, None, None, None, None, None) + (None,) * (1 + len(adj_state))
+        return (grad_weight, None, None, None, None, None, None, None) + (None,) * (1 + len(adj_state))
 
 
 class _Step:
@@ -154,7 +159,7 @@ def _fill_segment(problem, layout, weight, segment: list) -> None:
     """Recompute the gradient and record of the steps that kept only their parameters."""
     for entry in segment:
         if entry.record is None:
-            _, grads, entry.record = problem.second_order.gradient(layout.split(entry.params), weight)
+            _, grads, entry.record = problem.derivatives.gradient(layout.split(entry.params), weight)
             entry.grads, entry.params = layout.flatten(grads), None
 
 
@@ -164,13 +169,12 @@ def state_segment(steps: int) -> int:
     return max(1, math.isqrt(max(steps - 1, 0)) + 1)
 
 
-def _update_function(optimizer, state):
+def _update_function(optimizer: InnerOptimizer):
     """``(grads, state) -> (update, new state, Adam's root or None)`` for one flat vector: the library's
-    Adam written out (:class:`~dgl_bilevel.inner.flat_adam.FlatAdam`, bitwise torchopt's), any
+    Adam's accelerated form (:class:`~dgl_bilevel.inner.flat_adam.FlatAdam`, bitwise torchopt's), any
     other transform through its own ``update``."""
-    adam = FlatAdam.of(optimizer, state)
-    if adam is not None:
-        return adam.update
+    if optimizer.accelerated is not None:
+        return optimizer.accelerated.update
 
     def update(grads, state):
         (step,), state = optimizer.update((grads,), state, params=None, inplace=False)
@@ -185,7 +189,7 @@ def _replay_states(optimizer, segment: list) -> tuple[list, list]:
     after its last, rebuilt from the stored gradients by the same updates as the forward pass (bitwise
     the same states), and each step's Adam root (reused by its VJP; None for other transforms)."""
     states, roots = [segment[0].state], []
-    update_fn = _update_function(optimizer, segment[0].state)
+    update_fn = _update_function(optimizer)
     for entry in segment:
         _, state, root = update_fn(entry.grads, states[-1])
         states.append(state)
@@ -202,23 +206,22 @@ def _optimizer_vjp(optimizer, grads, state, treedef, adj_params, adj_state, afte
     reading its new moments from ``after``, the state the step left, and its square root from
     ``root``, where given); other transforms go through autograd.
     """
-    adam = FlatAdam.of(optimizer, state)
-    if adam is not None:
-        return adam.vjp(grads, state, adj_params, adj_state, after, root)
+    if optimizer.accelerated is not None:
+        return optimizer.accelerated.vjp(grads, state, adj_params, adj_state, after, root)
     with torch.enable_grad():
         g = grads.detach().requires_grad_(True)
         leaves, _ = pytree.tree_flatten(state)
-        leaves = [x.detach().requires_grad_(True) if _floating(x) else x for x in leaves]
+        leaves = [x.detach().requires_grad_(True) if is_floating(x) else x for x in leaves]
         (update,), new_state = optimizer.update((g,), pytree.tree_unflatten(treedef, leaves), params=None, inplace=False)
         new_leaves, _ = pytree.tree_flatten(new_state)
         outputs, cotangents = [update], [adj_params]
         for value, cot in zip(new_leaves, adj_state):
-            if cot is not None and _floating(value) and value.requires_grad:
+            if cot is not None and is_floating(value) and value.requires_grad:
                 outputs.append(value)
                 cotangents.append(cot)
-        inputs = [g] + [x for x in leaves if _floating(x)]
+        inputs = [g] + [x for x in leaves if is_floating(x)]
         found = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
     adj_grads = torch.zeros_like(g) if found[0] is None else found[0]
     float_adj = iter(found[1:])
-    new_adj_state = [next(float_adj) if _floating(x) else None for x in leaves]
+    new_adj_state = [next(float_adj) if is_floating(x) else None for x in leaves]
     return adj_grads.detach(), [None if a is None else a.detach() for a in new_adj_state]

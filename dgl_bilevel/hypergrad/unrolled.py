@@ -1,6 +1,23 @@
-"""Differentiating through the inner optimiser's trajectory: full, truncated, or not at all."""
+"""Differentiating through the inner optimiser's trajectory: full, truncated, or not at all.
+
+How the trajectory is differentiated -- the reverse engine -- is one option, ``reverse``
+(``--reverse-engine``), with the names a solution's ``info["reverse"]`` reports:
+
+* ``"autograd"`` -- every step on torch's autograd graph (memory O(steps x activations));
+* ``"checkpointed"`` -- each step's parameters and optimizer state kept, the steps recomputed one
+  at a time in the backward pass (:mod:`~dgl_bilevel.hypergrad.checkpointed`);
+* ``"hand-derived"`` -- the inner problem's written-out derivatives
+  (:attr:`~dgl_bilevel.inner.base.InnerProblem.derivatives`) and an elementwise optimizer: one
+  tangent pass per step over a compact record of it (:mod:`~dgl_bilevel.hypergrad.recorded`);
+* ``"auto"`` (the default) -- hand-derived where the problem qualifies
+  (:func:`hand_derived_refusal`), else checkpointed, else (a random objective) autograd.
+
+All give the same hypergradient up to rounding.
+"""
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Optional
 
 import torch
@@ -11,6 +28,11 @@ from .base import HypergradMethod, Monitor, Solution, optimize
 from .checkpointed import unroll_checkpointed
 from .recorded import unroll_recorded
 
+logger = logging.getLogger(__name__)
+
+#: The reverse engines a trajectory method takes (``--reverse-engine``); see the module docstring.
+REVERSE_ENGINES = ("auto", "autograd", "checkpointed", "hand-derived")
+
 
 def _check_trajectory(method: HypergradMethod, problem: InnerProblem, steps: int) -> None:
     if steps and not problem.differentiable_trajectory:
@@ -18,79 +40,125 @@ def _check_trajectory(method: HypergradMethod, problem: InnerProblem, steps: int
                           "use the implicit or first-order hypergradient")
 
 
-def uses_hand_derivatives(problem: InnerProblem, checkpoint: bool) -> bool:
-    """True when the lean unroll runs on the problem's own second derivatives
-    (:mod:`~dgl_bilevel.hypergrad.recorded`): declared by the problem, with one of the library's
-    elementwise optimizers (their update reads only the gradient and the state)."""
-    return checkpoint and problem.second_order is not None and problem.elementwise_optimizer
+def hand_derived_refusal(problem: InnerProblem) -> Optional[str]:
+    """Why ``problem``'s trajectory cannot be differentiated on hand-derived derivatives; None when
+    it can: the problem declares them and its optimizer acts elementwise (the update reads only the
+    gradient and the state, so the parameters can be one flat vector)."""
+    if problem.derivatives is None:
+        return problem.why_no_derivatives() or f"{type(problem).__name__}'s derivatives are None"
+    if problem.stochastic_objective:
+        return "its objective is random (a step cannot be replayed)"
+    if not problem.optimizer.elementwise:
+        return ("its inner optimizer is not known to act elementwise (the library's Adam and SGD are; a torchopt "
+                "transform passed as it is is not assumed to)")
+    return None
 
 
-def _reverse(problem: InnerProblem, checkpoint: bool) -> str:
-    """How the trajectory is differentiated, for result files: hand-derived, recomputed or autograd's graph."""
-    if uses_hand_derivatives(problem, checkpoint):
+def reverse_engine(problem: InnerProblem, requested: str) -> str:
+    """The engine that differentiates ``problem``'s trajectory: ``requested``, or what ``"auto"``
+    chooses (its reason for passing over the hand-derived engine is logged at debug level)."""
+    if requested != "auto":
+        return requested
+    reason = hand_derived_refusal(problem)
+    if reason is None:
         return "hand-derived"
-    return "checkpointed" if checkpoint and not problem.stochastic_objective else "autograd"
+    fallback = "autograd" if problem.stochastic_objective else "checkpointed"
+    logger.debug("reverse engine auto: %s, not hand-derived (%s)", fallback, reason)
+    return fallback
 
 
-def _differentiable_steps(problem, edge_weight, params, steps, state, monitor, checkpoint):
-    # a random objective (graphs redrawn at every step) is differentiated on autograd's graph: recomputing a step
-    # in the backward pass would draw other graphs
-    if checkpoint and steps > 0 and edge_weight.requires_grad and not problem.stochastic_objective:
-        if uses_hand_derivatives(problem, checkpoint):
-            return unroll_recorded(problem, edge_weight, params, steps, state=state, monitor=monitor)
-        return unroll_checkpointed(problem, edge_weight, params, steps, state=state, monitor=monitor)
-    return optimize(problem, edge_weight, params, steps, differentiable=True, state=state, monitor=monitor)
+def check_reverse_engine(requested: str, problem: InnerProblem) -> None:
+    """Refuse an explicit engine ``problem`` does not qualify for, saying why."""
+    if requested == "hand-derived":
+        reason = hand_derived_refusal(problem)
+        if reason is not None:
+            raise ConfigError(f"reverse engine hand-derived (--reverse-engine) cannot differentiate "
+                              f"{type(problem).__name__}'s trajectory: {reason}; use auto, checkpointed or autograd")
+    elif requested == "checkpointed" and problem.stochastic_objective:
+        raise ConfigError(f"reverse engine checkpointed (--reverse-engine) recomputes inner steps in the backward "
+                          f"pass, and {type(problem).__name__}'s objective is random (dropout, or graphs drawn per "
+                          "step): a recomputed step would differ; use autograd (or auto)")
 
 
-class Unrolled(HypergradMethod):
+def _reverse_option(reverse: str, checkpoint: Optional[bool]) -> str:
+    """``reverse``, or what the deprecated ``checkpoint`` flag meant (False: autograd)."""
+    if checkpoint is not None:
+        warnings.warn("checkpoint= is deprecated: use reverse='autograd' (checkpoint=False) or reverse='auto' "
+                      "(checkpoint=True)", DeprecationWarning, stacklevel=3)
+        if reverse != "auto":
+            raise ConfigError(f"give reverse={reverse!r} or the deprecated checkpoint={checkpoint}, not both")
+        reverse = "auto" if checkpoint else "autograd"
+    if reverse not in REVERSE_ENGINES:
+        raise ConfigError(f"reverse must be one of {', '.join(REVERSE_ENGINES)}, got {reverse!r}")
+    return reverse
+
+
+class _TrajectoryMethod(HypergradMethod):
+    """What unrolled and truncated methods share: the reverse engine and the adjoint log."""
+
+    reverse: str = "auto"
+    #: diagnostics: a list every backward pass appends one entry per step to
+    #: (:func:`~dgl_bilevel.hypergrad.checkpointed.record_adjoints`); None: nothing recorded
+    adjoint_log: Optional[list] = None
+
+    def _steps(self, problem, edge_weight, params, steps, state, monitor) -> tuple:
+        """``steps`` differentiable inner steps and the engine that differentiates them."""
+        engine = reverse_engine(problem, self.reverse) if edge_weight.requires_grad else "autograd"
+        if engine != "autograd" and steps > 0:
+            unroll = unroll_recorded if engine == "hand-derived" else unroll_checkpointed
+            return unroll(problem, edge_weight, params, steps, state=state, monitor=monitor,
+                          adjoint_log=self.adjoint_log), engine
+        return optimize(problem, edge_weight, params, steps, differentiable=True, state=state, monitor=monitor), engine
+
+
+class Unrolled(_TrajectoryMethod):
     """Back-propagate through all ``problem.steps`` inner updates (exact for the finite trajectory).
 
     Args:
-        checkpoint: the lean unroll (default). When the inner problem declares hand-derived
-            second derivatives (``second_order``: the paper's GNN, :class:`~dgl_bilevel.models.SumAggGNN`,
-            and the Laplacian problem, trained with the library's Adam or SGD), each step keeps its gradient and a compact
-            record of its pass (or, on graphs where the records would pass 512 MiB, its
-            parameters, to recompute them) and the backward pass takes one tangent pass per step
-            (:mod:`~dgl_bilevel.hypergrad.recorded`). Otherwise each step's
-            parameters and optimizer state are kept and one step at a time is recomputed in the
-            backward pass (:mod:`~dgl_bilevel.hypergrad.checkpointed`): memory O(steps x
-            parameters) instead of O(steps x activations), for about one extra gradient evaluation
-            per step. ``False`` keeps the whole trajectory on torch's autograd graph. All three
-            give the same hypergradient up to rounding.
+        reverse: the reverse engine, one of :data:`REVERSE_ENGINES` (module docstring). ``"auto"``
+            takes the hand-derived derivatives of the paper's GNN (:class:`~dgl_bilevel.models.SumAggGNN`,
+            classification) and of the Laplacian problem, trained with the library's Adam or SGD --
+            each step keeps its gradient and a compact record of its pass (or, where the records would
+            pass 512 MiB, its parameters, to recompute them) -- and recomputes steps otherwise: memory
+            O(steps x parameters) instead of autograd's O(steps x activations), for about one extra
+            gradient evaluation per step. An explicit engine the problem does not qualify for is
+            refused by :meth:`check`.
+        checkpoint: deprecated; ``False`` is ``reverse="autograd"``.
     """
 
     name = "unrolled"
 
-    def __init__(self, checkpoint: bool = True) -> None:
-        self.checkpoint = bool(checkpoint)
+    def __init__(self, reverse: str = "auto", *, checkpoint: Optional[bool] = None) -> None:
+        self.reverse = _reverse_option(reverse, checkpoint)
 
     def check(self, problem: InnerProblem) -> None:
         _check_trajectory(self, problem, problem.steps)
+        check_reverse_engine(self.reverse, problem)
 
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
         self.check(problem)
-        params, _, value = _differentiable_steps(problem, edge_weight, params, problem.steps, None, monitor, self.checkpoint)
-        reverse = _reverse(problem, self.checkpoint and edge_weight.requires_grad)
-        return Solution(params, value, {"differentiated_steps": problem.steps, "reverse": reverse})
+        (params, _, value), engine = self._steps(problem, edge_weight, params, problem.steps, None, monitor)
+        return Solution(params, value, {"differentiated_steps": problem.steps, "reverse": engine})
 
     def describe(self) -> dict:
-        return {"hypergrad": self.name, "checkpoint": self.checkpoint}
+        return {"hypergrad": self.name, "reverse": self.reverse}
 
 
-class Truncated(HypergradMethod):
+class Truncated(_TrajectoryMethod):
     """Run all but the last ``k`` inner steps without a graph, then back-propagate through ``k``.
 
     ``k = steps`` is full unrolling; ``k = 0`` is the first-order approximation (only the
-    direct dependence of the predictions on ``w``). Memory is that of ``k`` steps.
+    direct dependence of the predictions on ``w``). Memory is that of ``k`` steps. ``reverse``
+    and ``checkpoint``: as for :class:`Unrolled`.
     """
 
     name = "truncated"
 
-    def __init__(self, k: int = 10, checkpoint: bool = True) -> None:
+    def __init__(self, k: int = 10, reverse: str = "auto", *, checkpoint: Optional[bool] = None) -> None:
         if k < 0:
             raise ConfigError(f"truncation length k must be >= 0, got {k}")
         self.k = int(k)
-        self.checkpoint = bool(checkpoint)
+        self.reverse = _reverse_option(reverse, checkpoint)
 
     def check(self, problem: InnerProblem) -> None:
         k = min(self.k, problem.steps)
@@ -100,18 +168,19 @@ class Truncated(HypergradMethod):
                 f"and {type(problem).__name__}'s predictions have none: its hypergradient is exactly zero. Use a "
                 "method that differentiates the inner solution (adjoint, implicit, unrolled, or truncated with k > 0)")
         _check_trajectory(self, problem, k)
+        check_reverse_engine(self.reverse, problem)
 
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:
         self.check(problem)
         k = min(self.k, problem.steps)
         params, state, value = optimize(problem, edge_weight, params, problem.steps - k, differentiable=False, monitor=monitor)
+        engine = None
         if k:
-            params, _, value = _differentiable_steps(problem, edge_weight, params, k, state, monitor, self.checkpoint)
-        reverse = _reverse(problem, self.checkpoint and edge_weight.requires_grad) if k else None
-        return Solution(params, value, {"differentiated_steps": k, "reverse": reverse})
+            (params, _, value), engine = self._steps(problem, edge_weight, params, k, state, monitor)
+        return Solution(params, value, {"differentiated_steps": k, "reverse": engine})
 
     def describe(self) -> dict:
-        return {"hypergrad": self.name, "k": self.k, "checkpoint": self.checkpoint}
+        return {"hypergrad": self.name, "k": self.k, "reverse": self.reverse}
 
 
 class FirstOrder(Truncated):

@@ -14,8 +14,10 @@ Optional capabilities are *declared*, never discovered by probing for attributes
   product (a fast VJP); ``None`` means autograd computes it;
 * ``custom_steps`` -- a training loop of the problem's own (mini-batches), used instead of the
   generic one when the trajectory is not differentiated; ``None`` means the generic loop;
-* ``second_order`` -- hand-derived gradient and gradient-VJP of the objective, which unrolled
-  hypergradients use instead of autograd's second derivatives; ``None`` means autograd;
+* ``derivatives`` -- the objective's derivatives written out (a
+  :class:`~dgl_bilevel.inner.types.HandDerivatives`), which plain training, unrolled and implicit
+  hypergradients use instead of autograd's; ``None`` means autograd, and
+  :meth:`InnerProblem.why_no_derivatives` says why;
 * ``objective_terms`` -- closures whose sum is the objective, so second-order products can be
   accumulated term by term in bounded memory; returning ``None`` means one pass.
 """
@@ -28,13 +30,13 @@ import torch
 import torchopt
 
 from ..errors import ConfigError
-from .optimizers import ADAM_BETAS, ADAM_EPS, ADAM_EPS_ROOT, AdamSettings, remember_adam
+from .optimizers import ADAM_EPS, InnerOptimizer
 from .types import HandDerivatives, Monitor, Params
 
 INIT_MODES = ("fresh", "fixed", "warm")
 
 
-def default_adam(lr: float, eps: float = ADAM_EPS) -> torchopt.base.GradientTransformation:
+def default_adam(lr: float, eps: float = ADAM_EPS) -> InnerOptimizer:
     """torchopt Adam with ``eps=1e-6`` and ``eps_root=1e-16`` (betas 0.9, 0.999).
 
     Why not torch's ``eps=1e-8``: where a coordinate has had (almost) no gradient, Adam is a
@@ -45,19 +47,12 @@ def default_adam(lr: float, eps: float = ADAM_EPS) -> torchopt.base.GradientTran
     keeps ``d sqrt(v)/dv`` finite where a gradient is exactly 0 and must stay tiny to leave the
     steps unchanged. The measurements behind both: docs/lab/defaults.md.
     """
-    if not eps > 0:
-        raise ConfigError(f"Adam's eps must be > 0, got {eps}")
-    return remember_adam(torchopt.adam(lr, betas=ADAM_BETAS, eps=eps, eps_root=ADAM_EPS_ROOT),
-                         AdamSettings(lr, ADAM_BETAS[0], ADAM_BETAS[1], eps, ADAM_EPS_ROOT))
+    return InnerOptimizer.adam(lr, eps)
 
 
-def optimizer_from_config(config: Any) -> Optional[torchopt.base.GradientTransformation]:
+def optimizer_from_config(config: Any) -> Optional[InnerOptimizer]:
     """The inner optimizer an experiment configuration names (None: the problem's default Adam)."""
-    return torchopt.sgd(config.inner_lr) if config.inner_optimizer == "sgd" else None
-
-
-#: Optimizers a configuration can name; both act elementwise (see ``InnerProblem.elementwise_optimizer``).
-ELEMENTWISE_CONFIG_OPTIMIZERS = ("adam", "sgd")
+    return InnerOptimizer.sgd(config.inner_lr) if config.inner_optimizer == "sgd" else None
 
 
 @dataclass
@@ -79,8 +74,9 @@ class InnerProblem:
 
     Args:
         steps: inner optimisation steps per outer iteration.
-        optimizer: a torchopt ``GradientTransformation`` (functional; must support
-            ``inplace=False`` updates so unrolled differentiation can see through them).
+        optimizer: an :class:`~dgl_bilevel.inner.optimizers.InnerOptimizer`, or a torchopt
+            ``GradientTransformation`` (functional; must support ``inplace=False`` updates so
+            unrolled differentiation can see through them), wrapped as one.
         init: where each outer iteration starts the inner problem:
             ``"fresh"`` -- a new random draw every time;
             ``"fixed"`` -- the same draw every time (what the paper's code does);
@@ -105,35 +101,38 @@ class InnerProblem:
     #: Capability (quadratic problems): closed form of ``d/dw [p^T (b(w) - A(w) Y)]`` per edge,
     #: ``(w, adjoint p, solution Y) -> [E]``; None: autograd through ``linear_system``.
     edge_gradient: Optional[Callable[..., torch.Tensor]] = None
-    #: Capability: hand-derived derivatives of ``objective`` for fast unrolling, an object with
-    #: ``gradient(params, w) -> (loss, grads, record)`` and ``gradient_vjp(record, V, w) ->
-    #: (V^T dg/dparams, V^T dg/dw)``: a :class:`~dgl_bilevel.inner.types.HandDerivatives`
-    #: (:mod:`dgl_bilevel.hypergrad.recorded`); None: autograd.
-    second_order: Optional[HandDerivatives] = None
-    #: Capability: hand-derived ``(params, w) -> (objective, gradient in params)`` without an autograd
-    #: graph; plain (non-differentiated) training steps use it instead of autograd's backward pass.
-    first_order: Optional[Callable[..., tuple]] = None
+    #: Capability: ``objective``'s derivatives written out (:class:`~dgl_bilevel.inner.types.HandDerivatives`),
+    #: set by ``bind``: plain training steps take its gradient, unrolled hypergradients its
+    #: gradient-VJPs (:mod:`dgl_bilevel.hypergrad.recorded`), implicit ones its Hessian products.
+    #: None: autograd (:meth:`why_no_derivatives` says why).
+    derivatives: Optional[HandDerivatives] = None
     #: True when ``objective`` draws new randomness at every call (graphs resampled at every inner
     #: step): there is no fixed point to differentiate implicitly, and a trajectory can only be
     #: differentiated on autograd's graph (recomputing a step would draw other graphs).
     stochastic_objective: bool = False
 
-    def __init__(self, steps: int, optimizer: torchopt.base.GradientTransformation, init: str = "fresh") -> None:
+    def __init__(self, steps: int, optimizer: "InnerOptimizer | torchopt.base.GradientTransformation",
+                 init: str = "fresh") -> None:
         if steps < 0:
             raise ConfigError(f"steps must be >= 0, got {steps}")
         if init not in INIT_MODES:
             raise ConfigError(f"init must be one of {INIT_MODES}, got {init!r}")
         self.steps = int(steps)
         self.optimizer = optimizer
-        #: True when ``optimizer`` updates every coordinate from its own history alone (Adam, SGD), so
-        #: stacking several seeds' parameters gives each seed its own steps (:mod:`dgl_bilevel.seeds`).
-        #: Set by the subclasses that build the optimizer; a user-supplied transform stays False.
-        self.elementwise_optimizer = False
         self.init = init
         self._fixed: Optional[Params] = None
         self._last: Optional[Params] = None
         self.data: Any = None
         self.graph: Any = None
+
+    @property
+    def optimizer(self) -> InnerOptimizer:
+        """The inner optimizer (a torchopt transform assigned here is wrapped, nothing assumed of it)."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: "InnerOptimizer | torchopt.base.GradientTransformation") -> None:
+        self._optimizer = InnerOptimizer.wrap(optimizer)
 
     # ------------------------------------------------------------ to implement
     def bind(self, data: Any, graph: Any) -> "InnerProblem":
@@ -175,6 +174,10 @@ class InnerProblem:
     def solution_to_params(self, solution: torch.Tensor) -> Params:
         """Quadratic problems: the params whose ``predict`` is the linear system's solution."""
         return (solution,)
+
+    def why_no_derivatives(self) -> Optional[str]:
+        """Why :attr:`derivatives` is None, for messages (None when it is set)."""
+        return None if self.derivatives is not None else f"{type(self).__name__} declares no hand-derived derivatives"
 
     def describe(self) -> dict:
         """Settings for logs and result files."""

@@ -12,16 +12,24 @@ itself (Cora's GNN, 46k parameters: 210-260 us against 120-140 us here, measured
 so its results are bitwise torchopt's (tests/test_flat_adam.py) and an unrolled trajectory equals
 the plain run's -- with the bias corrections computed once per step count. It also returns the
 update's square root, which the VJP reuses instead of recomputing it.
+
+It is the accelerated form of the library's Adam, built by the
+:class:`~dgl_bilevel.inner.optimizers.InnerOptimizer` that holds its settings
+(:attr:`~dgl_bilevel.inner.optimizers.InnerOptimizer.accelerated`), and reads the state layout of
+torchopt 0.7's ``adam`` -- a chain of ``ScaleByAdamState(mu, nu, count)`` and an empty state --
+which pyproject.toml pins (``torchopt>=0.7,<0.8``) and tests/test_flat_adam.py checks bit for bit.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torchopt import pytree
 
-from .optimizers import AdamSettings, adam_settings
 from .types import Params
+
+if TYPE_CHECKING:
+    from .optimizers import AdamSettings
 
 
 class FlatLayout:
@@ -78,35 +86,13 @@ class FlatLayout:
         return pytree.tree_unflatten(template_def, out)
 
 
-
-def is_flat_adam_state(state) -> bool:
-    """True for the state of the library's Adam (a torchopt chain) on a single flat tensor."""
-    return (isinstance(state, tuple) and len(state) == 2 and type(state[0]).__name__ == "ScaleByAdamState"
-            and len(state[0].mu) == 1 and len(state[1]) == 0)
-
-
-_INSTANCES: dict = {}
-
-
 class FlatAdam:
-    """torchopt's Adam with ``settings`` on one flat vector (see the module docstring)."""
+    """torchopt's Adam with ``settings`` on one flat vector (see the module docstring); its
+    state is that of torchopt's Adam on a single tensor."""
 
-    def __init__(self, settings: AdamSettings) -> None:
+    def __init__(self, settings: "AdamSettings") -> None:
         self.settings = settings
         self._corrections: dict = {}
-
-    @classmethod
-    def of(cls, optimizer, state=None) -> Optional["FlatAdam"]:
-        """The written-out Adam for ``optimizer`` when it is the library's Adam (and ``state``, if
-        given, is on one flat vector); one instance per settings, so its corrections are computed
-        once. None otherwise: other transforms keep their own update."""
-        settings = adam_settings(optimizer)
-        if settings is None or (state is not None and not is_flat_adam_state(state)):
-            return None
-        held = _INSTANCES.get(settings)
-        if held is None:
-            held = _INSTANCES[settings] = cls(settings)
-        return held
 
     def corrections(self, count: torch.Tensor) -> tuple[float, float]:
         """``(1 - b1^count, 1 - b2^count)`` as torchopt computes them (``pow`` of a float and the

@@ -14,8 +14,9 @@ from ..losses import task_loss
 from ..ops import maybe_sparse
 from ..models import build_model
 from ..registry import INNER_PROBLEMS
-from .sumagg_derivatives import SumAggDerivatives, supports as supports_derivatives
-from .base import ELEMENTWISE_CONFIG_OPTIMIZERS, InnerProblem, Params, default_adam, optimizer_from_config
+from .optimizers import InnerOptimizer
+from .sumagg_derivatives import SumAggDerivatives, unsupported
+from .base import InnerProblem, Params, default_adam, optimizer_from_config
 
 
 REINIT = ("xavier", "module")
@@ -31,7 +32,8 @@ class TrainedGNN(InnerProblem):
             are only used for shapes (and as the start with ``init="fixed"`` if ``keep_init``).
         steps: inner training steps (paper: 100 on Cora, 200 on cheaters).
         lr: learning rate of the default optimizer (torchopt Adam, ``eps_root=1e-16``).
-        optimizer: any torchopt ``GradientTransformation`` instead of the default.
+        optimizer: an :class:`~dgl_bilevel.inner.optimizers.InnerOptimizer` instead of the default, or
+            any torchopt ``GradientTransformation`` (then nothing is assumed of it: not elementwise).
         weight_decay: L2 coefficient; it is part of the objective (as coupled weight decay in
             ``torch.optim.Adam``), so implicit differentiation sees it too.
         init: ``"fresh"`` (re-initialisation every outer iteration), ``"fixed"`` or
@@ -53,7 +55,7 @@ class TrainedGNN(InnerProblem):
         model: nn.Module,
         steps: int = 100,
         lr: float = 1e-2,
-        optimizer: Optional[torchopt.base.GradientTransformation] = None,
+        optimizer: "InnerOptimizer | torchopt.base.GradientTransformation | None" = None,
         weight_decay: float = 5e-4,
         init: str = "fresh",
         sparse_features: "str | bool" = "auto",
@@ -63,7 +65,6 @@ class TrainedGNN(InnerProblem):
         if not lr > 0:
             raise ConfigError(f"lr must be > 0, got {lr}")
         super().__init__(steps, optimizer or default_adam(lr), init)
-        self.elementwise_optimizer = optimizer is None
         if steps < 1:
             raise ConfigError(f"steps must be >= 1 for a trained model (0 would keep its random initialisation), "
                               f"got {steps}")
@@ -92,7 +93,6 @@ class TrainedGNN(InnerProblem):
                             **({"dropout": config.inner_dropout} if config.inner_dropout > 0 else {}))
         problem = cls(model, steps=config.inner_steps, lr=config.inner_lr, optimizer=optimizer_from_config(config),
                       weight_decay=config.weight_decay, init=config.inner_init, train_mode=config.inner_dropout > 0)
-        problem.elementwise_optimizer = config.inner_optimizer in ELEMENTWISE_CONFIG_OPTIMIZERS
         return problem
 
     def bind(self, data, graph) -> "TrainedGNN":
@@ -109,11 +109,16 @@ class TrainedGNN(InnerProblem):
         self._built = [p.detach().clone() for p in self.model.parameters()]
         self._dtype = dtype
         self._check_output_width()
-        own_objective = type(self).objective is TrainedGNN.objective and type(self).predict is TrainedGNN.predict
-        hand = own_objective and not self.train_mode and supports_derivatives(self)  # dropout: no written-out derivative
-        self.second_order = SumAggDerivatives.for_problem(self) if hand else None
-        self.first_order = self.second_order.value_and_gradient if self.second_order is not None else None
+        self.derivatives = SumAggDerivatives.for_problem(self) if self.why_no_derivatives() is None else None
         return self
+
+    def why_no_derivatives(self) -> Optional[str]:
+        """Why the objective's derivatives are not written out (None when they are: the paper's GNN)."""
+        if type(self).objective is not TrainedGNN.objective or type(self).predict is not TrainedGNN.predict:
+            return f"{type(self).__name__} has an objective of its own"
+        if self.train_mode:
+            return "the model trains with dropout (a random objective)"
+        return unsupported(self)
 
     def _check_output_width(self) -> None:
         """One forward pass on the observed graph: the model must output one column per class/target."""

@@ -52,6 +52,10 @@ class SampledGraphs(InnerProblem):
     def initial_params(self, generator: Optional[torch.Generator]) -> Params:
         return self.base.initial_params(generator)
 
+    def why_no_derivatives(self) -> Optional[str]:
+        return "the inner problem trains on graphs sampled from edge probabilities (hand-derived paths assume one " \
+               "fixed weight vector per solve)"
+
     def starting_params(self, generator: Optional[torch.Generator] = None) -> Params:
         """The wrapped problem's start; with ``resample="outer"`` this outer iteration's graphs are
         dropped here, to be drawn from the next ``theta`` the objective sees."""

@@ -21,6 +21,7 @@ from .._dgl import dgl
 from ..errors import ConfigError
 from ..ops import edge_dot, symmetric_weighted_sum, weighted_degrees
 from ..registry import INNER_PROBLEMS
+from .optimizers import InnerOptimizer
 from .base import InnerProblem, LinearSystem, Params
 from .laplacian import _targets
 
@@ -44,7 +45,7 @@ class LabelPropagation(InnerProblem):
         self,
         alpha: float = 0.9,
         steps: int = 50,
-        optimizer: Optional[torchopt.base.GradientTransformation] = None,
+        optimizer: "InnerOptimizer | torchopt.base.GradientTransformation | None" = None,
         init: str = "fresh",
     ) -> None:
         super().__init__(steps, optimizer or torchopt.sgd(1.0), init)

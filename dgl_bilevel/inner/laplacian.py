@@ -22,8 +22,9 @@ from .._dgl import dgl
 from ..errors import ConfigError
 from ..ops import DegreeCache, edge_difference_product, symmetric_weighted_sum, weighted_degrees, weighted_sum
 from ..registry import INNER_PROBLEMS
+from .optimizers import InnerOptimizer
 from .laplacian_derivatives import LaplacianDerivatives
-from .base import ELEMENTWISE_CONFIG_OPTIMIZERS, InnerProblem, LinearSystem, Params, default_adam, optimizer_from_config
+from .base import InnerProblem, LinearSystem, Params, default_adam, optimizer_from_config
 from ..graphs import reachable_from
 
 
@@ -56,13 +57,12 @@ class LaplacianRegularization(InnerProblem):
         ridge: float = 1e-5,
         steps: int = 500,
         lr: float = 1e-2,
-        optimizer: Optional[torchopt.base.GradientTransformation] = None,
+        optimizer: "InnerOptimizer | torchopt.base.GradientTransformation | None" = None,
         init: str = "fresh",
     ) -> None:
         if not lr > 0:
             raise ConfigError(f"lr must be > 0, got {lr}")
         super().__init__(steps, optimizer or default_adam(lr), init)
-        self.elementwise_optimizer = optimizer is None
         if loss not in ("auto", "ce", "mse"):
             raise ConfigError(f"loss must be 'auto', 'ce' or 'mse', got {loss!r}")
         if normalize not in ("edges", "none"):
@@ -79,7 +79,6 @@ class LaplacianRegularization(InnerProblem):
             loss = "ce" if data.task == "classification" else "mse"
         problem = cls(lam=config.lam, loss=loss, steps=config.inner_steps, lr=config.inner_lr,
                       optimizer=optimizer_from_config(config), init=config.inner_init)
-        problem.elementwise_optimizer = config.inner_optimizer in ELEMENTWISE_CONFIG_OPTIMIZERS
         return problem
 
     def bind(self, data, graph) -> "LaplacianRegularization":
@@ -99,10 +98,14 @@ class LaplacianRegularization(InnerProblem):
         self._reachable = None
         self._degrees = DegreeCache()
         # the objective's derivatives written out (one sparse product a step), unless a subclass changed it
-        own_objective = type(self).objective is LaplacianRegularization.objective
-        self.second_order = LaplacianDerivatives.for_problem(self) if own_objective else None
-        self.first_order = self.second_order.value_and_gradient if own_objective else None
+        self.derivatives = LaplacianDerivatives.for_problem(self) if self.why_no_derivatives() is None else None
         return self
+
+    def why_no_derivatives(self) -> Optional[str]:
+        """None unless a subclass has an objective of its own (its derivatives are not written out)."""
+        if type(self).objective is not LaplacianRegularization.objective:
+            return f"{type(self).__name__} has an objective of its own"
+        return None
 
     # ------------------------------------------------------------- iterative
     def initial_params(self, generator: Optional[torch.Generator]) -> Params:

@@ -75,14 +75,9 @@ class LaplacianDerivatives(HandDerivatives):
 
     # ------------------------------------------------------------ first order
     @torch.no_grad()
-    def value_and_gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """The objective (summed over seeds, each seed's reported) and its gradient in ``Y``."""
-        value, grads, _ = self.gradient(params, edge_weight)
-        return value, grads
-
-    @torch.no_grad()
     def gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple, dict]:
-        """``(value, (dg/dY,), record)``; the record is ``Y`` and the rows' softmax."""
+        """``(value, (dg/dY,), record)``: the objective summed over seeds (each seed's reported); the
+        record is ``Y`` and the rows' softmax."""
         (y,) = params
         weights = self.row_weights.to(y.dtype)
         picked = y.index_select(0, self.rows)

@@ -1,4 +1,5 @@
-"""Settings of the default inner optimizer (Adam) and the stability rule they follow.
+"""The inner optimizer: a torchopt transform and what the library knows of it; the settings of the
+default one (Adam) and the stability rule they follow.
 
 Unrolled hypergradients differentiate the inner optimizer's trajectory, so the optimizer's
 update must be a well-conditioned function of the gradient, not only a good minimiser. For
@@ -6,9 +7,13 @@ Adam that is a condition on ``eps``: see :func:`~dgl_bilevel.inner.base.default_
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Optional
+
+import torchopt
+
+from ..errors import ConfigError
+from .flat_adam import FlatAdam
 
 #: Adam's ``eps`` in :func:`~dgl_bilevel.inner.base.default_adam` (torch's and torchopt's default is 1e-8).
 ADAM_EPS = 1e-6
@@ -41,7 +46,7 @@ def adam_step_gain(lr: float, curvature: float, eps: float = ADAM_EPS, eps_root:
 
 @dataclass(frozen=True)
 class AdamSettings:
-    """The hyper-parameters of an Adam transform the library built (see :func:`adam_settings`)."""
+    """The hyper-parameters of the library's Adam (:meth:`InnerOptimizer.adam`)."""
 
     lr: float
     b1: float
@@ -50,19 +55,50 @@ class AdamSettings:
     eps_root: float
 
 
-_ADAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+class InnerOptimizer:
+    """A torchopt ``GradientTransformation`` and what the library knows of it.
 
+    ``init`` and ``update`` are the transform's own: every generic path runs torchopt's update.
 
-def remember_adam(optimizer, settings: AdamSettings):
-    """Record that ``optimizer`` (a torchopt transform) is Adam with ``settings``; returns it."""
-    _ADAMS[optimizer.update] = settings
-    return optimizer
+    Args:
+        transform: the torchopt transform (functional, supporting ``inplace=False``).
+        elementwise: every coordinate is updated from its own history alone (Adam, SGD), so
+            parameters may be concatenated -- one flat vector, several seeds side by side.
+            Unknown for a user's transform: False.
+        adam_settings: set by :meth:`adam` only, the one place that says "this is Adam": then
+            :attr:`accelerated` is the same update written out on one flat vector
+            (:class:`~dgl_bilevel.inner.flat_adam.FlatAdam`, bitwise torchopt's); else None.
+    """
 
+    def __init__(self, transform: torchopt.base.GradientTransformation, *, elementwise: bool = False,
+                 adam_settings: Optional[AdamSettings] = None) -> None:
+        if isinstance(transform, InnerOptimizer):
+            raise ConfigError("InnerOptimizer wraps a torchopt transform, not another InnerOptimizer")
+        self.transform = transform
+        self.init, self.update = transform.init, transform.update
+        self.adam_settings = adam_settings
+        self.elementwise = bool(elementwise) or adam_settings is not None
+        self.accelerated: Optional[FlatAdam] = None if adam_settings is None else FlatAdam(adam_settings)
 
-def adam_settings(optimizer) -> Optional[AdamSettings]:
-    """The settings of an Adam transform built by :func:`~dgl_bilevel.inner.base.default_adam`;
-    None for any other transform (whose internals the library does not assume)."""
-    try:
-        return _ADAMS.get(optimizer.update)
-    except TypeError:
-        return None
+    @classmethod
+    def adam(cls, lr: float, eps: float = ADAM_EPS) -> "InnerOptimizer":
+        """torchopt's Adam with betas :data:`ADAM_BETAS`, ``eps`` and ``eps_root`` :data:`ADAM_EPS_ROOT`
+        (why these: :func:`~dgl_bilevel.inner.base.default_adam`)."""
+        if not eps > 0:
+            raise ConfigError(f"Adam's eps must be > 0, got {eps}")
+        settings = AdamSettings(lr, ADAM_BETAS[0], ADAM_BETAS[1], eps, ADAM_EPS_ROOT)
+        return cls(torchopt.adam(lr, betas=ADAM_BETAS, eps=eps, eps_root=ADAM_EPS_ROOT), adam_settings=settings)
+
+    @classmethod
+    def sgd(cls, lr: float) -> "InnerOptimizer":
+        """torchopt's plain gradient descent (elementwise)."""
+        return cls(torchopt.sgd(lr), elementwise=True)
+
+    @classmethod
+    def wrap(cls, optimizer: "InnerOptimizer | torchopt.base.GradientTransformation") -> "InnerOptimizer":
+        """``optimizer`` itself, or a user's torchopt transform wrapped (nothing assumed of it)."""
+        return optimizer if isinstance(optimizer, InnerOptimizer) else cls(optimizer)
+
+    def __repr__(self) -> str:
+        kind = "adam" if self.adam_settings is not None else "elementwise" if self.elementwise else "transform"
+        return f"InnerOptimizer({kind})"

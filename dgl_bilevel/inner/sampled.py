@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..losses import task_loss
 from .base import Params
 from .gnn import TrainedGNN
+from .optimizers import InnerOptimizer
 from .training import update_step
 
 
@@ -54,7 +55,7 @@ class SampledGNN(TrainedGNN):
         fanouts: Sequence[int] = (10, 10),
         eval_batch_size: int = 8192,
         lr: float = 1e-2,
-        optimizer: Optional[torchopt.base.GradientTransformation] = None,
+        optimizer: "InnerOptimizer | torchopt.base.GradientTransformation | None" = None,
         weight_decay: float = 5e-4,
         init: str = "fresh",
     ) -> None:

@@ -30,7 +30,7 @@ When the loss's receptive field is a small part of the graph
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
@@ -40,21 +40,32 @@ from ..ops import PerWeightCache, SparseFeatures, edge_products, weighted_sum_ma
 from .receptive_field import ReceptiveField
 from .types import HandDerivatives
 
+if TYPE_CHECKING:
+    from .gnn import TrainedGNN
+
 
 def _elu_slope(h: torch.Tensor) -> torch.Tensor:
     """``elu'(z)`` from ``h = elu(z)``: 1 for z > 0 (h > 0), ``exp(z) = h + 1`` otherwise."""
     return h.clamp(max=0.0) + 1.0
 
 
-def supports(problem) -> bool:
-    """True when ``problem`` (a bound trained-GNN problem whose ``objective`` is
-    :class:`~dgl_bilevel.inner.gnn.TrainedGNN`'s) trains a :class:`~dgl_bilevel.models.SumAggGNN`
-    for classification: the objective written out here."""
-    model = getattr(problem, "model", None)
-    if type(model) is not SumAggGNN or problem.data is None or problem.data.task != "classification":
-        return False
+def unsupported(problem: "TrainedGNN") -> Optional[str]:
+    """Why the objective written out here -- a :class:`~dgl_bilevel.models.SumAggGNN` trained for
+    classification, :class:`~dgl_bilevel.inner.gnn.TrainedGNN`'s objective -- is not the bound
+    ``problem``'s; None when it is."""
+    model = problem.model
+    if problem.data is None:
+        return "the problem is not bound to data yet"
+    if type(model) is not SumAggGNN:
+        return (f"the {type(model).__name__} model has no hand-derived derivatives (only SumAggGNN, --model sumagg: "
+                "the paper's GNN)")
+    if problem.data.task != "classification":
+        return (f"the GNN's derivatives are written out for cross-entropy, and {problem.data.name} is a "
+                f"{problem.data.task} task")
     expected = [name for i in range(len(model.layers)) for name in (f"layers.{i}.weight", f"layers.{i}.bias")]
-    return problem.names == expected and not problem.buffers
+    if problem.names != expected or problem.buffers:
+        return "the SumAggGNN's parameters are not its layers' weights and biases alone"
+    return None
 
 
 class SumAggDerivatives(HandDerivatives):
@@ -90,7 +101,7 @@ class SumAggDerivatives(HandDerivatives):
 
     @classmethod
     def for_problem(cls, problem) -> "SumAggDerivatives":
-        """For a bound :class:`~dgl_bilevel.inner.gnn.TrainedGNN` that :func:`supports` accepts."""
+        """For a bound :class:`~dgl_bilevel.inner.gnn.TrainedGNN` that is not :func:`unsupported`."""
         data = problem.data
         n = data.v_in.numel()
         weights = torch.full((n,), 1.0 / n, dtype=data.features.dtype)
@@ -104,7 +115,7 @@ class SumAggDerivatives(HandDerivatives):
 
     @classmethod
     def for_stack(cls, stacked) -> "SumAggDerivatives":
-        """For a :class:`~dgl_bilevel.seeds.problems.StackedGNN` of problems :func:`supports` accepts;
+        """For a :class:`~dgl_bilevel.seeds.problems.StackedGNN` of problems that are not :func:`unsupported`;
         each seed's objective is reported to it as its objective evaluation would."""
         nodes = stacked.v_in
         dtype = stacked.problems[0].data.features.dtype
@@ -207,11 +218,6 @@ class SumAggDerivatives(HandDerivatives):
         return x.reshape(-1, x.shape[-1]).index_select(0, self.rows)
 
     # ------------------------------------------------------------- first order
-    def value_and_gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """``(L, dL/dtheta)``: the inner problem's ``first_order`` capability (plain training)."""
-        value, grads, _ = self.gradient(params, edge_weight)
-        return value, grads
-
     @torch.no_grad()
     def gradient(self, params: tuple, edge_weight: torch.Tensor) -> tuple[torch.Tensor, tuple, dict]:
         """``(L, dL/dtheta, record)`` at ``params``: the same values as autograd on the objective."""

@@ -11,7 +11,7 @@ is kept of it differs, which ``mode`` names:
   checkpointed unroll stores every iterate);
 * ``"inplace"``: no graph, the parameters are updated in place (the fast path). With a
   hand-derived gradient and the library's Adam it runs on one flat parameter vector
-  (:func:`_run_flat_adam`), bitwise the same values.
+  (:func:`_run_flat_adam`, the optimizer's accelerated form), bitwise the same values.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torchopt
 from ..errors import ConfigError
 from ..ops import constant_edge_weights
 from .flat_adam import FlatAdam, FlatLayout
+from .optimizers import InnerOptimizer
 from .types import Monitor, Params
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ STEP_MODES = ("differentiable", "detached", "inplace")
 
 def update_step(
     loss_fn: Callable[[Params], torch.Tensor],
-    optimizer: torchopt.base.GradientTransformation,
+    optimizer: "InnerOptimizer | torchopt.base.GradientTransformation",
     params: Params,
     state: Any,
     *,
@@ -113,13 +114,14 @@ def run_steps(
         return problem.objective(variables, weight)
 
     gradient_fn = None
-    if mode == "inplace" and problem.first_order is not None:  # hand-derived gradient: no autograd graph per step
-        adam = FlatAdam.of(optimizer)
+    derivatives = problem.derivatives
+    if mode == "inplace" and derivatives is not None:  # hand-derived gradient: no autograd graph per step
+        adam = optimizer.accelerated
         if adam is not None and len({p.dtype for p in params}) == 1:
             return _run_flat_adam(problem, adam, weight, params, state, steps, monitor)
 
         def gradient_fn(variables: Params) -> tuple:
-            return problem.first_order(variables, weight)
+            return derivatives.value_and_gradient(variables, weight)
 
     with constant_edge_weights() if mode == "inplace" else nullcontext():  # w is one detached tensor throughout
         for _ in range(steps):
@@ -131,10 +133,10 @@ def run_steps(
 def _run_flat_adam(problem: "InnerProblem", adam: FlatAdam, weight: torch.Tensor, params: Params, state: Any,
                    steps: int, monitor: Optional[Monitor]) -> tuple[Params, Any, float]:
     """:func:`run_steps` for a hand-derived gradient and the library's Adam: the parameters as one
-    flat vector updated in place by :class:`~dgl_bilevel.inner.flat_adam.FlatAdam` -- the same
+    flat vector updated in place by its accelerated form (:class:`~dgl_bilevel.inner.flat_adam.FlatAdam`) -- the same
     values, bit for bit, as torchopt's Adam on each tensor, in one set of kernels per step instead
     of one per parameter tensor and without the transform chain's Python."""
-    optimizer = problem.optimizer
+    optimizer, derivatives = problem.optimizer, problem.derivatives
     layout = FlatLayout(params)
     flat = layout.flatten(p.detach() for p in params)
     variables = layout.split(flat)
@@ -142,7 +144,7 @@ def _run_flat_adam(problem: "InnerProblem", adam: FlatAdam, weight: torch.Tensor
     value = torch.tensor(float("nan"))
     with torch.no_grad(), constant_edge_weights():
         for _ in range(steps):
-            value, grads = problem.first_order(variables, weight)
+            value, grads = derivatives.value_and_gradient(variables, weight)
             update, flat_state, _ = adam.update(layout.flatten(grads), flat_state)
             flat.add_(update)
             if monitor is not None:

@@ -44,8 +44,7 @@ class StackedProblem(InnerProblem):
 
     def __init__(self, problems: Sequence[InnerProblem]) -> None:
         first = problems[0]
-        super().__init__(first.steps, first.optimizer, "fresh")
-        self.elementwise_optimizer = True  # stacking requires it (why_not_stackable)
+        super().__init__(first.steps, first.optimizer, "fresh")  # elementwise: why_not_stackable requires it
         self.needs_steps = first.needs_steps  # a stack of trained models is one (Implicit's default damping)
         self.problems = list(problems)
         self.num_seeds = len(self.problems)
@@ -74,6 +73,9 @@ class StackedProblem(InnerProblem):
         self.per_seed_objective = per_seed.detach()
         return per_seed.sum()
 
+    def why_no_derivatives(self) -> Optional[str]:
+        return None if self.derivatives is not None else self.problems[0].why_no_derivatives()
+
     def describe(self) -> dict:
         return {**self.problems[0].describe(), "stacked_seeds": self.num_seeds}
 
@@ -92,9 +94,8 @@ class StackedGNN(StackedProblem):
         self.weight_decay, self.task = first.weight_decay, first.data.task
         self.labels = first.data.labels
         self.v_in = self.stack.offset([p.data.v_in for p in self.problems])
-        if first.second_order is not None:  # the paper's GNN: hand-derived derivatives, stacked
-            self.second_order = SumAggDerivatives.for_stack(self)
-            self.first_order = self.second_order.value_and_gradient
+        if first.derivatives is not None:  # the paper's GNN: hand-derived derivatives, stacked
+            self.derivatives = SumAggDerivatives.for_stack(self)
 
     def stack_params(self, per_seed: Sequence[Params]) -> Params:
         return tuple(torch.stack([p[i].detach() for p in per_seed]).requires_grad_(True)
@@ -137,9 +138,8 @@ class StackedLaplacian(StackedProblem):
         self.targets = torch.cat([p.targets for p in self.problems])  # each seed's zero off its own v_in
         self.v_in = self.stack.offset([p.data.v_in for p in self.problems])
         self._degrees = DegreeCache()
-        if first.second_order is not None:  # each seed's written-out derivatives, stacked
-            self.second_order = LaplacianDerivatives.for_stack(self)
-            self.first_order = self.second_order.value_and_gradient
+        if first.derivatives is not None:  # each seed's written-out derivatives, stacked
+            self.derivatives = LaplacianDerivatives.for_stack(self)
 
     def stack_params(self, per_seed: Sequence[Params]) -> Params:
         return (torch.cat([p[0].detach() for p in per_seed]).requires_grad_(True),)
@@ -218,7 +218,7 @@ def why_not_stackable(problems: Sequence[InnerProblem]) -> Optional[str]:
         return "the seeds' inner problems are of different kinds"
     if not all(p.is_bound for p in problems):
         return "every problem must be bound to its data first"
-    if any(not getattr(p, "elementwise_optimizer", False) for p in problems):
+    if any(not p.optimizer.elementwise for p in problems):
         return "the inner optimizer is not known to act elementwise (only the default Adam and SGD are)"
     if any(p.describe() != first.describe() for p in problems):
         return "the seeds' inner settings differ"
