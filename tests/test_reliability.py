@@ -245,3 +245,16 @@ def test_the_learned_graph_carries_the_node_data(tiny):
     assert torch.equal(g.ndata["feat"], tiny.features) and torch.equal(g.ndata["label"], tiny.labels)
     assert torch.equal(g.ndata["test_mask"].nonzero().flatten(), tiny.test)
     assert set(result.to_graph(node_data=False).ndata.keys()) == set()
+
+
+def test_seeds_written_before_an_option_existed_still_resume_at_its_default():
+    from dgl_bilevel.config import ExperimentConfig
+    from dgl_bilevel.experiment.seed_files import changed_settings, comparable_settings
+
+    current = comparable_settings(ExperimentConfig(dataset="cheaters").resolved())
+    old = {k: v for k, v in current.items() if k not in ("theta_shared", "reverse_engine")}
+    old["unroll_checkpoint"] = True  # how the engine was written before --reverse-engine
+    assert changed_settings(old, current) == []
+    assert changed_settings({**old, "unroll_checkpoint": False}, current) == ["reverse_engine"]
+    assert changed_settings(old, {**current, "theta_shared": "cosine"}) == ["theta_shared"]  # not its default
+    assert changed_settings({**old, "outer_lr": 1.0}, current) == ["outer_lr"]
