@@ -13,13 +13,13 @@ uses DGL's kernels. No dense N x N matrix is ever formed.
 from __future__ import annotations
 
 import warnings
-import weakref
 from contextlib import contextmanager
 from typing import Iterator, Optional, Union
 
 import torch
 
 from ._dgl import dgl
+from ._graph_cache import graph_cache
 
 
 class _Reuse:
@@ -162,13 +162,12 @@ def _narrow_indices(crow: torch.Tensor, col: torch.Tensor) -> tuple[torch.Tensor
     return crow, col
 
 
-_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _plan(graph: "dgl.DGLGraph") -> _CSRPlan:
-    plan = _PLANS.get(graph)
+    """The graph's :class:`_CSRPlan`, kept on the graph (rebuilt if its edge or node count changed)."""
+    cache = graph_cache(graph)
+    plan = cache.csr
     if plan is None or plan.num_edges != graph.num_edges() or plan.num_dst != graph.num_dst_nodes():
-        plan = _PLANS[graph] = _CSRPlan(graph)
+        plan = cache.csr = _CSRPlan(graph)
     return plan
 
 
@@ -439,9 +438,6 @@ class _LaplacianPlan:
             return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
 
 
-_LAPLACIAN_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def laplacian_matrix(graph: "dgl.DGLGraph", edge_weight: torch.Tensor, scale: float = 1.0, shift: float = 0.0,
                      dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """``scale * L_s + shift * I`` as one sparse CSR matrix (detached), ``L_s = D_s - (W + W^T)`` with
@@ -449,9 +445,10 @@ def laplacian_matrix(graph: "dgl.DGLGraph", edge_weight: torch.Tensor, scale: fl
     stored edges. One product with it replaces the two weighted sums and the degree scaling of
     ``D_s Y - (W + W^T) Y`` (the Laplacian inner problem's step, 500 per outer iteration); the
     structure is built once per graph."""
-    plan = _LAPLACIAN_PLANS.get(graph)
+    cache = graph_cache(graph)
+    plan = cache.laplacian
     if plan is None or plan.num_edges != graph.num_edges() or plan.num_nodes != graph.num_nodes():
-        plan = _LAPLACIAN_PLANS[graph] = _LaplacianPlan(graph)
+        plan = cache.laplacian = _LaplacianPlan(graph)
     return plan.matrix(edge_weight, scale, shift, dtype or edge_weight.dtype)
 
 
