@@ -4,11 +4,11 @@ The hot operation, the weighted neighbourhood sum ``A(w)^T h``, runs on torch's 
 kernels: DGL 2.1's CPU ``u_mul_e`` SpMM with a per-edge scalar is 10-25x slower than its
 ``copy_u`` path and than torch's CSR product (65 ms vs 4 ms on a 2.3M-edge graph with 16
 features; measured, see docs/benchmarks.md). The CSR structure is built once per graph from
-the DGL graph's edges; its gradient with respect to the edge weights is an SDDMM
-(``torch.sparse.sampled_addmm``). Both backward passes are themselves built from these
-operations, so the sum is differentiable to any order (unrolled and implicit hypergradients
-need second derivatives). Everything else that touches edges (degrees, edge differences)
-uses DGL's kernels. No dense N x N matrix is ever formed.
+the DGL graph's edges and kept on the graph (its ``GraphCache``); its gradient with respect to
+the edge weights is an SDDMM (``torch.sparse.sampled_addmm``). Both backward passes are
+themselves built from these operations, so the sum is differentiable to any order (unrolled
+and implicit hypergradients need second derivatives). Everything else that touches edges
+(degrees, edge differences) uses DGL's kernels. No dense N x N matrix is ever formed.
 """
 from __future__ import annotations
 
