@@ -4,32 +4,37 @@ The hot operation, the weighted neighbourhood sum ``A(w)^T h``, runs on torch's 
 kernels: DGL 2.1's CPU ``u_mul_e`` SpMM with a per-edge scalar is 10-25x slower than its
 ``copy_u`` path and than torch's CSR product (65 ms vs 4 ms on a 2.3M-edge graph with 16
 features; measured, see docs/benchmarks.md). The CSR structure is built once per graph from
-the DGL graph's edges; its gradient with respect to the edge weights is an SDDMM
-(``torch.sparse.sampled_addmm``). Both backward passes are themselves built from these
-operations, so the sum is differentiable to any order (unrolled and implicit hypergradients
-need second derivatives). Everything else that touches edges (degrees, edge differences)
-uses DGL's kernels. No dense N x N matrix is ever formed.
+the DGL graph's edges and kept on the graph (its ``GraphCache``); its gradient with respect to
+the edge weights is an SDDMM (``torch.sparse.sampled_addmm``). Both backward passes are
+themselves built from these operations, so the sum is differentiable to any order (unrolled
+and implicit hypergradients need second derivatives). Everything else that touches edges
+(degrees, edge differences) uses DGL's kernels. No dense N x N matrix is ever formed.
 """
 from __future__ import annotations
 
 import warnings
-import weakref
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator, Optional, Union
 
 import torch
 
 from ._dgl import dgl
+from ._graph_cache import graph_cache
 
 
-class _Reuse:
-    """Whether :func:`constant_edge_weights` is active, and a generation that ends every cache at its exit."""
+class _ConstantWeightsBlock:
+    """One outermost :func:`constant_edge_weights` block. A cache filled inside it keeps it and is
+    valid only while it is the active block: a later block is another object, so nothing cached in
+    one block is read in the next."""
 
-    active = 0
-    generation = 0
+    __slots__ = ()
 
 
-_REUSE = _Reuse()
+#: The active block, if any: a context variable (like ``torch.no_grad``'s mode, scoped to this thread
+#: and task), not a cache -- it holds no tensor, and is reset when the block exits.
+_ACTIVE_BLOCK: ContextVar[Optional[_ConstantWeightsBlock]] = ContextVar("dgl_bilevel_constant_edge_weights",
+                                                                        default=None)
 
 
 @contextmanager
@@ -40,15 +45,16 @@ def constant_edge_weights() -> Iterator[None]:
     For loops that run many steps on one detached weight vector (the inner training of implicit,
     truncated and checkpointed methods): the caller promises not to change the weights in place
     inside the block -- identity, unlike torch's version counter, cannot see writes through
-    ``.data``. Everything cached is dropped when the outermost block exits.
+    ``.data``. Nothing cached is read after the outermost block exits.
     """
-    _REUSE.active += 1
+    if _ACTIVE_BLOCK.get() is not None:  # nested: the outer block goes on
+        yield
+        return
+    token = _ACTIVE_BLOCK.set(_ConstantWeightsBlock())
     try:
         yield
     finally:
-        _REUSE.active -= 1
-        if not _REUSE.active:
-            _REUSE.generation += 1
+        _ACTIVE_BLOCK.reset(token)
 
 
 def _same_memory(held: torch.Tensor, tensor: torch.Tensor) -> bool:
@@ -132,14 +138,15 @@ class _CSRPlan:
     def matrix(self, direction: str, edge_weight: torch.Tensor) -> torch.Tensor:
         """The sparse matrix with ``edge_weight``'s values (detached); inside
         :func:`constant_edge_weights` built once per weight tensor and direction."""
-        if not _REUSE.active:
+        block = _ACTIVE_BLOCK.get()
+        if block is None:
             return self._build_matrix(direction, edge_weight)
         cache = self.__dict__.setdefault("_matrices", {})
         held = cache.get(direction)
-        if held is not None and held[1] == _REUSE.generation and _same_memory(held[0], edge_weight):
+        if held is not None and held[1] is block and _same_memory(held[0], edge_weight):
             return held[2]
         matrix = self._build_matrix(direction, edge_weight)
-        cache[direction] = (edge_weight, _REUSE.generation, matrix)  # the tensor is held: its id stays unique
+        cache[direction] = (edge_weight, block, matrix)  # the tensor is held: its memory stays its own
         return matrix
 
     def _build_matrix(self, direction: str, edge_weight: torch.Tensor) -> torch.Tensor:
@@ -162,13 +169,12 @@ def _narrow_indices(crow: torch.Tensor, col: torch.Tensor) -> tuple[torch.Tensor
     return crow, col
 
 
-_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _plan(graph: "dgl.DGLGraph") -> _CSRPlan:
-    plan = _PLANS.get(graph)
+    """The graph's :class:`_CSRPlan`, kept on the graph (rebuilt if its edge or node count changed)."""
+    cache = graph_cache(graph)
+    plan = cache.csr
     if plan is None or plan.num_edges != graph.num_edges() or plan.num_dst != graph.num_dst_nodes():
-        plan = _PLANS[graph] = _CSRPlan(graph)
+        plan = cache.csr = _CSRPlan(graph)
     return plan
 
 
@@ -378,17 +384,18 @@ class DegreeCache:
 
     def __init__(self) -> None:
         self._inputs: tuple = ()
-        self._generation = -1
+        self._block: Optional[_ConstantWeightsBlock] = None
         self._value: "torch.Tensor | None" = None
 
     def __call__(self, graph: "dgl.DGLGraph", edge_weight: torch.Tensor,
                  reverse: "dgl.DGLGraph | None" = None) -> torch.Tensor:
-        if edge_weight.requires_grad or not _REUSE.active:
+        block = _ACTIVE_BLOCK.get()
+        if edge_weight.requires_grad or block is None:
             return weighted_degrees(graph, edge_weight, reverse)
         inputs = (edge_weight, graph, reverse)  # held, so no other tensor can take the weights' id
         same = len(self._inputs) == 3 and all(a is b for a, b in zip(self._inputs, inputs))
-        if not same or self._generation != _REUSE.generation:
-            self._inputs, self._generation = inputs, _REUSE.generation
+        if not same or self._block is not block:
+            self._inputs, self._block = inputs, block
             self._value = weighted_degrees(graph, edge_weight, reverse)
         return self._value
 
@@ -400,15 +407,16 @@ class PerWeightCache:
 
     def __init__(self) -> None:
         self._held: "torch.Tensor | None" = None  # held, so no other tensor can take the weights' id
-        self._generation = -1
+        self._block: Optional[_ConstantWeightsBlock] = None
         self._value = None
 
     def get(self, edge_weight: torch.Tensor, build):
         """``build()``, or what it returned for this very ``edge_weight`` earlier in the block."""
-        if edge_weight.requires_grad or not _REUSE.active:
+        block = _ACTIVE_BLOCK.get()
+        if edge_weight.requires_grad or block is None:
             return build()
-        if self._held is not edge_weight or self._generation != _REUSE.generation:
-            self._held, self._generation, self._value = edge_weight, _REUSE.generation, build()
+        if self._held is not edge_weight or self._block is not block:
+            self._held, self._block, self._value = edge_weight, block, build()
         return self._value
 
 
@@ -439,9 +447,6 @@ class _LaplacianPlan:
             return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
 
 
-_LAPLACIAN_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def laplacian_matrix(graph: "dgl.DGLGraph", edge_weight: torch.Tensor, scale: float = 1.0, shift: float = 0.0,
                      dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """``scale * L_s + shift * I`` as one sparse CSR matrix (detached), ``L_s = D_s - (W + W^T)`` with
@@ -449,9 +454,10 @@ def laplacian_matrix(graph: "dgl.DGLGraph", edge_weight: torch.Tensor, scale: fl
     stored edges. One product with it replaces the two weighted sums and the degree scaling of
     ``D_s Y - (W + W^T) Y`` (the Laplacian inner problem's step, 500 per outer iteration); the
     structure is built once per graph."""
-    plan = _LAPLACIAN_PLANS.get(graph)
+    cache = graph_cache(graph)
+    plan = cache.laplacian
     if plan is None or plan.num_edges != graph.num_edges() or plan.num_nodes != graph.num_nodes():
-        plan = _LAPLACIAN_PLANS[graph] = _LaplacianPlan(graph)
+        plan = cache.laplacian = _LaplacianPlan(graph)
     return plan.matrix(edge_weight, scale, shift, dtype or edge_weight.dtype)
 
 

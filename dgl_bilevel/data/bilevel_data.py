@@ -13,13 +13,13 @@ message naming the problem, so bad input never turns into a traceback deep insid
 from __future__ import annotations
 
 import warnings
-import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
 import torch
 
 from .._dgl import dgl
+from .._graph_cache import graph_cache
 from ..errors import DataError
 from ..losses import TASKS, Metric, default_metric
 from ..splits import SPLITS
@@ -261,16 +261,14 @@ def edge_anomalies(graph: Any) -> dict:
             "one_directional": one_way}
 
 
-_CHECKED_GRAPHS: "weakref.WeakSet" = weakref.WeakSet()
-
-
 def _warn_about_edges(graph: Any) -> None:
     """Duplicate edges get independent weights; an undirected graph missing some reverse edges is
     learned asymmetrically there; self-loops are learned like any edge. Say so, with counts
-    (once per graph: copies of the data in another dtype share it)."""
-    if graph in _CHECKED_GRAPHS:
+    (once per graph, marked on the graph: copies of the data in another dtype share it)."""
+    cache = graph_cache(graph)
+    if cache.edges_checked:
         return
-    _CHECKED_GRAPHS.add(graph)
+    cache.edges_checked = True
     counts = edge_anomalies(graph)
     problems = []
     if counts["duplicates"]:

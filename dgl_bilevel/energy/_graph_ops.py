@@ -3,13 +3,13 @@ squared edge distances -- all differentiable in the features and the edge weight
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from .._dgl import dgl
+from .._graph_cache import graph_cache
 from ..ops import _EdgeDot, _nonleaf, _plan, weighted_sum, weighted_sum_reverse  # noqa: PLC2701  (the library's per-edge kernel)
 
 
@@ -25,17 +25,15 @@ class _Topology:
     num_edges: int
 
 
-_TOPOLOGY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def topology(graph: "dgl.DGLGraph") -> _Topology:
-    """Cached :class:`_Topology` of ``graph`` (rebuilt if its edge count changed)."""
-    topo = _TOPOLOGY.get(graph)
+    """The :class:`_Topology` of ``graph``, kept on the graph (rebuilt if its edge count changed)."""
+    cache = graph_cache(graph)
+    topo = cache.topology
     if topo is None or topo.num_edges != graph.num_edges():
         src, dst = graph.edges()
         loops = (src == dst).nonzero().flatten()
-        topo = _TOPOLOGY[graph] = _Topology(dgl.reverse(graph), src, dst, loops if loops.numel() else None,
-                                            _reverse_pairing(src, dst, graph.num_nodes()), graph.num_edges())
+        topo = cache.topology = _Topology(dgl.reverse(graph), src, dst, loops if loops.numel() else None,
+                                          _reverse_pairing(src, dst, graph.num_nodes()), graph.num_edges())
     return topo
 
 

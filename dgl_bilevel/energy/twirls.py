@@ -30,18 +30,16 @@ thresholded), with the degrees -- hence ``Q`` and the normalisation -- taken fro
 """
 from __future__ import annotations
 
-import weakref
 from typing import Optional
 
 import torch
 from torch import nn
 
 from .._dgl import dgl
+from .._graph_cache import graph_cache
 from ..errors import ConfigError
 from ..ops import weighted_degrees
 from ._graph_ops import adjacency_product, squared_edge_distances
-
-_SELF_LOOPED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def with_self_loops(
@@ -51,15 +49,16 @@ def with_self_loops(
 
     Edge order as ``graph.remove_self_loop().add_self_loop()`` (DGL's TWIRLSConv): the kept
     edges in their order, then the loops by node. ``edge_weight`` (if given) is carried along.
-    The new graph is cached per input graph.
+    The new graph is built once per input graph and kept on it.
     """
-    cached = _SELF_LOOPED.get(graph)
+    cache = graph_cache(graph)
+    cached = cache.self_looped
     if cached is None or cached[2] != graph.num_edges():
         src, dst = graph.edges()
         keep = (src != dst).nonzero().flatten()
         nodes = torch.arange(graph.num_nodes())
         looped = dgl.graph((torch.cat([src[keep], nodes]), torch.cat([dst[keep], nodes])), num_nodes=graph.num_nodes())
-        cached = _SELF_LOOPED[graph] = (looped, keep, graph.num_edges())
+        cached = cache.self_looped = (looped, keep, graph.num_edges())
     looped, keep, _ = cached
     if edge_weight is None:
         return looped, None

@@ -109,7 +109,7 @@ class Lockstep:
             torch.set_rng_state(outside)
 
     def _stack(self, loops: Sequence[OuterLoop]) -> StackedProblem:
-        key = tuple(id(loop) for loop in loops)
+        key = tuple(self.loops.index(loop) for loop in loops)  # which of this driver's loops take the step
         if key not in self._stacks:
             self._stacks = {key: stack_problems([loop.inner for loop in loops])}  # keep only the current one
         return self._stacks[key]
