@@ -7,7 +7,7 @@ from one problem to another.
   one process and give, bit for bit, what each gives alone on a fresh copy of its data.
 * A scan of the package's source finds no module-level weak map, ``id()`` key, ``lru_cache``,
   ``global`` statement, or module-level object that functions fill or change at run time, apart
-  from :data:`ALLOWED` (with the reason) and :data:`PENDING`.
+  from :data:`ALLOWED` (with the reason).
 """
 from __future__ import annotations
 
@@ -244,14 +244,6 @@ ALLOWED = {
     ("ops.py", "_ACTIVE_BLOCK"): "the constant_edge_weights block now running: a context variable set on entry and "
                                  "reset on exit (a mode, like torch.no_grad), holding no tensor",
 }
-#: Removed by the change that gives the inner optimizer one type and one derivatives interface
-#: (issue 28, items 1-2, another branch); this list empties before that branch and this one merge.
-PENDING = {
-    ("inner/flat_adam.py", "_INSTANCES"),
-    ("inner/optimizers.py", "_ADAMS"),
-    ("hypergrad/checkpointed.py", "_RECORDERS"),
-}
-
 WEAK_MAPS = {"WeakKeyDictionary", "WeakValueDictionary", "WeakSet"}
 MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "clear", "remove",
             "discard", "set", "reset", "__setitem__", "appendleft"}
@@ -349,7 +341,7 @@ def package_state() -> dict[tuple[str, str], list[str]]:
 
 def test_no_module_level_caches_left():
     findings = package_state()
-    unexpected = {key: whats for key, whats in findings.items() if key not in ALLOWED and key not in PENDING}
+    unexpected = {key: whats for key, whats in findings.items() if key not in ALLOWED}
     assert not unexpected, "module-level state (make it an attribute of the object it describes):\n" + "\n".join(
         f"  {path}: {name}: {', '.join(whats)}" for (path, name), whats in sorted(unexpected.items()))
     stale = set(ALLOWED) - set(findings)
