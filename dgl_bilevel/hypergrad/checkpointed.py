@@ -21,7 +21,7 @@ from ..ops import constant_edge_weights
 from ..inner.training import Params, update_step
 
 if TYPE_CHECKING:
-    from .unrolled import Truncated, Unrolled
+    from .base import HypergradMethod
 
 
 def is_floating(x) -> bool:
@@ -30,10 +30,10 @@ def is_floating(x) -> bool:
 
 
 @contextmanager
-def record_adjoints(method: "Unrolled | Truncated") -> Iterator[list]:
-    """Diagnostics: inside the block, every backward pass through ``method``'s differentiated inner
-    steps (checkpointed or hand-derived) appends one dict per step (last step first) to the yielded
-    list (:func:`adjoint_entry`), kept as ``method.adjoint_log``. Exploding unrolled derivatives show
+def record_adjoints(method: "HypergradMethod") -> Iterator[list]:
+    """Diagnostics: inside the block, every backward pass through the differentiated inner steps
+    (checkpointed or hand-derived) of ``method`` (unrolled or truncated) appends one dict per step
+    (last step first) to the yielded list (:func:`adjoint_entry`), kept as ``method.adjoint_log``. Exploding unrolled derivatives show
     here as adjoints that grow geometrically towards the first step."""
     log: list = []
     previous, method.adjoint_log = method.adjoint_log, log

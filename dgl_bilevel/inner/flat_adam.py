@@ -21,15 +21,25 @@ which pyproject.toml pins (``torchopt>=0.7,<0.8``) and tests/test_flat_adam.py c
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torchopt import pytree
 
 from .types import Params
 
-if TYPE_CHECKING:
-    from .optimizers import AdamSettings
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """The hyper-parameters of the library's Adam (:meth:`~dgl_bilevel.inner.optimizers.InnerOptimizer.adam`)."""
+
+    lr: float
+    b1: float
+    b2: float
+    eps: float
+    eps_root: float
 
 
 class FlatLayout:

@@ -7,13 +7,12 @@ Adam that is a condition on ``eps``: see :func:`~dgl_bilevel.inner.base.default_
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torchopt
 
 from ..errors import ConfigError
-from .flat_adam import FlatAdam
+from .flat_adam import AdamSettings, FlatAdam
 
 #: Adam's ``eps`` in :func:`~dgl_bilevel.inner.base.default_adam` (torch's and torchopt's default is 1e-8).
 ADAM_EPS = 1e-6
@@ -42,17 +41,6 @@ def adam_step_gain(lr: float, curvature: float, eps: float = ADAM_EPS, eps_root:
     ``D = sqrt(eps_root) + eps``): the worst case of the rule of :func:`adam_stability_bound`
     (1e-2 * 5e-4 / (1e-8 + 1e-6) = 5 at the paper's GNN settings; 250 with ``eps=1e-8``)."""
     return lr * curvature / (eps_root ** 0.5 + eps)
-
-
-@dataclass(frozen=True)
-class AdamSettings:
-    """The hyper-parameters of the library's Adam (:meth:`InnerOptimizer.adam`)."""
-
-    lr: float
-    b1: float
-    b2: float
-    eps: float
-    eps_root: float
 
 
 class InnerOptimizer:

@@ -41,7 +41,7 @@ from .receptive_field import ReceptiveField
 from .types import HandDerivatives
 
 if TYPE_CHECKING:
-    from .gnn import TrainedGNN
+    from .base import InnerProblem
 
 
 def _elu_slope(h: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ def _elu_slope(h: torch.Tensor) -> torch.Tensor:
     return h.clamp(max=0.0) + 1.0
 
 
-def unsupported(problem: "TrainedGNN") -> Optional[str]:
+def unsupported(problem: "InnerProblem") -> Optional[str]:
     """Why the objective written out here -- a :class:`~dgl_bilevel.models.SumAggGNN` trained for
     classification, :class:`~dgl_bilevel.inner.gnn.TrainedGNN`'s objective -- is not the bound
     ``problem``'s; None when it is."""
