@@ -179,7 +179,7 @@ def rescore_refit(jobs: list[tuple[Row, str]], base: dict, seeds: int, out: str,
     merged into it by :func:`read`. The recomputed ``refit_test_acc`` must equal the recorded one."""
     from dgl_bilevel._dgl import dgl
     from dgl_bilevel.experiment.build import build_structure
-    from dgl_bilevel.experiment.refit import fresh_sampler, gated as gate_record, refit, train_and_predict
+    from dgl_bilevel.experiment.refit import all_label_candidates, fresh_sampler, gated as gate_record, refit
     from dgl_bilevel.experiment.seed_files import run_data
     from dgl_bilevel.outer import FitResult
 
@@ -201,9 +201,7 @@ def rescore_refit(jobs: list[tuple[Row, str]], base: dict, seeds: int, out: str,
             weights = saved.edata["w"].to(data.features.dtype)
             if config.cross_fit:
                 sampler = fresh_sampler(structure.sampler, seed) if structure.sampler is not None else None
-                training = data.with_v_out_in_training()
-                candidates = {"observed": train_and_predict(config, training, data.graph, data.observed_weights(), seed),
-                              "learned": train_and_predict(config, training, structure.graph, weights, seed, sampler)}
+                candidates = all_label_candidates(config, data, structure.graph, weights, seed, sampler)
                 scores = {"refit_test_acc": candidates["learned"][0]["test"], **gate_record(candidates, data, seed)}
             else:
                 result = FitResult(best_iteration=-1, best_metrics={}, best_weights=weights, final_weights=weights,

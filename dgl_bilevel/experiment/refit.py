@@ -81,11 +81,9 @@ def refit(config: ExperimentConfig, data: BilevelData, result: FitResult, seed: 
     if data.outer_on_validation:
         raise ConfigError("--refit trains on V_in ∪ V_out; under --protocol lds V_out is the validation set that "
                           "selects, so the refit would be scored on its own training labels: use --protocol paper")
-    training = data.with_v_out_in_training()
     fresh = (lambda: fresh_sampler(sampler, seed)) if sampler is not None else (lambda: None)
     candidates = {
-        "observed": train_and_predict(config, training, data.graph, data.observed_weights(), seed),
-        "learned": train_and_predict(config, training, result.support, result.best_weights, seed, fresh()),
+        **all_label_candidates(config, data, result.support, result.best_weights, seed, fresh()),
         "learned_v_in": train_and_predict(config, data, result.support, result.best_weights, seed, fresh()),
     }
     return {**{f"refit_{split}_{data.metric.name}": value for split, value in candidates["learned"][0].items()},
@@ -94,6 +92,15 @@ def refit(config: ExperimentConfig, data: BilevelData, result: FitResult, seed: 
             **{f"refit_learned_v_in_{split}_{data.metric.name}": value
                for split, value in candidates["learned_v_in"][0].items()},
             **gated(candidates, data, seed)}
+
+
+def all_label_candidates(config: ExperimentConfig, data: BilevelData, graph, weights: torch.Tensor, seed: int,
+                         sampler: Optional[GraphSampler] = None) -> dict:
+    """The inner model trained on ``v_in ∪ v_out`` on the observed graph (``"observed"``) and on the
+    learned ``weights`` (``"learned"``): name -> (metrics, outputs), what :func:`gated` chooses from."""
+    training = data.with_v_out_in_training()
+    return {"observed": train_and_predict(config, training, data.graph, data.observed_weights(), seed),
+            "learned": train_and_predict(config, training, graph, weights, seed, sampler)}
 
 
 def gated(candidates: dict, data: BilevelData, seed: int) -> dict:

@@ -25,7 +25,7 @@ from ..outer.loop import node_data
 from ..results import aggregate, results_table, write_json
 from .build import build_hypergrad, build_inner, build_regularizer, build_structure
 from .crossfit import cross_fit
-from .refit import after_fit, fresh_sampler, gated, train_and_predict
+from .refit import after_fit, all_label_candidates, fresh_sampler, gated
 from .executors import clear_stale_checkpoints, run_seeds_local, run_seeds_ray
 from .seed_files import (  # noqa: F401 -- RESUME_FREE, comparable_settings, training_view: importable from here too
     RESUME_FREE, changed_settings, checkpoint_path, comparable_settings, run_data, training_view, write_learned_seed,
@@ -85,9 +85,7 @@ def run_cross_fit_seed(config: ExperimentConfig, data, seed: int, run_dir: Path,
     combined, folds, structure = cross_fit(config, data, seed, config.cross_fit,
                                            lambda k: [*callbacks, *seed_loggers(config, seed, run_dir, fold=k)])
     sampler = fresh_sampler(structure.sampler, seed) if structure.sampler is not None else None
-    training = data.with_v_out_in_training()
-    candidates = {"observed": train_and_predict(config, training, data.graph, data.observed_weights(), seed),
-                  "learned": train_and_predict(config, training, structure.graph, combined, seed, sampler)}
+    candidates = all_label_candidates(config, data, structure.graph, combined, seed, sampler)
     metrics = candidates["learned"][0]
     metric = data.metric.name
     history = [{**record, "fold": k} for k, fold in enumerate(folds) for record in fold.history]
