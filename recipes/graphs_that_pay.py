@@ -79,7 +79,8 @@ class Row:
 
     def config(self, base: dict, dataset: str, seeds: int, out: str, data_root: Optional[str],
                progress: bool) -> ExperimentConfig:
-        values = {**base, **dict(self.options), "dataset": dataset, "protocol": self.protocol, "seeds": seeds,
+        # rows add the shared term only where they name it, whatever the base configuration ships
+        values = {**base, "theta_shared": "none", **dict(self.options), "dataset": dataset, "protocol": self.protocol, "seeds": seeds,
                   "seed_start": 0, "out": out, "name": f"{dataset}-{self.protocol}-{self.key}",
                   "data_root": data_root, "progress": progress, "resume": True}
         if self.stop_from is not None:
@@ -113,6 +114,9 @@ def clean_rows() -> list[Row]:
                     tuple(BERNOULLI.items()) + (("theta_shared", "cosine"), ("refit", True))))
     rows.append(Row("bernoulli-stop", "bilevel, Bernoulli, stopped where the paper protocol's held-out half peaks",
                     "lds", tuple(BERNOULLI.items()), stop_from="bernoulli"))
+    rows.append(Row("bernoulli-shared-stop", "bilevel, Bernoulli + shared cosine term, stopped where the paper "
+                    "protocol's held-out half peaks", "lds", tuple(BERNOULLI.items()) + (("theta_shared", "cosine"),),
+                    stop_from="bernoulli-shared"))
     rows.append(Row("edges-stop", "bilevel, edge weights, stopped where the paper protocol's held-out half peaks",
                     "lds", (("structure", "edges"), ("support", "observed")), stop_from="edges"))
     rows.append(Row("crossfit3", "cross-fit, 3 folds (Bernoulli), refit", "paper",

@@ -211,7 +211,7 @@ def test_the_returned_graph_trains_dgl_layers(tmp_path):
     from pathlib import Path
 
     _, _, run = _run(tmp_path, structure="bernoulli", support="observed+knn", knn_k=3, hypergrad="unrolled",
-                     theta_candidate=0.0, name="transfer")
+                     theta_candidate=0.0, name="transfer", refit=True)
     spec = importlib.util.spec_from_file_location(
         "transfer_dgl", Path(__file__).resolve().parents[1] / "recipes" / "transfer_dgl.py")
     transfer = importlib.util.module_from_spec(spec)
@@ -221,6 +221,10 @@ def test_the_returned_graph_trains_dgl_layers(tmp_path):
     rows = transfer.main([str(run), "--epochs", "3", "--models", "graphconv", "sage", "gat"])
     assert [r["model"] for r in rows] == ["graphconv", "sage", "gat"]
     assert all(0.0 <= acc <= 1.0 for r in rows for acc in r["learned"] + r["observed"])
+    choice = json.loads((run / "seed_0.json").read_text())["result"]["refit_gate"]
+    for r in rows:  # the run's own gate picks, per seed, between the two graphs the user's model saw
+        assert r["run_gate_choices"] == [choice]
+        assert r["run_gated"] == (r["observed"] if choice == "observed" else r["learned"])
 
 
 def test_inner_dropout_makes_a_random_objective_that_only_unrolling_differentiates(data_root):
