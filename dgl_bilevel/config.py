@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from .errors import ConfigError
 from .registry import (
-    DATASETS, HYPERGRADIENTS, INNER_PROBLEMS, LINEAR_SOLVERS, METHODS, MODELS, PENALTIES, REGULARIZERS, STEP_RULES,
-    STRUCTURES, SUPPORTS, Registry,
+    DATASETS, HYPERGRADIENTS, INNER_OPTIMIZERS, INNER_PROBLEMS, LINEAR_SOLVERS, METHODS, MODELS, PENALTIES,
+    REGULARIZERS, STEP_RULES, STRUCTURES, SUPPORTS, Registry,
 )
 
 Choices = Union[tuple, Registry, None]
@@ -207,7 +207,7 @@ class InnerConfig:
     inner_lr: Optional[float] = option(None, "inner learning rate; default: preset", check="positive", preset=True)
     inner_optimizer: str = option("adam", "torchopt functional optimizer of the inner problem (Adam with "
                                           "eps_root=1e-16, or plain gradient descent); weight decay is part of the "
-                                          "objective either way", choices=("adam", "sgd"))
+                                          "objective either way", choices=INNER_OPTIMIZERS)
     inner_init: str = option("fresh", "inner start each outer iteration: a new random draw, the same draw, or the "
                                       "last solution", choices=("fresh", "fixed", "warm"))
     model: Optional[str] = option(None, "GNN of the gnn inner problem; default: sumagg (the paper's eq. 4) on the "

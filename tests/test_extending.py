@@ -4,18 +4,23 @@ available to ``fit``, the configuration and the command line."""
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 import torch.nn.functional as F
+import torchopt
 
 import dgl_bilevel as dbl
 from dgl_bilevel.cli import command_help, main
 from dgl_bilevel.data import DatasetEntry, register
 from dgl_bilevel.hypergrad import HypergradMethod, Solution, optimize
 from dgl_bilevel.inner import InnerProblem, default_adam
+from dgl_bilevel.inner.base import optimizer_from_config
+from dgl_bilevel.inner.optimizers import InnerOptimizer
 from dgl_bilevel.losses import task_loss
 from dgl_bilevel.ops import weighted_sum
-from dgl_bilevel.registry import HYPERGRADIENTS, INNER_PROBLEMS
+from dgl_bilevel.registry import HYPERGRADIENTS, INNER_OPTIMIZERS, INNER_PROBLEMS, STRUCTURES
+from dgl_bilevel.structure.base import GraphStructure
 
 
 # ----------------------------------------------------------------- 1. an inner problem
@@ -104,3 +109,59 @@ def test_a_new_data_set_is_listed_and_runs(tmp_path, capsys):
                  "--no-progress"]) == 0
     summary = json.loads((tmp_path / "ring-gnn-bo" / "summary.json").read_text())
     assert summary["per_seed"][0]["outer_iterations"] == 2
+
+
+# ----------------------------------------------------------------- 4. a graph structure
+@STRUCTURES.register("scaled_observed", help="one learnable scale on every observed edge (example)")
+class ScaledObserved(GraphStructure):
+    """``w = softplus(a) * w_obs``: one parameter for the whole graph."""
+
+    def __init__(self, graph) -> None:
+        super().__init__()
+        self.graph = graph
+        self.raw = torch.nn.Parameter(torch.zeros(()))
+
+    @classmethod
+    def from_config(cls, config, data, support, generator=None) -> "ScaledObserved":
+        return cls(support).to(data.features.dtype)
+
+    def forward(self) -> torch.Tensor:
+        return F.softplus(self.raw) * torch.ones(self.graph.num_edges(), dtype=self.raw.dtype)
+
+
+def test_a_new_structure_learns_from_the_command_line(tmp_path):
+    assert "scaled_observed" in command_help("run")
+    assert main(["run", "--dataset", "cheaters", "--structure", "scaled_observed", "--outer-steps", "3",
+                 "--inner-steps", "5", "--out", str(tmp_path), "--name", "scaled", "--no-progress"]) == 0
+    from dgl_bilevel._dgl import dgl
+
+    assert len(json.loads((tmp_path / "scaled" / "seed_0.json").read_text())["history"]) == 3
+    (graph,), _ = dgl.load_graphs(str(tmp_path / "scaled" / "graph_seed0.bin"))
+    weights = graph.edata["w"]
+    assert torch.all(weights == weights[0]) and abs(float(weights[0]) - math.log(2.0)) > 1e-6  # the scale moved
+
+
+# ----------------------------------------------------------------- 5. an inner optimizer
+@INNER_OPTIMIZERS.register("sgd_momentum", help="torchopt SGD with momentum 0.9 (example)")
+def sgd_momentum(config) -> InnerOptimizer:
+    return InnerOptimizer(torchopt.sgd(config.inner_lr, momentum=0.9), elementwise=True)
+
+
+def test_a_new_inner_optimizer_is_an_option_and_runs(tiny, tmp_path):
+    assert "sgd_momentum" in command_help("run")
+    assert main(["run", "--dataset", "cheaters", "--inner-optimizer", "sgd_momentum", "--outer-steps", "2",
+                 "--inner-steps", "5", "--out", str(tmp_path), "--name", "momentum", "--no-progress"]) == 0
+    config = dbl.ExperimentConfig(dataset="cheaters", inner_optimizer="sgd_momentum", inner_lr=0.1)
+    inner = PropagatedLinear(steps=3)
+    inner.optimizer = optimizer_from_config(config)
+    inner.bind_once(tiny, tiny.graph)
+    params = inner.starting_params(torch.Generator().manual_seed(0))
+    w = torch.ones(tiny.num_edges, dtype=torch.float64)
+    ours = dbl.Unrolled().solve(inner, w, params).params[0]
+    # the same three steps written out: v <- 0.9 v + g, theta <- theta - lr v
+    theta, velocity = params[0].clone().requires_grad_(True), torch.zeros_like(params[0])
+    for _ in range(3):
+        (grad,) = torch.autograd.grad(inner.objective((theta,), w), theta)
+        velocity = 0.9 * velocity + grad
+        theta = (theta - 0.1 * velocity).detach().requires_grad_(True)
+    assert torch.allclose(ours, theta, rtol=1e-12, atol=1e-14)

@@ -30,6 +30,7 @@ import torch
 import torchopt
 
 from ..errors import ConfigError
+from ..registry import INNER_OPTIMIZERS
 from .optimizers import ADAM_EPS, InnerOptimizer
 from .types import HandDerivatives, Monitor, Params
 
@@ -51,8 +52,9 @@ def default_adam(lr: float, eps: float = ADAM_EPS) -> InnerOptimizer:
 
 
 def optimizer_from_config(config: Any) -> Optional[InnerOptimizer]:
-    """The inner optimizer an experiment configuration names (None: the problem's default Adam)."""
-    return InnerOptimizer.sgd(config.inner_lr) if config.inner_optimizer == "sgd" else None
+    """The inner optimizer an experiment configuration names (None: the problem's default Adam); the
+    names are those of :data:`~dgl_bilevel.registry.INNER_OPTIMIZERS`."""
+    return INNER_OPTIMIZERS.from_config(config.inner_optimizer, config)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Optional
 import torchopt
 
 from ..errors import ConfigError
+from ..registry import INNER_OPTIMIZERS
 from .flat_adam import AdamSettings, FlatAdam
 
 #: Adam's ``eps`` in :func:`~dgl_bilevel.inner.base.default_adam` (torch's and torchopt's default is 1e-8).
@@ -90,3 +91,15 @@ class InnerOptimizer:
     def __repr__(self) -> str:
         kind = "adam" if self.adam_settings is not None else "elementwise" if self.elementwise else "transform"
         return f"InnerOptimizer({kind})"
+
+
+# The optimizers ``--inner-optimizer`` names: functions of the configuration returning an
+# InnerOptimizer, or None for the inner problem's own default (its Adam, whose eps it chooses).
+@INNER_OPTIMIZERS.register("adam", help="torchopt's Adam with eps_root=1e-16, as the inner problem configures it")
+def _adam_from_config(config) -> Optional[InnerOptimizer]:
+    return None
+
+
+@INNER_OPTIMIZERS.register("sgd", help="torchopt's plain gradient descent at --inner-lr")
+def _sgd_from_config(config) -> InnerOptimizer:
+    return InnerOptimizer.sgd(config.inner_lr)
