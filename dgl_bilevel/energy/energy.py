@@ -77,7 +77,7 @@ class Energy:
             (relation-aware terms); ``normalize`` must then be left at its default.
 
     Raises:
-        ConfigError: ``lam < 0``, an unknown penalty, regularizer or normalisation name, or
+        ~dgl_bilevel.errors.ConfigError: ``lam < 0``, an unknown penalty, regularizer or normalisation name, or
             parameters a penalty does not take.
 
     Example:
@@ -131,7 +131,7 @@ class Energy:
         (``[E]``, ones when ``None``).
 
         Raises:
-            ConfigError: ``target`` is not 2-D, its rows do not match the graph's nodes, or
+            ~dgl_bilevel.errors.ConfigError: ``target`` is not 2-D, its rows do not match the graph's nodes, or
                 ``edge_weight`` has not one entry per edge.
         """
         if target.dim() != 2:

@@ -177,7 +177,7 @@ class LaplacianTerm(GraphTerm):
         normalize: ``"sym"`` (normalised Laplacian ``I - S``) or ``"none"`` (``L = D - W_s``).
 
     Raises:
-        ConfigError: ``normalize`` is neither.
+        ~dgl_bilevel.errors.ConfigError: ``normalize`` is neither.
 
     Example:
         >>> import dgl

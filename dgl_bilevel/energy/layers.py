@@ -38,7 +38,7 @@ class EnergyLayer(nn.Module):
         init: ``"target"`` (``Y_0 = F``) or ``"zeros"``.
 
     Raises:
-        ConfigError: ``steps`` is not a non-negative integer, an unknown ``init``, an unknown rule
+        ~dgl_bilevel.errors.ConfigError: ``steps`` is not a non-negative integer, an unknown ``init``, an unknown rule
             or option, or a rule that cannot run on the energy (``proximal`` without ``h``).
 
     Example:
@@ -126,7 +126,7 @@ def build_layer(step_rule: "str | StepRule" = "preconditioned", steps: int = 10,
         The :class:`EnergyLayer`.
 
     Raises:
-        ConfigError: as :class:`EnergyLayer`.
+        ~dgl_bilevel.errors.ConfigError: as :class:`EnergyLayer`.
 
     Example:
         >>> import dgl
@@ -154,7 +154,7 @@ class MLP(nn.Module):
         dropout: dropout probability before every layer but the first.
 
     Raises:
-        ConfigError: ``num_layers < 1``.
+        ~dgl_bilevel.errors.ConfigError: ``num_layers < 1``.
 
     Example:
         >>> import torch
@@ -199,7 +199,7 @@ class EnergyGNN(nn.Module):
             go to :class:`EnergyLayer`: ``fidelity``, ``regularizer``, ``step``, ``beta``, ...).
 
     Raises:
-        ConfigError: as :class:`MLP` and :class:`EnergyLayer`.
+        ~dgl_bilevel.errors.ConfigError: as :class:`MLP` and :class:`EnergyLayer`.
 
     Example:
         The default is APPNP with teleport ``1 / (1 + lam)`` on the MLP's outputs:

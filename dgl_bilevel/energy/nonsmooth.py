@@ -106,7 +106,7 @@ class L1(NonSmoothTerm):
         mu: the weight (``>= 0``; 0 is no term).
 
     Raises:
-        ConfigError: ``mu < 0``.
+        ~dgl_bilevel.errors.ConfigError: ``mu < 0``.
 
     Example:
         >>> import torch
@@ -152,7 +152,7 @@ def make_nonsmooth(spec: "str | NonSmoothTerm | None" = "none", **params) -> Non
         The :class:`NonSmoothTerm`.
 
     Raises:
-        ConfigError: an unknown name, parameters the term does not take, or a ``spec`` of
+        ~dgl_bilevel.errors.ConfigError: an unknown name, parameters the term does not take, or a ``spec`` of
             another type.
 
     Example:

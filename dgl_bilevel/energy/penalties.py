@@ -123,7 +123,7 @@ class Huber(Penalty):
         delta: where the quadratic part ends, in ``|r|`` (``> 0``).
 
     Raises:
-        ConfigError: ``delta <= 0``.
+        ~dgl_bilevel.errors.ConfigError: ``delta <= 0``.
 
     Example:
         >>> import torch
@@ -172,7 +172,7 @@ class Lp(Penalty):
         tau: the floor on ``u`` (``> 0``); ``max_weight = (p/2) tau^(p/2 - 1)``.
 
     Raises:
-        ConfigError: ``p`` outside ``(0, 2]`` or ``tau <= 0``.
+        ~dgl_bilevel.errors.ConfigError: ``p`` outside ``(0, 2]`` or ``tau <= 0``.
 
     Example:
         >>> import torch
@@ -226,7 +226,7 @@ class Cauchy(Penalty):
         c: the scale in ``|r|`` (``> 0``).
 
     Raises:
-        ConfigError: ``c <= 0``.
+        ~dgl_bilevel.errors.ConfigError: ``c <= 0``.
 
     Example:
         >>> import torch
@@ -270,7 +270,7 @@ class Welsch(Penalty):
         c: the scale in ``|r|`` (``> 0``).
 
     Raises:
-        ConfigError: ``c <= 0``.
+        ~dgl_bilevel.errors.ConfigError: ``c <= 0``.
 
     Example:
         >>> import torch
@@ -315,7 +315,7 @@ class Truncated(Penalty):
         threshold: ``T`` on ``u`` (``> 0``).
 
     Raises:
-        ConfigError: ``threshold <= 0``.
+        ~dgl_bilevel.errors.ConfigError: ``threshold <= 0``.
 
     Example:
         >>> import torch
@@ -365,7 +365,7 @@ def make_penalty(spec: "str | Penalty | None" = "quadratic", threshold: Optional
         The :class:`Penalty`.
 
     Raises:
-        ConfigError: an unknown name, parameters the penalty does not take, parameters given
+        ~dgl_bilevel.errors.ConfigError: an unknown name, parameters the penalty does not take, parameters given
             with a ready-made penalty, or a ``spec`` of another type.
 
     Example:

@@ -35,7 +35,7 @@ class GraphRegularizedMLP(nn.Module):
         on: regularise ``"probabilities"`` (softmax of the logits) or the ``"logits"``.
 
     Raises:
-        ConfigError: an unknown ``on``, ``lam < 0``, or as :class:`~.layers.MLP` and
+        ~dgl_bilevel.errors.ConfigError: an unknown ``on``, ``lam < 0``, or as :class:`~.layers.MLP` and
             :func:`~.penalties.make_penalty`.
 
     Example:

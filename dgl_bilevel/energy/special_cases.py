@@ -38,7 +38,7 @@ def appnp_layer(k: int = 10, alpha: float = 0.1, step_rule: str = "gradient") ->
         The :class:`~.layers.EnergyLayer`.
 
     Raises:
-        ConfigError: ``alpha`` outside ``(0, 1)`` or another ``step_rule``.
+        ~dgl_bilevel.errors.ConfigError: ``alpha`` outside ``(0, 1)`` or another ``step_rule``.
 
     Example:
         >>> import dgl
@@ -70,7 +70,7 @@ def label_propagation_layer(steps: int = 50, alpha: float = 0.9) -> EnergyLayer:
         The :class:`~.layers.EnergyLayer` (apply it to the one-hot seed labels ``Y0``).
 
     Raises:
-        ConfigError: ``alpha`` outside ``(0, 1)``.
+        ~dgl_bilevel.errors.ConfigError: ``alpha`` outside ``(0, 1)``.
 
     Example:
         Enough iterations reach the closed form, the energy's minimiser:
@@ -101,7 +101,7 @@ def label_propagation_lam(alpha: float) -> float:
         ``lam``, a float.
 
     Raises:
-        ConfigError: ``alpha`` outside ``(0, 1)``.
+        ~dgl_bilevel.errors.ConfigError: ``alpha`` outside ``(0, 1)``.
 
     Example:
         >>> from dgl_bilevel.energy import label_propagation_lam

@@ -65,7 +65,7 @@ class StepRule:
         step: the step size, or ``"auto"`` (:meth:`auto_step`).
 
     Raises:
-        ConfigError: ``step`` is neither ``"auto"`` nor a positive number.
+        ~dgl_bilevel.errors.ConfigError: ``step`` is neither ``"auto"`` nor a positive number.
 
     Example:
         A rule taking half the safe gradient step:
@@ -161,7 +161,7 @@ class ProximalStep(GradientStep):
         step: the step size, or ``"auto"`` (``1 / L_hat``).
 
     Raises:
-        ConfigError: from :meth:`validate`, on an energy without a non-smooth term.
+        ~dgl_bilevel.errors.ConfigError: from :meth:`validate`, on an energy without a non-smooth term.
 
     Example:
         >>> import dgl
@@ -288,7 +288,7 @@ class MomentumStep(_MomentumBase):
         preconditioned: take the steps in the metric ``P0``.
 
     Raises:
-        ConfigError: ``beta`` outside ``[0, 1)``, or a bad ``step``.
+        ~dgl_bilevel.errors.ConfigError: ``beta`` outside ``[0, 1)``, or a bad ``step``.
 
     Example:
         >>> import dgl
@@ -329,7 +329,7 @@ class NesterovStep(_MomentumBase):
         preconditioned: take the steps in the metric ``P0``.
 
     Raises:
-        ConfigError: ``beta`` outside ``[0, 1)``, or a bad ``step``.
+        ~dgl_bilevel.errors.ConfigError: ``beta`` outside ``[0, 1)``, or a bad ``step``.
 
     Example:
         >>> import dgl
@@ -375,7 +375,7 @@ def make_step_rule(spec: "str | StepRule" = "preconditioned", **options) -> Step
         The :class:`StepRule`.
 
     Raises:
-        ConfigError: an unknown name, options the rule does not take, options given with a
+        ~dgl_bilevel.errors.ConfigError: an unknown name, options the rule does not take, options given with a
             ready-made rule, or a ``spec`` of another type.
 
     Example:

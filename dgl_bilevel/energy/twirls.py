@@ -100,7 +100,7 @@ class TWIRLSPropagation(nn.Module):
         add_self_loops: replace self-loops by unit ones first (TWIRLSConv always does).
 
     Raises:
-        ConfigError: ``steps < 0``, ``alpha < 0``, or ``attn_after`` without ``attention``.
+        ~dgl_bilevel.errors.ConfigError: ``steps < 0``, ``alpha < 0``, or ``attn_after`` without ``attention``.
 
     Example:
         Without preconditioning it is gradient descent on the normalised quadratic energy of the

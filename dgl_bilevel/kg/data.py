@@ -36,7 +36,7 @@ def read_triples(path: PathLike) -> list[tuple[str, str, str]]:
         The triples as label tuples, in file order.
 
     Raises:
-        DataError: the file does not exist, holds no triples, or a line has not three non-empty
+        ~dgl_bilevel.errors.DataError: the file does not exist, holds no triples, or a line has not three non-empty
             tab-separated fields.
 
     Example:
@@ -82,7 +82,7 @@ def pykeen_dataset_dir(name: str) -> Path:
         The folder (``.../pykeen/datasets/<name>``); nothing is read or downloaded.
 
     Raises:
-        DataError: another name, or pykeen is not installed (the ``kg`` extra).
+        ~dgl_bilevel.errors.DataError: another name, or pykeen is not installed (the ``kg`` extra).
 
     Example:
         >>> from dgl_bilevel.kg import pykeen_dataset_dir
@@ -182,7 +182,7 @@ def relation_graph(triples: torch.Tensor, num_entities: int) -> "dgl.DGLGraph":
         The graph (the input of :class:`~.energy_steps.RelationalDescent`).
 
     Raises:
-        DataError: ``triples`` is not an integer ``[n, 3]`` tensor, or an entity id is out of range.
+        ~dgl_bilevel.errors.DataError: ``triples`` is not an integer ``[n, 3]`` tensor, or an entity id is out of range.
 
     Example:
         >>> import torch
@@ -238,7 +238,7 @@ def load_kg(name_or_folder: PathLike) -> KGData:
         The :class:`KGData` (named after the data set or the folder).
 
     Raises:
-        DataError: a triples file is missing or malformed, or pykeen is missing for a named set.
+        ~dgl_bilevel.errors.DataError: a triples file is missing or malformed, or pykeen is missing for a named set.
 
     Example:
         >>> import pathlib
@@ -281,7 +281,7 @@ def nations() -> KGData:
         ``load_kg("nations")``.
 
     Raises:
-        DataError: pykeen (the ``kg`` extra) is not installed.
+        ~dgl_bilevel.errors.DataError: pykeen (the ``kg`` extra) is not installed.
 
     Example:
         >>> from dgl_bilevel.kg import nations
@@ -298,7 +298,7 @@ def umls() -> KGData:
         ``load_kg("umls")``.
 
     Raises:
-        DataError: pykeen (the ``kg`` extra) is not installed.
+        ~dgl_bilevel.errors.DataError: pykeen (the ``kg`` extra) is not installed.
 
     Example:
         >>> from dgl_bilevel.kg import umls
@@ -315,7 +315,7 @@ def kinships() -> KGData:
         ``load_kg("kinships")``.
 
     Raises:
-        DataError: pykeen (the ``kg`` extra) is not installed.
+        ~dgl_bilevel.errors.DataError: pykeen (the ``kg`` extra) is not installed.
 
     Example:
         >>> from dgl_bilevel.kg import kinships

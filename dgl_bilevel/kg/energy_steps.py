@@ -85,7 +85,7 @@ def kg_energy(graph: "dgl.DGLGraph", y: torch.Tensor, base: torch.Tensor, intera
         ``1/2 ||Y - B||^2 + 1/2 sum_e w_e d_{r_e}(y_h, y_t)``, differentiable in every input.
 
     Raises:
-        DataError: the graph has no ``etype``, or ``edge_weight`` has not one entry per edge.
+        ~dgl_bilevel.errors.DataError: the graph has no ``etype``, or ``edge_weight`` has not one entry per edge.
 
     Example:
         >>> import torch
@@ -124,7 +124,7 @@ def kg_energy_grad(graph: "dgl.DGLGraph", y: torch.Tensor, base: torch.Tensor, i
         The gradient, ``[N, d]``: ``(y_i - b_i)`` plus the messages of the node's triples.
 
     Raises:
-        DataError: as :func:`kg_energy`.
+        ~dgl_bilevel.errors.DataError: as :func:`kg_energy`.
 
     Example:
         >>> import torch
@@ -163,7 +163,7 @@ def kg_preconditioner(graph: "dgl.DGLGraph", interaction: Interaction, edge_weig
         ``P``, ``[N, d]``, ``>= 1``: 1 plus the positively weighted edges' curvature at each node.
 
     Raises:
-        DataError: as :func:`kg_energy`.
+        ~dgl_bilevel.errors.DataError: as :func:`kg_energy`.
 
     Example:
         >>> import torch
@@ -196,8 +196,8 @@ class RelationalDescent(nn.Module):
         precondition: divide the gradient by the Jacobi preconditioner ``P``.
 
     Raises:
-        ConfigError: ``steps < 0`` or ``step_size <= 0``.
-        DataError: (forward) ``base`` has not one row per node, or as :func:`kg_energy`.
+        ~dgl_bilevel.errors.ConfigError: ``steps < 0`` or ``step_size <= 0``.
+        ~dgl_bilevel.errors.DataError: (forward) ``base`` has not one row per node, or as :func:`kg_energy`.
 
     Example:
         On a chain whose one relation says "one further", a single Jacobi step reaches the minimiser:

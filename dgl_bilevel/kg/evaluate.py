@@ -50,7 +50,7 @@ class FilterIndex:
         num_entities, num_relations: the id ranges.
 
     Raises:
-        DataError: ``triples`` is malformed or has ids out of range.
+        ~dgl_bilevel.errors.DataError: ``triples`` is malformed or has ids out of range.
 
     Example:
         >>> import torch
@@ -95,7 +95,7 @@ def realistic_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.
         The ranks (1 is best; ties give half-integers).
 
     Raises:
-        DataError: the shapes do not match, or ``scores`` has NaN or infinity.
+        ~dgl_bilevel.errors.DataError: the shapes do not match, or ``scores`` has NaN or infinity.
 
     Example:
         >>> import torch
@@ -174,7 +174,7 @@ def rank_metrics(ranks: torch.Tensor | dict[str, torch.Tensor], ks: Iterable[int
         The metrics, as floats.
 
     Raises:
-        DataError: no ranks.
+        ~dgl_bilevel.errors.DataError: no ranks.
 
     Example:
         >>> import torch
@@ -209,7 +209,7 @@ def evaluate_link_prediction(model: LinkPredictor, triples: torch.Tensor, known_
         :func:`rank_metrics` of the head and tail ranks.
 
     Raises:
-        DataError: malformed triples or ids out of range, or no triples.
+        ~dgl_bilevel.errors.DataError: malformed triples or ids out of range, or no triples.
 
     Example:
         >>> import torch

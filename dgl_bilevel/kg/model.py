@@ -32,7 +32,7 @@ def corrupt(triples: torch.Tensor, num_entities: int, num_negatives: int = 1,
         ``[B, k, 3]``: each row differs from its triple in exactly one of head and tail.
 
     Raises:
-        ConfigError: fewer than two entities.
+        ~dgl_bilevel.errors.ConfigError: fewer than two entities.
 
     Example:
         >>> import torch
@@ -74,7 +74,7 @@ class KGEModel(nn.Module):
         seed: seeds torch's global generator for the initial tables (and the negative graph).
 
     Raises:
-        ConfigError: an interaction whose sizes disagree, ``steps > 0`` without ``graph_triples``,
+        ~dgl_bilevel.errors.ConfigError: an interaction whose sizes disagree, ``steps > 0`` without ``graph_triples``,
             negative ``lam`` or ``lam_neg``, or an unknown interaction name.
 
     Example:

@@ -38,7 +38,7 @@ class Interaction(nn.Module):
         dim: the embedding width.
 
     Raises:
-        ConfigError: ``num_relations`` or ``dim`` below 1.
+        ~dgl_bilevel.errors.ConfigError: ``num_relations`` or ``dim`` below 1.
 
     Example:
         >>> import torch
@@ -206,7 +206,7 @@ class RotatE(_DistanceModel):
         dim: real coordinates per embedding (twice the complex dimension; even).
 
     Raises:
-        ConfigError: an odd ``dim``.
+        ~dgl_bilevel.errors.ConfigError: an odd ``dim``.
 
     Example:
         >>> import math
@@ -262,7 +262,7 @@ def make_interaction(name: str, num_relations: int, dim: int) -> Interaction:
         A freshly initialised :class:`Interaction`.
 
     Raises:
-        ConfigError: an unknown name (or bad sizes).
+        ~dgl_bilevel.errors.ConfigError: an unknown name (or bad sizes).
 
     Example:
         >>> from dgl_bilevel.kg import make_interaction

@@ -36,7 +36,7 @@ class KGTrainConfig:
         seed: seeds the batch order, the corruptions and the model's initial tables.
 
     Raises:
-        ConfigError: an unknown loss, or ``epochs < 0``, ``batch_size < 1``, ``num_negatives < 1``
+        ~dgl_bilevel.errors.ConfigError: an unknown loss, or ``epochs < 0``, ``batch_size < 1``, ``num_negatives < 1``
             or ``lr <= 0``.
 
     Example:
@@ -107,7 +107,7 @@ def kg_loss(pos: torch.Tensor, neg: torch.Tensor, loss: str = "margin", margin: 
         The loss, a scalar.
 
     Raises:
-        ConfigError: an unknown ``loss``.
+        ~dgl_bilevel.errors.ConfigError: an unknown ``loss``.
 
     Example:
         >>> import torch
@@ -141,7 +141,7 @@ def train_kge(model: KGEModel, train_triples: torch.Tensor, config: KGTrainConfi
         A :class:`KGTrainResult` with ``losses`` and ``seconds`` (no ``metrics``).
 
     Raises:
-        ConfigError: the model takes steps on a graph built from other triples.
+        ~dgl_bilevel.errors.ConfigError: the model takes steps on a graph built from other triples.
 
     Example:
         >>> import torch
@@ -230,7 +230,7 @@ def fit_kge(data: KGData, interaction: str = "transe", dim: int = 64, steps: int
         ``(model, result)``, ``result.metrics`` holding the ``valid`` and ``test`` metrics.
 
     Raises:
-        ConfigError: as :class:`~.model.KGEModel` and :class:`KGTrainConfig`.
+        ~dgl_bilevel.errors.ConfigError: as :class:`~.model.KGEModel` and :class:`KGTrainConfig`.
 
     Example:
         >>> import torch
