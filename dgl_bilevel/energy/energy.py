@@ -33,7 +33,30 @@ from .penalties import Penalty, make_penalty
 @dataclass
 class Surrogate:
     """Weights of the quadratic majoriser at an iterate: fidelity ``c`` (``[N, 1]``, or ``None``
-    for ``kappa(u) = u``) and graph weights."""
+    for ``kappa(u) = u``) and graph weights.
+
+    Made by :meth:`BoundEnergy.surrogate`; :meth:`BoundEnergy.gradient` and
+    :meth:`BoundEnergy.hessian_diagonal` read it. IRLS rebuilds it at every step.
+
+    Args:
+        fidelity: ``c_i = kappa'(||y_i - f_i||^2)`` per node (``[N, 1]``), or ``None`` when
+            ``kappa`` is quadratic (every ``c_i = 1``).
+        graph: the graph term's weights ``gamma_e = a_e rho'(u_e)`` (a
+            :class:`~.graph_terms.GraphWeights`).
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.energy import Energy
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> target = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+        >>> bound = Energy(fidelity="cauchy", normalize="none").bind(graph, target)
+        >>> surrogate = bound.surrogate(torch.zeros(4, 1))
+        >>> surrogate.fidelity.flatten().tolist()  # 1 / (1 + ||y_i - f_i||^2)
+        [0.5, 1.0, 1.0, 0.5]
+        >>> surrogate.graph.fixed  # quadratic rho: the energy's own edge weights
+        True
+    """
 
     fidelity: Optional[torch.Tensor]
     graph: GraphWeights
@@ -52,6 +75,29 @@ class Energy:
         normalize: ``"sym"`` (normalised Laplacian) or ``"none"``.
         graph_term: a :class:`~.graph_terms.GraphTerm` replacing the Laplacian term
             (relation-aware terms); ``normalize`` must then be left at its default.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``lam < 0``, an unknown penalty, regularizer or normalisation name, or
+            parameters a penalty does not take.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.energy import Energy
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> target = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+        >>> energy = Energy(lam=1.0, normalize="none")
+        >>> energy.is_quadratic, energy.is_convex
+        (True, True)
+        >>> bound = energy.bind(graph, target)
+        >>> bound.value(target).item()  # ||F - F||^2 + lam tr(F^T L F) = 0 + (1 + 0 + 1)
+        2.0
+        >>> Energy(penalty="huber").is_quadratic
+        False
+        >>> Energy(lam=-1.0)
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.ConfigError: lam must be >= 0, got -1.0
     """
 
     def __init__(
@@ -81,7 +127,13 @@ class Energy:
         return self.penalty.convex and self.fidelity.convex
 
     def bind(self, graph: "dgl.DGLGraph", target: torch.Tensor, edge_weight: Optional[torch.Tensor] = None) -> "BoundEnergy":
-        """The energy on ``graph`` with target ``F = target`` (``[N, ...]``) and weights ``a``."""
+        """The energy on ``graph`` with target ``F = target`` (``[N, C]``) and weights ``a``
+        (``[E]``, ones when ``None``).
+
+        Raises:
+            ~dgl_bilevel.errors.ConfigError: ``target`` is not 2-D, its rows do not match the graph's nodes, or
+                ``edge_weight`` has not one entry per edge.
+        """
         if target.dim() != 2:
             raise ConfigError(f"the target F must be [N, C], got shape {tuple(target.shape)}; "
                               "reshape a 1-D target with .unsqueeze(-1)")
@@ -99,7 +151,33 @@ class Energy:
 
 
 class BoundEnergy:
-    """An :class:`Energy` on one graph, edge weights and target: value, gradient, majoriser."""
+    """An :class:`Energy` on one graph, edge weights and target: value, gradient, majoriser.
+
+    Made by :meth:`Energy.bind`; the step rules (:mod:`.steps`) only talk to this object.
+
+    Args:
+        energy: the :class:`Energy` (penalties, ``lam``, ``h``).
+        graph_term: its graph term bound to the graph and edge weights.
+        target: ``F``, ``[N, C]``.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.energy import Energy
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> target = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+        >>> bound = Energy(lam=1.0, normalize="none").bind(graph, target)
+        >>> y = torch.zeros(4, 1)
+        >>> bound.value(y).item()  # ||0 - F||^2
+        2.0
+        >>> bound.gradient(y).flatten().tolist()  # 2 (Y - F) + 2 lam L Y
+        [-2.0, 0.0, 0.0, 2.0]
+        >>> float(bound.lipschitz_bound())  # 2 + lam * 2 max_i (2 d_i)
+        10.0
+        >>> step = bound.descent(0.1)  # Y -> Y - 0.1 grad E(Y)
+        >>> round(bound.value(step(y)).item(), 4)  # 2 * 0.8^2 + 2 * 0.2^2: lower
+        1.36
+    """
 
     def __init__(self, energy: Energy, graph_term: BoundGraphTerm, target: torch.Tensor) -> None:
         self.energy, self.graph_term, self.target = energy, graph_term, target

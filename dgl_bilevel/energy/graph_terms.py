@@ -55,6 +55,26 @@ class GraphWeights:
     """Weights of the quadratic majoriser ``1/2 sum_e gamma_e ||delta_e||^2 + sum_i nu_i ||y_i||^2``.
 
     ``fixed`` marks the energy's own weights (``gamma = a``): fast paths apply.
+
+    Args:
+        edge: ``gamma_e`` per stored edge (``[E]``).
+        node: ``nu_i`` per node (``[N, 1]``; the isolated nodes of the normalised term), or ``None``.
+        fixed: ``True`` only for the term's own weights (:meth:`BoundGraphTerm.base_weights`).
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import GraphWeights, LaplacianTerm
+        >>> term = LaplacianTerm("none").bind(graph, torch.ones(6))
+        >>> own = term.base_weights()
+        >>> own.fixed, own.edge.tolist()
+        (True, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+        >>> y = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+        >>> term.gradient(y, own).flatten().tolist()  # 2 L Y
+        [2.0, -2.0, 2.0, -2.0]
+        >>> term.gradient(y, GraphWeights(0.5 * own.edge, None)).flatten().tolist()  # half the weights
+        [1.0, -1.0, 1.0, -1.0]
     """
 
     edge: torch.Tensor
@@ -63,7 +83,28 @@ class GraphWeights:
 
 
 class BoundGraphTerm:
-    """A graph term evaluated on one graph with one set of edge weights."""
+    """A graph term evaluated on one graph with one set of edge weights.
+
+    The interface the energy and every step rule use (see the module docstring); a
+    :class:`GraphTerm`'s ``bind`` returns one. Subclasses implement every method but
+    :meth:`affine_form`, which is an optional fast path.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import BoundGraphTerm, LaplacianTerm, make_penalty
+        >>> term = LaplacianTerm("none").bind(graph, torch.ones(6))
+        >>> isinstance(term, BoundGraphTerm)
+        True
+        >>> y = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+        >>> term.value(y, make_penalty("quadratic")).item()  # tr(Y^T L Y) = 1 + 0 + 1
+        2.0
+        >>> term.hessian_diagonal(term.base_weights()).flatten().tolist()  # 2 * degree
+        [2.0, 4.0, 4.0, 2.0]
+        >>> float(term.curvature_bound())  # Gershgorin: 2 * the largest diagonal entry
+        8.0
+    """
 
     def squared_distances(self, y: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``u_e = ||delta_e(Y)||^2`` per edge, and per-node terms if the term has any (else ``None``)."""
@@ -101,14 +142,60 @@ class BoundGraphTerm:
 
 
 class GraphTerm:
-    """Defines the edge difference ``delta_e``; :meth:`bind` evaluates it on a graph."""
+    """Defines the edge difference ``delta_e``; :meth:`bind` evaluates it on a graph.
+
+    The extension point for other graph terms: a subclass's ``bind`` returns a
+    :class:`BoundGraphTerm`, and :class:`~.energy.Energy` takes it as ``graph_term``.
+
+    Example:
+        A term that counts every edge twice, built on the Laplacian term:
+
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import Energy, GraphTerm, LaplacianTerm
+        >>> class DoubledLaplacian(GraphTerm):
+        ...     def bind(self, graph, edge_weight):
+        ...         return LaplacianTerm("none").bind(graph, 2 * edge_weight)
+        >>> target = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+        >>> Energy(lam=1.0, graph_term=DoubledLaplacian()).bind(graph, target).value(target).item()
+        4.0
+    """
 
     def bind(self, graph: "dgl.DGLGraph", edge_weight: torch.Tensor) -> BoundGraphTerm:
+        """The term on ``graph`` with edge weights ``a`` (``[E]``)."""
         raise NotImplementedError
 
 
 class LaplacianTerm(GraphTerm):
-    """``delta_e = y_s - y_t`` (``normalize="none"``) or ``y_s / sqrt(d_s) - y_t / sqrt(d_t)`` (``"sym"``)."""
+    """``delta_e = y_s - y_t`` (``normalize="none"``) or ``y_s / sqrt(d_s) - y_t / sqrt(d_t)`` (``"sym"``).
+
+    The default graph term of :class:`~.energy.Energy` (see the module docstring for the
+    conventions: halved sum over stored edges, degrees of ``W_s``, isolated nodes).
+
+    Args:
+        normalize: ``"sym"`` (normalised Laplacian ``I - S``) or ``"none"`` (``L = D - W_s``).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``normalize`` is neither.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import LaplacianTerm, make_penalty
+        >>> y = torch.tensor([[1.0], [1.0], [1.0], [1.0]])
+        >>> quadratic = make_penalty("quadratic")
+        >>> LaplacianTerm("none").bind(graph, torch.ones(6)).value(y, quadratic).item()  # constant: smooth
+        0.0
+        >>> sym = LaplacianTerm("sym").bind(graph, torch.ones(6))
+        >>> round(sym.value(y, quadratic).item(), 4)  # y_i / sqrt(d_i) differ where degrees do
+        0.1716
+        >>> LaplacianTerm("rw")
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.ConfigError: normalize must be one of ('none', 'sym'), got 'rw'
+    """
 
     def __init__(self, normalize: str = "sym") -> None:
         if normalize not in NORMALIZATIONS:

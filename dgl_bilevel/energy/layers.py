@@ -36,6 +36,27 @@ class EnergyLayer(nn.Module):
         beta, preconditioned: momentum options of ``momentum`` and ``nesterov``.
         f: a module giving the target ``F = f(feat)`` (``None``: ``F = feat``).
         init: ``"target"`` (``Y_0 = F``) or ``"zeros"``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``steps`` is not a non-negative integer, an unknown ``init``, an unknown rule
+            or option, or a rule that cannot run on the energy (``proximal`` without ``h``).
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import EnergyLayer
+        >>> target = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+        >>> layer = EnergyLayer(steps=30, step_rule="preconditioned", lam=1.0, normalize="none")
+        >>> [round(v, 4) for v in layer(graph, target).flatten().tolist()]  # (I + L)^-1 F = [4, 1, -1, -4] / 7
+        [0.5714, 0.1429, -0.1429, -0.5714]
+        >>> bound = layer.bind(graph, target)
+        >>> [round(bound.value(y).item(), 4) for y in layer.iterates(graph, target)[:4]]  # E decreases
+        [2.0, 1.2222, 0.9877, 0.905]
+        >>> EnergyLayer(steps=5, step_rule="proximal")
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.ConfigError: step_rule='proximal' needs a non-smooth term: ...
     """
 
     def __init__(
@@ -94,12 +115,57 @@ class EnergyLayer(nn.Module):
 
 
 def build_layer(step_rule: "str | StepRule" = "preconditioned", steps: int = 10, **options) -> EnergyLayer:
-    """An :class:`EnergyLayer` by step-rule name (the CLI's entry point); ``options`` as its keywords."""
+    """An :class:`EnergyLayer` by step-rule name (the CLI's entry point); ``options`` as its keywords.
+
+    Args:
+        step_rule: a name from :data:`~.steps.STEP_RULES` or a :class:`~.steps.StepRule`.
+        steps: ``K``, the number of unfolded steps.
+        **options: :class:`EnergyLayer`'s keywords (``lam``, ``penalty``, ``step``, ``f``, ...).
+
+    Returns:
+        The :class:`EnergyLayer`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: as :class:`EnergyLayer`.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import build_layer
+        >>> target = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+        >>> layer = build_layer("irls", steps=3, penalty="huber", normalize="none")
+        >>> layer.rule.name, layer.steps, layer.energy.penalty
+        ('irls', 3, Huber(delta=1.0))
+        >>> layer(graph, target).shape
+        torch.Size([4, 1])
+    """
     return EnergyLayer(steps, step_rule, **options)
 
 
 class MLP(nn.Module):
-    """``f_theta``: a sparse-aware first projection, then linear layers with ELU and dropout between."""
+    """``f_theta``: a sparse-aware first projection, then linear layers with ELU and dropout between.
+
+    Args:
+        in_feats: input feature size.
+        hidden: width of the hidden layers.
+        out_feats: output size.
+        num_layers: linear layers in all (1: just the projection).
+        dropout: dropout probability before every layer but the first.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``num_layers < 1``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.energy import MLP
+        >>> _ = torch.manual_seed(0)
+        >>> mlp = MLP(in_feats=3, hidden=8, out_feats=2, num_layers=2)
+        >>> mlp(torch.randn(5, 3)).shape
+        torch.Size([5, 2])
+        >>> len(mlp.hidden), len(MLP(3, 8, 2, num_layers=1).hidden)
+        (1, 0)
+    """
 
     accepts_sparse_features = True
 
@@ -131,6 +197,26 @@ class EnergyGNN(nn.Module):
         in_feats, hidden, out_feats, num_layers, dropout: the MLP ``f_theta``.
         steps, step_rule, penalty, lam, normalize: the energy and its descent (``layer_options``
             go to :class:`EnergyLayer`: ``fidelity``, ``regularizer``, ``step``, ``beta``, ...).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: as :class:`MLP` and :class:`EnergyLayer`.
+
+    Example:
+        The default is APPNP with teleport ``1 / (1 + lam)`` on the MLP's outputs:
+
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import EnergyGNN
+        >>> _ = torch.manual_seed(0)
+        >>> model = EnergyGNN(in_feats=3, hidden=8, out_feats=2, steps=5, lam=1.0)
+        >>> feat = torch.randn(4, 3)
+        >>> out = model(graph, feat)
+        >>> out.shape
+        torch.Size([4, 2])
+        >>> appnp = dgl.nn.APPNPConv(k=5, alpha=0.5)
+        >>> torch.allclose(out, appnp(graph, model.mlp(feat)), atol=1e-6)
+        True
     """
 
     accepts_sparse_features = True

@@ -24,12 +24,35 @@ from ..registry import PENALTIES, Registry  # noqa: F401
 
 
 class Penalty:
-    """A concave non-decreasing penalty of squared distances."""
+    """A concave non-decreasing penalty of squared distances.
+
+    A subclass gives :meth:`value` ``rho(u)`` and :meth:`weight` ``rho'(u)`` (elementwise, ``u >= 0``);
+    ``max_weight`` defaults to ``rho'(0)``. Set ``convex = True`` only if ``rho(||r||^2)`` is
+    convex in ``r``, and override ``is_quadratic`` only for ``rho(u) = u``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.energy import Energy, Penalty
+        >>> class SquareRoot(Penalty):
+        ...     name = "sqrt"
+        ...     def value(self, u):
+        ...         return (1 + u).sqrt() - 1
+        ...     def weight(self, u):
+        ...         return 0.5 / (1 + u).sqrt()
+        >>> penalty = SquareRoot()
+        >>> penalty.max_weight  # rho'(0): bounds the step sizes
+        0.5
+        >>> penalty.weight(torch.tensor([3.0]))
+        tensor([0.2500])
+        >>> Energy(penalty=penalty).penalty
+        SquareRoot()
+    """
 
     name: str = "penalty"
     convex: bool = False
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
+        """``rho(u)``, elementwise."""
         raise NotImplementedError
 
     def weight(self, u: torch.Tensor) -> torch.Tensor:
@@ -62,7 +85,17 @@ class Penalty:
 
 @PENALTIES.register("quadratic", help="rho(u) = u: least squares (Laplacian smoothing, APPNP, label propagation)")
 class Quadratic(Penalty):
-    """``rho(u) = u``, weight 1."""
+    """``rho(u) = u``, weight 1.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.energy import Quadratic
+        >>> penalty = Quadratic()
+        >>> penalty.value(torch.tensor([0.0, 4.0])), penalty.weight(torch.tensor([0.0, 4.0]))
+        (tensor([0., 4.]), tensor([1., 1.]))
+        >>> penalty.is_quadratic, penalty.convex
+        (True, True)
+    """
 
     name = "quadratic"
     convex = True
@@ -84,7 +117,24 @@ class Quadratic(Penalty):
 
 @PENALTIES.register("huber", help="Huber: quadratic for |r| <= delta, linear in |r| beyond")
 class Huber(Penalty):
-    """``rho(u) = u`` for ``u <= delta^2``, ``2 delta sqrt(u) - delta^2`` beyond; weight ``min(1, delta / sqrt(u))``."""
+    """``rho(u) = u`` for ``u <= delta^2``, ``2 delta sqrt(u) - delta^2`` beyond; weight ``min(1, delta / sqrt(u))``.
+
+    Args:
+        delta: where the quadratic part ends, in ``|r|`` (``> 0``).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``delta <= 0``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.energy import Huber
+        >>> penalty = Huber(delta=1.0)
+        >>> u = torch.tensor([0.25, 4.0])  # |r| = 0.5 and 2
+        >>> penalty.value(u)  # u, then 2 * 1 * 2 - 1
+        tensor([0.2500, 3.0000])
+        >>> penalty.weight(u)  # 1, then delta / |r|
+        tensor([1.0000, 0.5000])
+    """
 
     name = "huber"
     convex = True
@@ -116,6 +166,25 @@ class Lp(Penalty):
     ``rho(u) = (p/2) tau^(p/2-1) u`` for ``u <= tau`` and ``u^(p/2) - (1 - p/2) tau^(p/2)`` beyond
     (value and weight continuous at ``tau``). ``p = 2`` is the quadratic penalty. TWIRLS' weight
     ``1 / max(tau', u^(1 - p/2))`` is ``(2/p)`` times this one with ``tau = tau'^(1 / (1 - p/2))``.
+
+    Args:
+        p: the exponent on ``||r||``, in ``(0, 2]`` (convex for ``p >= 1``).
+        tau: the floor on ``u`` (``> 0``); ``max_weight = (p/2) tau^(p/2 - 1)``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``p`` outside ``(0, 2]`` or ``tau <= 0``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.energy import Lp
+        >>> penalty = Lp(p=1.0, tau=0.01)
+        >>> u = torch.tensor([0.0, 4.0])
+        >>> penalty.value(u)  # linear below tau, then sqrt(u) - 0.5 * sqrt(tau)
+        tensor([0.0000, 1.9500])
+        >>> penalty.weight(u)  # 0.5 / sqrt(max(u, tau))
+        tensor([5.0000, 0.2500])
+        >>> penalty.max_weight, Lp(p=2.0).is_quadratic
+        (5.0, True)
     """
 
     name = "lp"
@@ -151,7 +220,26 @@ class Lp(Penalty):
 
 @PENALTIES.register("cauchy", help="Cauchy: c^2 log(1 + u / c^2), weight 1 / (1 + u / c^2)")
 class Cauchy(Penalty):
-    """``rho(u) = c^2 log(1 + u / c^2)``: grows logarithmically, weight ``1 / (1 + u / c^2)``."""
+    """``rho(u) = c^2 log(1 + u / c^2)``: grows logarithmically, weight ``1 / (1 + u / c^2)``.
+
+    Args:
+        c: the scale in ``|r|`` (``> 0``).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``c <= 0``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.energy import Cauchy
+        >>> penalty = Cauchy(c=1.0)
+        >>> u = torch.tensor([0.0, 1.0, 3.0])
+        >>> penalty.value(u)  # log(1 + u)
+        tensor([0.0000, 0.6931, 1.3863])
+        >>> penalty.weight(u)
+        tensor([1.0000, 0.5000, 0.2500])
+        >>> penalty.convex
+        False
+    """
 
     name = "cauchy"
 
@@ -176,7 +264,24 @@ class Cauchy(Penalty):
 
 @PENALTIES.register("welsch", help="Welsch: c^2 (1 - exp(-u / c^2)), saturating; weight exp(-u / c^2)")
 class Welsch(Penalty):
-    """``rho(u) = c^2 (1 - exp(-u / c^2))``: saturates at ``c^2``, so far-apart pairs stop pulling."""
+    """``rho(u) = c^2 (1 - exp(-u / c^2))``: saturates at ``c^2``, so far-apart pairs stop pulling.
+
+    Args:
+        c: the scale in ``|r|`` (``> 0``).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``c <= 0``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.energy import Welsch
+        >>> penalty = Welsch(c=1.0)
+        >>> u = torch.tensor([0.0, 1.0, 100.0])
+        >>> penalty.value(u)  # 1 - exp(-u): at most c^2 = 1
+        tensor([0.0000, 0.6321, 1.0000])
+        >>> [round(w, 4) for w in penalty.weight(u).tolist()]  # a pair 10 apart hardly pulls
+        [1.0, 0.3679, 0.0]
+    """
 
     name = "welsch"
 
@@ -204,6 +309,23 @@ class Truncated(Penalty):
 
     The minimum of two concave functions is concave, so IRLS stays a majorise-minimise scheme;
     the weight drops to 0 past ``T`` (TWIRLS' threshold: an edge that far apart is cut).
+
+    Args:
+        base: the penalty to truncate.
+        threshold: ``T`` on ``u`` (``> 0``).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``threshold <= 0``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.energy import Quadratic, Truncated
+        >>> penalty = Truncated(Quadratic(), threshold=1.0)
+        >>> u = torch.tensor([0.5, 4.0])
+        >>> penalty.value(u), penalty.weight(u)  # capped at rho(T) = 1; no pull past T
+        (tensor([0.5000, 1.0000]), tensor([1., 0.]))
+        >>> penalty.name
+        'truncated_quadratic'
     """
 
     def __init__(self, base: Penalty, threshold: float) -> None:
@@ -232,6 +354,30 @@ def make_penalty(spec: "str | Penalty | None" = "quadratic", threshold: Optional
 
     ``threshold`` truncates it (weight 0 for ``u > threshold``); ``params`` go to its constructor
     (``delta`` for huber, ``p`` and ``tau`` for lp, ``c`` for cauchy and welsch).
+
+    Args:
+        spec: a name from :data:`PENALTIES`, a :class:`Penalty` (returned as it is), or ``None``
+            (quadratic).
+        threshold: truncate at this ``u`` (:class:`Truncated`); ``None`` or ``inf``: no truncation.
+        **params: the named penalty's constructor parameters.
+
+    Returns:
+        The :class:`Penalty`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown name, parameters the penalty does not take, parameters given
+            with a ready-made penalty, or a ``spec`` of another type.
+
+    Example:
+        >>> from dgl_bilevel.energy import make_penalty
+        >>> make_penalty("huber", delta=0.5)
+        Huber(delta=0.5)
+        >>> make_penalty("lp", threshold=4.0, p=1.0)
+        Truncated(p=1.0, tau=0.01, threshold=4.0)
+        >>> make_penalty("huber", c=1.0)
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.ConfigError: penalty 'huber': bad parameters ['c'] ...
     """
     if spec is None:
         spec = "quadratic"

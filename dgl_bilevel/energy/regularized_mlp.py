@@ -33,6 +33,27 @@ class GraphRegularizedMLP(nn.Module):
         penalty: ``rho`` (a name or :class:`~.penalties.Penalty`).
         normalize: ``"none"`` or ``"sym"`` (see :mod:`.graph_terms`).
         on: regularise ``"probabilities"`` (softmax of the logits) or the ``"logits"``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown ``on``, ``lam < 0``, or as :class:`~.layers.MLP` and
+            :func:`~.penalties.make_penalty`.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import GraphRegularizedMLP
+        >>> _ = torch.manual_seed(0)
+        >>> model = GraphRegularizedMLP(in_feats=3, hidden=8, out_feats=2, lam=0.5, on="logits")
+        >>> feat = torch.randn(4, 3)
+        >>> model(feat).shape  # inference: the MLP alone, no graph
+        torch.Size([4, 2])
+        >>> logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+        >>> model.regularizer(graph, logits).item()  # 0.5 * ||(1, -1)||^2 on the one edge 1-2 that differs
+        1.0
+        >>> loss = model.loss(graph, feat, torch.tensor([0, 0, 1, 1]), torch.tensor([True, False, False, True]))
+        >>> loss.shape, bool(loss > 0)
+        (torch.Size([]), True)
     """
 
     accepts_sparse_features = True

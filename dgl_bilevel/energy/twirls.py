@@ -50,6 +50,25 @@ def with_self_loops(
     Edge order as ``graph.remove_self_loop().add_self_loop()`` (DGL's TWIRLSConv): the kept
     edges in their order, then the loops by node. ``edge_weight`` (if given) is carried along.
     The new graph is built once per input graph and kept on it.
+
+    Args:
+        graph: the graph.
+        edge_weight: ``[E]`` weights, or ``None``.
+        fill: the weight of the new self-loops.
+
+    Returns:
+        ``(looped_graph, weights)``; ``weights`` is ``None`` when ``edge_weight`` is.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.energy import with_self_loops
+        >>> graph = dgl.graph(([0, 0, 1], [0, 1, 2]))  # a self-loop at 0, then 0 -> 1 -> 2
+        >>> looped, weight = with_self_loops(graph, torch.tensor([5.0, 2.0, 3.0]))
+        >>> [t.tolist() for t in looped.edges()]  # kept edges, then one loop per node
+        [[0, 1, 0, 1, 2], [1, 2, 0, 1, 2]]
+        >>> weight
+        tensor([2., 3., 1., 1., 1.])
     """
     cache = graph_cache(graph)
     cached = cache.self_looped
@@ -79,6 +98,26 @@ class TWIRLSPropagation(nn.Module):
         tau, T, p: the attention's floor, threshold (``T <= 0``: none) and exponent.
         init_attention: also reweight before the first step (DGL's ``attn_bef``).
         add_self_loops: replace self-loops by unit ones first (TWIRLSConv always does).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``steps < 0``, ``alpha < 0``, or ``attn_after`` without ``attention``.
+
+    Example:
+        Without preconditioning it is gradient descent on the normalised quadratic energy of the
+        self-looped graph:
+
+        >>> import dgl
+        >>> import torch
+        >>> graph = dgl.graph(([0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]))  # the path 0-1-2-3
+        >>> from dgl_bilevel.energy import EnergyLayer, TWIRLSPropagation, with_self_loops
+        >>> feat = torch.arange(8.0).reshape(4, 2)
+        >>> propagation = TWIRLSPropagation(steps=4, lam=1.0, precond=False)
+        >>> propagation.alpha  # 1 / (1 + lam)
+        0.5
+        >>> looped, _ = with_self_loops(graph)
+        >>> layer = EnergyLayer(4, "gradient", lam=1.0, normalize="sym", step=propagation.alpha / 2)
+        >>> torch.allclose(propagation(graph, feat), layer(looped, feat), atol=1e-5)
+        True
     """
 
     def __init__(

@@ -27,7 +27,35 @@ KG_EXTRA_HINT = "install the kg extra (pip install -e '.[kg]', i.e. pykeen==1.11
 
 
 def read_triples(path: PathLike) -> list[tuple[str, str, str]]:
-    """Triples ``(head, relation, tail)`` of a tab-separated file, one per non-empty line."""
+    """Triples ``(head, relation, tail)`` of a tab-separated file, one per non-empty line.
+
+    Args:
+        path: the file (UTF-8, ``head<TAB>relation<TAB>tail`` per line; blank lines are skipped).
+
+    Returns:
+        The triples as label tuples, in file order.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: the file does not exist, holds no triples, or a line has not three non-empty
+            tab-separated fields.
+
+    Example:
+        >>> import pathlib
+        >>> import tempfile
+        >>> from dgl_bilevel.kg import read_triples
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder) / "train.txt"
+        ...     _ = path.write_text("a\\tnext\\tb\\n\\nb\\tnext\\tc\\n", encoding="utf-8")
+        ...     read_triples(path)
+        [('a', 'next', 'b'), ('b', 'next', 'c')]
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder) / "train.txt"
+        ...     _ = path.write_text("a next b\\n", encoding="utf-8")
+        ...     read_triples(path)
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.DataError: ...train.txt:1: expected 'head<TAB>relation<TAB>tail', got 'a next b'
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"triples file {path.resolve()} does not exist")
@@ -45,7 +73,29 @@ def read_triples(path: PathLike) -> list[tuple[str, str, str]]:
 
 
 def pykeen_dataset_dir(name: str) -> Path:
-    """The folder of the pykeen wheel that holds ``name``'s ``train/valid/test.txt``."""
+    """The folder of the pykeen wheel that holds ``name``'s ``train/valid/test.txt``.
+
+    Args:
+        name: ``"nations"``, ``"kinships"`` or ``"umls"`` (any case).
+
+    Returns:
+        The folder (``.../pykeen/datasets/<name>``); nothing is read or downloaded.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: another name, or pykeen is not installed (the ``kg`` extra).
+
+    Example:
+        >>> from dgl_bilevel.kg import pykeen_dataset_dir
+        >>> folder = pykeen_dataset_dir("Nations")
+        >>> folder.parts[-3:]
+        ('pykeen', 'datasets', 'nations')
+        >>> [(folder / f"{split}.txt").is_file() for split in ("train", "valid", "test")]
+        [True, True, True]
+        >>> pykeen_dataset_dir("fb15k")
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.DataError: unknown knowledge graph 'fb15k': choose one of ...
+    """
     key = name.lower()
     if key not in PYKEEN_DATASETS:
         raise DataError(f"unknown knowledge graph {name!r}: choose one of {PYKEEN_DATASETS} or give a folder "
@@ -59,7 +109,31 @@ def pykeen_dataset_dir(name: str) -> Path:
 
 @dataclass
 class KGData:
-    """A knowledge graph split into train / valid / test id triples (``LongTensor [n, 3]`` of (h, r, t))."""
+    """A knowledge graph split into train / valid / test id triples (``LongTensor [n, 3]`` of (h, r, t)).
+
+    Made by :func:`load_kg` (or directly, from id triples).
+
+    Args:
+        name: the data set's name.
+        train, valid, test: the splits' id triples.
+        entity_to_id, relation_to_id: label -> id maps (ids ``0..n-1``).
+        dropped: per split, the triples dropped because a label never occurs in training.
+
+    Example:
+        A ring ``a -> b -> c -> d -> a`` (relation ``next``) with ``skip`` two steps ahead:
+
+        >>> import torch
+        >>> from dgl_bilevel.kg import KGData
+        >>> train = torch.tensor([[0, 0, 1], [1, 0, 2], [2, 0, 3], [3, 0, 0], [0, 1, 2], [1, 1, 3]])
+        >>> data = KGData("ring", train, valid=torch.tensor([[2, 1, 0]]), test=torch.tensor([[3, 1, 1]]),
+        ...               entity_to_id={"a": 0, "b": 1, "c": 2, "d": 3}, relation_to_id={"next": 0, "skip": 1})
+        >>> data
+        KGData('ring', entities=4, relations=2, train=6, valid=1, test=1)
+        >>> data.all_triples().shape
+        torch.Size([8, 3])
+        >>> data.graph("train").edata["etype"].tolist()
+        [0, 0, 0, 0, 1, 1]
+    """
 
     name: str
     train: torch.Tensor
@@ -83,6 +157,7 @@ class KGData:
         return torch.cat([self.train, self.valid, self.test])
 
     def split(self, name: str) -> torch.Tensor:
+        """The id triples of split ``name`` (``train``, ``valid`` or ``test``); a :class:`DataError` otherwise."""
         if name not in SPLITS:
             raise DataError(f"split must be one of {SPLITS}, got {name!r}")
         return getattr(self, name)
@@ -97,7 +172,29 @@ class KGData:
 
 
 def relation_graph(triples: torch.Tensor, num_entities: int) -> "dgl.DGLGraph":
-    """DGL multigraph with one edge ``h -> t`` per triple (edge ``e`` = row ``e``), ``edata['etype'] = r``."""
+    """DGL multigraph with one edge ``h -> t`` per triple (edge ``e`` = row ``e``), ``edata['etype'] = r``.
+
+    Args:
+        triples: integer ``[n, 3]`` rows ``(head, relation, tail)``.
+        num_entities: the number of nodes (entity ids lie in ``[0, num_entities)``).
+
+    Returns:
+        The graph (the input of :class:`~.energy_steps.RelationalDescent`).
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: ``triples`` is not an integer ``[n, 3]`` tensor, or an entity id is out of range.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.kg import relation_graph
+        >>> graph = relation_graph(torch.tensor([[0, 0, 1], [1, 1, 2], [0, 1, 2]]), num_entities=3)
+        >>> [ends.tolist() for ends in graph.edges()], graph.edata["etype"].tolist()
+        ([[0, 1, 0], [1, 2, 2]], [0, 1, 1])
+        >>> relation_graph(torch.tensor([[0, 0, 7]]), num_entities=3)
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.DataError: entity ids must lie in [0, 3), got range [0, 7]
+    """
     triples = check_triples(triples, num_entities)
     graph = dgl.graph((triples[:, 0], triples[:, 2]), num_nodes=num_entities)
     graph.edata["etype"] = triples[:, 1].clone()
@@ -132,6 +229,30 @@ def load_kg(name_or_folder: PathLike) -> KGData:
 
     Ids: sorted labels of the training split (PyKEEN's convention); valid / test triples whose entity
     or relation is not in training are dropped and counted in ``KGData.dropped``.
+
+    Args:
+        name_or_folder: ``"nations"``, ``"kinships"`` or ``"umls"`` (read from the pykeen wheel),
+            or a folder holding ``train.txt``, ``valid.txt`` and ``test.txt`` (see :func:`read_triples`).
+
+    Returns:
+        The :class:`KGData` (named after the data set or the folder).
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: a triples file is missing or malformed, or pykeen is missing for a named set.
+
+    Example:
+        >>> import pathlib
+        >>> import tempfile
+        >>> from dgl_bilevel.kg import load_kg
+        >>> splits = {"train": "b\\tr\\tc\\na\\tr\\tb\\n", "valid": "a\\tr\\tc\\n", "test": "c\\tr\\tz\\n"}
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     for split, text in splits.items():
+        ...         _ = (pathlib.Path(folder) / f"{split}.txt").write_text(text, encoding="utf-8")
+        ...     data = load_kg(folder)
+        >>> data.entity_to_id, data.train.tolist()
+        ({'a': 0, 'b': 1, 'c': 2}, [[1, 0, 2], [0, 0, 1]])
+        >>> data.dropped  # 'z' never occurs in training
+        {'train': 0, 'valid': 0, 'test': 1}
     """
     text = str(name_or_folder)
     if text.lower() in PYKEEN_DATASETS and not Path(text).is_dir():
@@ -154,15 +275,51 @@ def load_kg(name_or_folder: PathLike) -> KGData:
 
 
 def nations() -> KGData:
-    """Nations (14 entities, 55 relations), from the pykeen wheel."""
+    """Nations (14 entities, 55 relations), from the pykeen wheel.
+
+    Returns:
+        ``load_kg("nations")``.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: pykeen (the ``kg`` extra) is not installed.
+
+    Example:
+        >>> from dgl_bilevel.kg import nations
+        >>> nations()
+        KGData('nations', entities=14, relations=55, train=1592, valid=199, test=201)
+    """
     return load_kg("nations")
 
 
 def umls() -> KGData:
-    """UMLS (135 entities, 46 relations), from the pykeen wheel."""
+    """UMLS (135 entities, 46 relations), from the pykeen wheel.
+
+    Returns:
+        ``load_kg("umls")``.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: pykeen (the ``kg`` extra) is not installed.
+
+    Example:
+        >>> from dgl_bilevel.kg import umls
+        >>> umls()
+        KGData('umls', entities=135, relations=46, train=5216, valid=652, test=661)
+    """
     return load_kg("umls")
 
 
 def kinships() -> KGData:
-    """Kinships (104 entities, 25 relations), from the pykeen wheel."""
+    """Kinships (104 entities, 25 relations), from the pykeen wheel.
+
+    Returns:
+        ``load_kg("kinships")``.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: pykeen (the ``kg`` extra) is not installed.
+
+    Example:
+        >>> from dgl_bilevel.kg import kinships
+        >>> kinships()
+        KGData('kinships', entities=104, relations=25, train=8544, valid=1068, test=1074)
+    """
     return load_kg("kinships")

@@ -72,7 +72,34 @@ def _ends(edges: EdgeSet, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def kg_energy(graph: "dgl.DGLGraph", y: torch.Tensor, base: torch.Tensor, interaction: Interaction,
               edge_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The energy ``E(Y)`` above (a scalar); ``edge_weight`` defaults to ones."""
+    """The energy ``E(Y)`` above (a scalar); ``edge_weight`` defaults to ones.
+
+    Args:
+        graph: a relation graph (:func:`~.data.relation_graph`; relation ids in ``edata['etype']``).
+        y: entity embeddings ``Y``, ``[N, d]``.
+        base: the base table ``B``, ``[N, d]``.
+        interaction: the model's edge term (:class:`~.scores.Interaction`).
+        edge_weight: ``w_e`` per edge (``[E]``; negative weights repel).
+
+    Returns:
+        ``1/2 ||Y - B||^2 + 1/2 sum_e w_e d_{r_e}(y_h, y_t)``, differentiable in every input.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: the graph has no ``etype``, or ``edge_weight`` has not one entry per edge.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.kg import TransE, relation_graph, kg_energy
+        >>> graph = relation_graph(torch.tensor([[0, 0, 1], [1, 0, 2]]), num_entities=3)  # 0 -> 1 -> 2
+        >>> transe = TransE(num_relations=1, dim=1)
+        >>> with torch.no_grad():
+        ...     _ = transe.weight.fill_(1.0)  # relation 0: "one step further", y_t = y_h + 1
+        >>> base = torch.zeros(3, 1)
+        >>> kg_energy(graph, base, base, transe).item()  # two edges with ||0 + 1 - 0||^2 = 1, halved
+        1.0
+        >>> kg_energy(graph, torch.tensor([[0.0], [1.0], [2.0]]), base, transe).item()  # edges satisfied
+        2.5
+    """
     edges = edge_set(graph, interaction, edge_weight, y)
     y_head, y_tail = _ends(edges, y)
     edge_terms = interaction.distance2(y_head, edges.rel, y_tail)
@@ -88,7 +115,32 @@ def energy_grad(edges: EdgeSet, y: torch.Tensor, base: torch.Tensor, interaction
 
 def kg_energy_grad(graph: "dgl.DGLGraph", y: torch.Tensor, base: torch.Tensor, interaction: Interaction,
                    edge_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """``dE/dY`` in closed form (see the module docstring)."""
+    """``dE/dY`` in closed form (see the module docstring).
+
+    Args:
+        graph, y, base, interaction, edge_weight: as :func:`kg_energy`.
+
+    Returns:
+        The gradient, ``[N, d]``: ``(y_i - b_i)`` plus the messages of the node's triples.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: as :func:`kg_energy`.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.kg import TransE, relation_graph, kg_energy, kg_energy_grad
+        >>> graph = relation_graph(torch.tensor([[0, 0, 1], [1, 0, 2]]), num_entities=3)  # 0 -> 1 -> 2
+        >>> transe = TransE(num_relations=1, dim=1)
+        >>> with torch.no_grad():
+        ...     _ = transe.weight.fill_(1.0)  # relation 0: "one step further", y_t = y_h + 1
+        >>> base = torch.zeros(3, 1)
+        >>> kg_energy_grad(graph, base, base, transe).flatten().tolist()  # heads pulled up, tails down
+        [1.0, 0.0, -1.0]
+        >>> y = torch.tensor([[0.5], [-1.0], [2.0]], requires_grad=True)
+        >>> (autograd,) = torch.autograd.grad(kg_energy(graph, y, base, transe), y)
+        >>> torch.allclose(kg_energy_grad(graph, y, base, transe), autograd)
+        True
+    """
     return energy_grad(edge_set(graph, interaction, edge_weight, y), y, base, interaction)
 
 
@@ -101,7 +153,31 @@ def preconditioner(edges: EdgeSet, interaction: Interaction, like: torch.Tensor)
 
 def kg_preconditioner(graph: "dgl.DGLGraph", interaction: Interaction, edge_weight: torch.Tensor | None,
                       like: torch.Tensor) -> torch.Tensor:
-    """Jacobi preconditioner ``P`` of the energy on ``graph`` (``like`` gives dtype and feature dim)."""
+    """Jacobi preconditioner ``P`` of the energy on ``graph`` (``like`` gives dtype and feature dim).
+
+    Args:
+        graph, interaction, edge_weight: as :func:`kg_energy`.
+        like: a tensor ``[N, d]`` whose dtype and width ``P`` takes.
+
+    Returns:
+        ``P``, ``[N, d]``, ``>= 1``: 1 plus the positively weighted edges' curvature at each node.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: as :func:`kg_energy`.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.kg import TransE, relation_graph, kg_preconditioner
+        >>> graph = relation_graph(torch.tensor([[0, 0, 1], [1, 0, 2]]), num_entities=3)  # 0 -> 1 -> 2
+        >>> transe = TransE(num_relations=1, dim=1)
+        >>> with torch.no_grad():
+        ...     _ = transe.weight.fill_(1.0)  # relation 0: "one step further", y_t = y_h + 1
+        >>> base = torch.zeros(3, 1)
+        >>> kg_preconditioner(graph, transe, None, base).flatten().tolist()  # 1 + degree for TransE
+        [2.0, 3.0, 2.0]
+        >>> kg_preconditioner(graph, transe, torch.tensor([1.0, -5.0]), base).flatten().tolist()  # repulsion: no curvature
+        [2.0, 2.0, 1.0]
+    """
     return preconditioner(edge_set(graph, interaction, edge_weight, like), interaction, like)
 
 
@@ -110,6 +186,36 @@ class RelationalDescent(nn.Module):
 
     Differentiable in the base table, the relation parameters and the edge weights (autograd unrolls the
     steps). Energy is non-increasing for ``0 < step_size <= 1`` with ``precondition=True``.
+
+    ``forward(graph, base, interaction, edge_weight=None)`` returns ``Y_steps`` (``base`` itself for
+    zero steps).
+
+    Args:
+        steps: the number of descent steps.
+        step_size: ``alpha``.
+        precondition: divide the gradient by the Jacobi preconditioner ``P``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``steps < 0`` or ``step_size <= 0``.
+        ~dgl_bilevel.errors.DataError: (forward) ``base`` has not one row per node, or as :func:`kg_energy`.
+
+    Example:
+        On a chain whose one relation says "one further", a single Jacobi step reaches the minimiser:
+
+        >>> import torch
+        >>> from dgl_bilevel.kg import TransE, relation_graph, RelationalDescent, kg_energy, kg_energy_grad
+        >>> graph = relation_graph(torch.tensor([[0, 0, 1], [1, 0, 2]]), num_entities=3)  # 0 -> 1 -> 2
+        >>> transe = TransE(num_relations=1, dim=1)
+        >>> with torch.no_grad():
+        ...     _ = transe.weight.fill_(1.0)  # relation 0: "one step further", y_t = y_h + 1
+        >>> base = torch.zeros(3, 1)
+        >>> y = RelationalDescent(steps=1)(graph, base, transe)
+        >>> y.flatten().tolist()
+        [-0.5, 0.0, 0.5]
+        >>> kg_energy(graph, y, base, transe).item()  # from 1.0 at the base table
+        0.5
+        >>> kg_energy_grad(graph, y, base, transe).abs().max().item()
+        0.0
     """
 
     def __init__(self, steps: int = 2, step_size: float = 1.0, precondition: bool = True) -> None:

@@ -20,7 +20,31 @@ from .scores import Interaction, make_interaction
 def corrupt(triples: torch.Tensor, num_entities: int, num_negatives: int = 1,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """``num_negatives`` corruptions per triple (``[B, k, 3]``): head or tail (each with probability 1/2)
-    replaced by a uniformly drawn *different* entity; no filtering of accidental true triples."""
+    replaced by a uniformly drawn *different* entity; no filtering of accidental true triples.
+
+    Args:
+        triples: ``[B, 3]`` id triples.
+        num_entities: the entity id range.
+        num_negatives: ``k``, corruptions per triple.
+        generator: the random generator (``None``: torch's global one).
+
+    Returns:
+        ``[B, k, 3]``: each row differs from its triple in exactly one of head and tail.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: fewer than two entities.
+
+    Example:
+        >>> import torch
+        >>> train = torch.tensor([[0, 0, 1], [1, 0, 2], [2, 0, 3], [3, 0, 0], [0, 1, 2], [1, 1, 3]])
+        >>> from dgl_bilevel.kg import corrupt
+        >>> negatives = corrupt(train, num_entities=4, num_negatives=3, generator=torch.Generator().manual_seed(0))
+        >>> negatives.shape
+        torch.Size([6, 3, 3])
+        >>> changed = negatives != train[:, None, :]
+        >>> bool((changed.sum(-1) == 1).all()), bool(changed[..., 1].any())  # one end each, never the relation
+        (True, False)
+    """
     if num_entities < 2:
         raise ConfigError("negative sampling needs at least two entities")
     neg = triples[:, None, :].repeat(1, num_negatives, 1)
@@ -39,6 +63,34 @@ class KGEModel(nn.Module):
     of a neighbourhood average replaces an entity's own row (Nations / UMLS: degrees ~230 / ~77, and the
     best lam by validation was 0.001-0.1). ``lam_neg`` weighs ``negative_ratio`` corruptions per training
     triple, sampled once (``seed``).
+
+    Args:
+        interaction: ``"transe"``, ``"distmult"``, ``"rotate"`` or an :class:`~.scores.Interaction`.
+        num_entities, num_relations, dim: the table sizes.
+        graph_triples: the triples the energy is built on (required when ``steps > 0``).
+        steps, step_size, precondition: the descent (:class:`~.energy_steps.RelationalDescent`).
+        lam, lam_neg: the weights of the attractive and repulsive edge terms (``>= 0``).
+        negative_ratio: corruptions per training triple in the repulsive graph.
+        seed: seeds torch's global generator for the initial tables (and the negative graph).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an interaction whose sizes disagree, ``steps > 0`` without ``graph_triples``,
+            negative ``lam`` or ``lam_neg``, or an unknown interaction name.
+
+    Example:
+        >>> import torch
+        >>> train = torch.tensor([[0, 0, 1], [1, 0, 2], [2, 0, 3], [3, 0, 0], [0, 1, 2], [1, 1, 3]])
+        >>> from dgl_bilevel.kg import KGEModel
+        >>> model = KGEModel("transe", num_entities=4, num_relations=2, dim=8, graph_triples=train, steps=2, seed=0)
+        >>> y = model.embed()  # two descent steps from the base table
+        >>> y.shape, torch.equal(y, model.entity)
+        (torch.Size([4, 8]), False)
+        >>> model.score(y, train).shape
+        torch.Size([6])
+        >>> KGEModel("transe", 4, 2, dim=8, steps=2)
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.ConfigError: steps > 0 needs graph_triples (the training triples the energy is built on)
     """
 
     def __init__(self, interaction: str | Interaction, num_entities: int, num_relations: int, dim: int,
@@ -109,7 +161,26 @@ class KGEModel(nn.Module):
 
 
 class EmbeddingPredictor:
-    """Scores every entity as head or tail, from fixed embeddings."""
+    """Scores every entity as head or tail, from fixed embeddings.
+
+    The :class:`~.evaluate.LinkPredictor` that :meth:`KGEModel.predictor` returns.
+
+    Args:
+        y: entity embeddings, ``[N, d]``.
+        interaction: the model's :class:`~.scores.Interaction`.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.kg import DistMult, EmbeddingPredictor
+        >>> distmult = DistMult(num_relations=1, dim=3)
+        >>> with torch.no_grad():
+        ...     _ = distmult.weight.fill_(1.0)
+        >>> predictor = EmbeddingPredictor(torch.eye(3), distmult)  # orthogonal entities
+        >>> with torch.no_grad():  # as the evaluator calls it
+        ...     predictor.score_tails(torch.tensor([0, 2]), torch.tensor([0, 0]))  # <e_h, 1, e_t>
+        tensor([[1., 0., 0.],
+                [0., 0., 1.]])
+    """
 
     def __init__(self, y: torch.Tensor, interaction: Interaction) -> None:
         self.y, self.interaction = y, interaction

@@ -28,7 +28,28 @@ from ..errors import ConfigError
 
 
 class Interaction(nn.Module):
-    """Relation parameters plus the relation map ``phi_r`` and the score of one KG embedding model."""
+    """Relation parameters plus the relation map ``phi_r`` and the score of one KG embedding model.
+
+    A subclass implements :meth:`relation`, :meth:`score`, :meth:`distance2`, :meth:`edge_grads`
+    and :meth:`curvature` (see the module docstring); the scores broadcast over leading dims.
+
+    Args:
+        num_relations: the number of relations.
+        dim: the embedding width.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``num_relations`` or ``dim`` below 1.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.kg import Interaction, make_interaction
+        >>> model = make_interaction("distmult", num_relations=2, dim=4)
+        >>> isinstance(model, Interaction), model.relation(torch.tensor([0, 1, 1])).shape
+        (True, torch.Size([3, 4]))
+        >>> heads, tails = torch.randn(5, 1, 4), torch.randn(1, 7, 4)
+        >>> model.score(heads, model.relation(torch.tensor([0])), tails).shape  # every pair
+        torch.Size([5, 7])
+    """
 
     name = "interaction"
     #: Re-normalise entity rows of the base table to unit L2 norm after each optimiser step (PyKEEN's default).
@@ -92,7 +113,25 @@ class _DistanceModel(Interaction):
 
 
 class TransE(_DistanceModel):
-    """``phi_r(h) = h + r``; score ``-||h + r - t||_2`` (Bordes et al. 2013, L2 variant)."""
+    """``phi_r(h) = h + r``; score ``-||h + r - t||_2`` (Bordes et al. 2013, L2 variant).
+
+    Relation vectors start as random unit vectors; entity rows are kept at unit norm
+    (``normalize_entities``).
+
+    Args:
+        num_relations: the number of relations.
+        dim: the embedding width.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.kg import TransE
+        >>> transe = TransE(num_relations=1, dim=2)
+        >>> with torch.no_grad():
+        ...     _ = transe.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        >>> head, rel, tail = torch.tensor([0.0, 0.0]), transe.relation(torch.tensor(0)), torch.tensor([1.0, 1.0])
+        >>> transe.score(head, rel, tail).item(), transe.distance2(head, rel, tail).item()  # h + r - t = (0, -1)
+        (-1.0, 1.0)
+    """
 
     name = "transe"
     normalize_entities = True
@@ -113,7 +152,24 @@ class TransE(_DistanceModel):
 
 
 class DistMult(Interaction):
-    """Score ``<h, r, t>`` (Yang et al. 2015); edge term ``sum_k |r_k| (h_k - sign(r_k) t_k)^2``."""
+    """Score ``<h, r, t>`` (Yang et al. 2015); edge term ``sum_k |r_k| (h_k - sign(r_k) t_k)^2``.
+
+    Relation vectors start as random unit vectors; entity rows are kept at unit norm.
+
+    Args:
+        num_relations: the number of relations.
+        dim: the embedding width.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.kg import DistMult
+        >>> distmult = DistMult(num_relations=1, dim=2)
+        >>> head, rel, tail = torch.tensor([1.0, 2.0]), torch.tensor([1.0, -1.0]), torch.tensor([3.0, 1.0])
+        >>> distmult.score(head, rel, tail).item()  # 1 * 1 * 3 + 2 * (-1) * 1
+        1.0
+        >>> distmult.distance2(head, rel, tail).item()  # (1 - 3)^2 + (2 + 1)^2
+        13.0
+    """
 
     name = "distmult"
     normalize_entities = True
@@ -143,7 +199,31 @@ class DistMult(Interaction):
 
 class RotatE(_DistanceModel):
     """``phi_r(h) = h * exp(i theta_r)`` on interleaved (real, imag) pairs; score ``-||h * r - t||_2``
-    (Sun et al. 2019)."""
+    (Sun et al. 2019).
+
+    Args:
+        num_relations: the number of relations.
+        dim: real coordinates per embedding (twice the complex dimension; even).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an odd ``dim``.
+
+    Example:
+        >>> import math
+        >>> import torch
+        >>> from dgl_bilevel.kg import RotatE
+        >>> rotate = RotatE(num_relations=1, dim=2)  # one complex coordinate
+        >>> with torch.no_grad():
+        ...     _ = rotate.phase.fill_(math.pi / 2)  # multiply by i
+        >>> rel = rotate.relation(torch.tensor(0))
+        >>> head, tail = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])  # 1 and 2i
+        >>> round(rotate.score(head, rel, tail).item(), 4)  # -|1 * i - 2i|
+        -1.0
+        >>> RotatE(num_relations=1, dim=3)
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.ConfigError: rotate: dim counts real coordinates of complex vectors and must be even, got 3
+    """
 
     name = "rotate"
 
@@ -172,7 +252,27 @@ INTERACTIONS: dict[str, type[Interaction]] = {"transe": TransE, "distmult": Dist
 
 
 def make_interaction(name: str, num_relations: int, dim: int) -> Interaction:
-    """``TransE`` / ``DistMult`` / ``RotatE`` by (case-insensitive) name."""
+    """``TransE`` / ``DistMult`` / ``RotatE`` by (case-insensitive) name.
+
+    Args:
+        name: ``"transe"``, ``"distmult"`` or ``"rotate"``.
+        num_relations, dim: the interaction's sizes.
+
+    Returns:
+        A freshly initialised :class:`Interaction`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown name (or bad sizes).
+
+    Example:
+        >>> from dgl_bilevel.kg import make_interaction
+        >>> make_interaction("TransE", num_relations=2, dim=4)
+        TransE(num_relations=2, dim=4)
+        >>> make_interaction("complex", 2, 4)
+        Traceback (most recent call last):
+            ...
+        dgl_bilevel.errors.ConfigError: unknown KG model 'complex': choose one of ['distmult', 'rotate', 'transe']
+    """
     key = name.lower()
     if key not in INTERACTIONS:
         raise ConfigError(f"unknown KG model {name!r}: choose one of {sorted(INTERACTIONS)}")
