@@ -187,7 +187,7 @@ def load_dataset(name: str, root: Optional[PathLike] = None, seed: int = 0,
         >>> load_dataset("cheaters", v_out_fraction=0.3)
         Traceback (most recent call last):
         ...
-        dgl_bilevel.errors.ConfigError: v_out_fraction applies to OGB data sets only; 'cheaters' has a fixed bilevel split
+        dgl_bilevel.errors.ConfigError: v_out_fraction applies to OGB data sets only; 'cheaters' has a fixed ...
     """
     if is_graph_file(name):
         if v_out_fraction is not None:

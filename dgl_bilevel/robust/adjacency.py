@@ -102,7 +102,7 @@ def budget_from_rate(rate: float, num_edges: int) -> int:
         >>> budget_from_rate(5, 5278)
         Traceback (most recent call last):
         ...
-        dgl_bilevel.errors.ConfigError: the perturbation rate must be a number in [0, 1] (a fraction of the edges), got 5
+        dgl_bilevel.errors.ConfigError: the perturbation rate must be a number in [0, 1] ..., got 5
     """
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0 <= rate <= 1:
         raise ConfigError(f"the perturbation rate must be a number in [0, 1] (a fraction of the edges), got {rate!r}")
@@ -163,7 +163,7 @@ def check_adjacency(adj: Any) -> torch.Tensor:
         >>> check_adjacency(torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
         Traceback (most recent call last):
         ...
-        dgl_bilevel.errors.ConfigError: the adjacency must be symmetric, 0/1, with a zero diagonal (dense_adjacency builds one)
+        dgl_bilevel.errors.ConfigError: the adjacency must be symmetric, 0/1, with a zero diagonal ...
     """
     if not isinstance(adj, torch.Tensor) or adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
         shape = tuple(adj.shape) if isinstance(adj, torch.Tensor) else type(adj).__name__

@@ -273,7 +273,8 @@ def round_perturbation(loss_fn: LossFn, space: FlipSpace, s: torch.Tensor, budge
     Example:
         >>> import dgl
         >>> import torch
-        >>> from dgl_bilevel.robust import ascent_step, dense_adjacency, DenseGCN, FlipSpace, objective, round_perturbation
+        >>> from dgl_bilevel.robust import (ascent_step, dense_adjacency, DenseGCN, FlipSpace, objective,
+        ...                                 round_perturbation)
         >>> _ = torch.manual_seed(0)
         >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
         >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
@@ -329,7 +330,8 @@ def pgd_attack(model: nn.Module, adj: torch.Tensor, features: torch.Tensor, labe
 
         >>> import dgl
         >>> import torch
-        >>> from dgl_bilevel.robust import accuracy, dense_adjacency, DenseGCN, pgd_attack, PGDConfig, train_gcn, TrainConfig
+        >>> from dgl_bilevel.robust import (accuracy, dense_adjacency, DenseGCN, pgd_attack, PGDConfig, train_gcn,
+        ...                                 TrainConfig)
         >>> _ = torch.manual_seed(0)
         >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
         >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
