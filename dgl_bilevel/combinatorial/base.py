@@ -34,7 +34,7 @@ class Solver:
     Calling a solver returns :meth:`solve`'s float tensor, shaped like ``c`` for the shipped ones.
 
     Raises:
-        ConfigError: from :meth:`check`, if ``c`` is not a floating-point tensor with at least
+        ~dgl_bilevel.errors.ConfigError: from :meth:`check`, if ``c`` is not a floating-point tensor with at least
             :attr:`event_ndim` dimensions and finite entries.
 
     Example:
@@ -84,7 +84,7 @@ class FunctionSolver(Solver):
             (default), perturbed estimators call ``fn`` once per sample, on a tensor shaped like ``c``.
 
     Raises:
-        ConfigError: if ``fn`` is not callable or ``sense`` is neither ``"max"`` nor ``"min"``.
+        ~dgl_bilevel.errors.ConfigError: if ``fn`` is not callable or ``sense`` is neither ``"max"`` nor ``"min"``.
 
     Example:
         >>> import torch
@@ -137,7 +137,7 @@ def as_solver(solve: SolverLike, sense: Optional[str] = None, event_ndim: Option
         ``solve`` itself if it is a :class:`Solver`, else a :class:`FunctionSolver` wrapping it.
 
     Raises:
-        ConfigError: if ``sense`` contradicts a solver's own, or ``event_ndim``/``batched`` are
+        ~dgl_bilevel.errors.ConfigError: if ``sense`` contradicts a solver's own, or ``event_ndim``/``batched`` are
             given for a solver.
 
     Example:

@@ -48,7 +48,7 @@ def sample_noise(noise: str, shape: tuple, dtype: torch.dtype, device: torch.dev
         ``(Z, grad_nu(Z))``, both of ``shape``.
 
     Raises:
-        ConfigError: if ``noise`` is unknown.
+        ~dgl_bilevel.errors.ConfigError: if ``noise`` is unknown.
 
     Example:
         >>> import torch
@@ -132,7 +132,7 @@ def straight_through(solve: SolverLike, c: torch.Tensor, *, relaxation: str = "i
         The hard solution ``y(c)``, shaped like ``c``, with the surrogate gradient attached.
 
     Raises:
-        ConfigError: on an unknown relaxation, a non-positive temperature, invalid scores, or a
+        ~dgl_bilevel.errors.ConfigError: on an unknown relaxation, a non-positive temperature, invalid scores, or a
             solution not shaped like ``c``.
 
     Example:
@@ -212,7 +212,7 @@ def perturbed(solve: SolverLike, c: torch.Tensor, *, num_samples: int = 10, sigm
         ``hard``), differentiable in ``c``.
 
     Raises:
-        ConfigError: on invalid options or scores, or a solver that drops the batch dimensions.
+        ~dgl_bilevel.errors.ConfigError: on invalid options or scores, or a solver that drops the batch dimensions.
 
     Example:
         Each sample selects exactly two items, so the smoothed selection sums to 2.
@@ -283,7 +283,7 @@ def fenchel_young_loss(solve: SolverLike, c: torch.Tensor, target: torch.Tensor,
         The loss per problem, shape ``c.shape[:-event_ndim]`` (a scalar for one problem).
 
     Raises:
-        ConfigError: on invalid options or scores, a target not shaped like ``c``, or a solution
+        ~dgl_bilevel.errors.ConfigError: on invalid options or scores, a target not shaped like ``c``, or a solution
             not shaped like ``c``.
 
     Example:
@@ -357,7 +357,7 @@ def blackbox(solve: SolverLike, c: torch.Tensor, *, lam: float = 1.0, sense: Opt
         The hard solution ``y(c)``, shaped like ``c``, with the interpolation gradient attached.
 
     Raises:
-        ConfigError: on a non-positive ``lam``, invalid scores, or a solution not shaped like ``c``.
+        ~dgl_bilevel.errors.ConfigError: on a non-positive ``lam``, invalid scores, or a solution not shaped like ``c``.
 
     Example:
         The loss rewards item 1, already chosen: the extra solve (scores ``c - 2 g``) swaps it for

@@ -106,9 +106,9 @@ class ShortestPath(_GraphSolver):
     constant map, so the estimators stay unbiased for it. Self-loops are never on a path.
 
     Raises:
-        ConfigError: if ``graph`` is a block or ``source``/``target`` is not one of its nodes;
+        ~dgl_bilevel.errors.ConfigError: if ``graph`` is a block or ``source``/``target`` is not one of its nodes;
             when called, if costs are negative or not one per edge.
-        DataError: when called, if ``target`` cannot be reached from ``source``.
+        ~dgl_bilevel.errors.DataError: when called, if ``target`` cannot be reached from ``source``.
 
     Example:
         Two routes from node 0 to node 3: via node 1 (edges 0 and 2, cost 2) or via node 2
@@ -196,7 +196,7 @@ class MinimumSpanningTree(_GraphSolver):
         mark: ``"cheapest"`` or ``"pair"`` (above).
 
     Raises:
-        ConfigError: if ``mark`` is unknown or ``graph`` is a block; when called, if costs are not
+        ~dgl_bilevel.errors.ConfigError: if ``mark`` is unknown or ``graph`` is a block; when called, if costs are not
             one per edge.
 
     Example:

@@ -37,7 +37,7 @@ class DifferentiableSolver(nn.Module):
     noise settings.
 
     Raises:
-        ConfigError: on an unknown solver or estimator name, an option the estimator does not take,
+        ~dgl_bilevel.errors.ConfigError: on an unknown solver or estimator name, an option the estimator does not take,
             an invalid option value, or ``solver_options`` given with a solver object.
 
     Example:

@@ -47,7 +47,7 @@ class TopK(Solver):
         k: how many items to select (a positive integer, at most the last dimension of ``c``).
 
     Raises:
-        ConfigError: if ``k`` is not a positive integer; when called, if ``k`` exceeds the number
+        ~dgl_bilevel.errors.ConfigError: if ``k`` is not a positive integer; when called, if ``k`` exceeds the number
             of items or the scores are invalid.
 
     Example:
@@ -91,7 +91,7 @@ class EdgeBudget(TopK):
         budget: how many edges to keep, ``1 <= budget <= num_edges``.
 
     Raises:
-        ConfigError: if ``budget`` is not in ``1..num_edges``; when called, if the scores do not
+        ~dgl_bilevel.errors.ConfigError: if ``budget`` is not in ``1..num_edges``; when called, if the scores do not
             have one entry per edge.
 
     Example:
@@ -136,7 +136,7 @@ class PerNodeTopK(Solver):
         by: ``"dst"`` (rank in-edges) or ``"src"`` (rank out-edges).
 
     Raises:
-        ConfigError: if ``by`` or ``k`` is invalid; when called, if the scores do not have one
+        ~dgl_bilevel.errors.ConfigError: if ``by`` or ``k`` is invalid; when called, if the scores do not have one
             entry per edge.
 
     Example:

@@ -58,7 +58,7 @@ class BilevelData:
             read the same labels; ``v_in``, ``val`` and ``test`` stay disjoint.
 
     Raises:
-        DataError: on a graph that is not a non-empty homogeneous DGLGraph with edges, features
+        ~dgl_bilevel.errors.DataError: on a graph that is not a non-empty homogeneous DGLGraph with edges, features
             or labels of the wrong shape or not finite, an unknown task, node sets out of range,
             overlapping or (``v_in``, ``v_out``) empty, or invalid edge weights.
 

@@ -102,7 +102,7 @@ def load_graph_file(path: PathLike, seed: int = 0) -> BilevelData:
         The data, named after the file's stem; a float label means regression.
 
     Raises:
-        DataError: if the file is missing, not written by ``dgl.save_graphs``, holds other than
+        ~dgl_bilevel.errors.DataError: if the file is missing, not written by ``dgl.save_graphs``, holds other than
             one homogeneous graph, lacks or has malformed ``ndata``, or its ``val_mask`` has
             fewer than 2 nodes.
 

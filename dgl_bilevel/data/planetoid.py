@@ -70,7 +70,7 @@ def load_planetoid_graph(name: str, root: PathLike | None = None) -> "dgl.DGLGra
         ``test_mask``.
 
     Raises:
-        DataError: on an unknown name, missing files (each one named) or unreadable ones.
+        ~dgl_bilevel.errors.DataError: on an unknown name, missing files (each one named) or unreadable ones.
 
     Example:
         Eight tiny Planetoid files (DGL's validation set is the 500 nodes after the training ones,
@@ -129,7 +129,7 @@ def load_cora_graph(root: PathLike | None = None) -> "dgl.DGLGraph":
     ``load_planetoid_graph("cora", root)``; see :func:`load_planetoid_graph`.
 
     Raises:
-        DataError: if the files are missing or unreadable.
+        ~dgl_bilevel.errors.DataError: if the files are missing or unreadable.
 
     Example:
         With Cora's files in ``<root>/planetoid``, ``load_cora_graph(root).num_nodes()`` is 2708.
@@ -160,7 +160,7 @@ def planetoid(name: str, root: PathLike | None = None, seed: int = 0) -> Bilevel
         The classification :class:`BilevelData`, named ``name``.
 
     Raises:
-        DataError: on an unknown name, missing files (each one named) or unreadable ones.
+        ~dgl_bilevel.errors.DataError: on an unknown name, missing files (each one named) or unreadable ones.
 
     Example:
         Eight tiny Planetoid files (DGL's validation set is the 500 nodes after the training ones,
@@ -206,7 +206,7 @@ def cora(root: PathLike | None = None, seed: int = 0) -> BilevelData:
     """Cora with the paper's split (see :func:`planetoid`).
 
     Raises:
-        DataError: if the files are missing or unreadable.
+        ~dgl_bilevel.errors.DataError: if the files are missing or unreadable.
 
     Example:
         With Cora's files in ``<root>/planetoid`` (see :func:`planetoid` for the format),
@@ -228,7 +228,7 @@ def citeseer(root: PathLike | None = None, seed: int = 0) -> BilevelData:
     in the graph with zero features and in no node set, as DGL builds it.
 
     Raises:
-        DataError: if the files are missing or unreadable.
+        ~dgl_bilevel.errors.DataError: if the files are missing or unreadable.
 
     Example:
         A folder without CiteSeer's files: the error lists each missing one.
@@ -250,7 +250,7 @@ def pubmed(root: PathLike | None = None, seed: int = 0) -> BilevelData:
     """PubMed with the paper's split (see :func:`planetoid`).
 
     Raises:
-        DataError: if the files are missing or unreadable.
+        ~dgl_bilevel.errors.DataError: if the files are missing or unreadable.
 
     Example:
         ``pubmed(root, seed)`` is ``planetoid("pubmed", root, seed)`` (whose example writes tiny

@@ -82,7 +82,7 @@ def register(entry: DatasetEntry) -> None:
         entry: the data set; its ``name`` becomes a choice of :data:`DATASETS`.
 
     Raises:
-        ConfigError: if another entry is already registered under that name.
+        ~dgl_bilevel.errors.ConfigError: if another entry is already registered under that name.
 
     Example:
         >>> from dgl_bilevel.data import DatasetEntry, cheaters, load_dataset, register
@@ -176,8 +176,8 @@ def load_dataset(name: str, root: Optional[PathLike] = None, seed: int = 0,
         The :class:`~dgl_bilevel.data.BilevelData`.
 
     Raises:
-        ConfigError: on an unknown name or a misplaced or invalid ``v_out_fraction``.
-        DataError: if the data set's files are missing or malformed.
+        ~dgl_bilevel.errors.ConfigError: on an unknown name or a misplaced or invalid ``v_out_fraction``.
+        ~dgl_bilevel.errors.DataError: if the data set's files are missing or malformed.
 
     Example:
         >>> from dgl_bilevel.data import load_dataset

@@ -21,7 +21,7 @@ def split_in_two(nodes: torch.Tensor, fraction: float, generator: torch.Generato
         ``(first, rest)``, each sorted, together holding every node once.
 
     Raises:
-        DataError: if ``fraction`` is outside (0, 1) or leaves one side empty.
+        ~dgl_bilevel.errors.DataError: if ``fraction`` is outside (0, 1) or leaves one side empty.
 
     Example:
         >>> import torch

@@ -60,7 +60,7 @@ def cheaters(
         A two-class :class:`BilevelData` named ``"cheaters"``.
 
     Raises:
-        ConfigError: if ``n < 16`` or ``num_features < 2``.
+        ~dgl_bilevel.errors.ConfigError: if ``n < 16`` or ``num_features < 2``.
 
     Example:
         >>> from dgl_bilevel.data import cheaters
@@ -136,7 +136,7 @@ def synthetic1(
         ``edata['weight']`` and the true graph in ``extras['true_graph']``.
 
     Raises:
-        ConfigError: if ``frequency`` is neither ``"high"`` nor ``"low"``.
+        ~dgl_bilevel.errors.ConfigError: if ``frequency`` is neither ``"high"`` nor ``"low"``.
 
     Example:
         A smaller instance than the paper's (which is the default):

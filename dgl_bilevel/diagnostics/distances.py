@@ -69,7 +69,7 @@ def edge_distances(graph: "dgl.DGLGraph", v_in: torch.Tensor, v_out: torch.Tenso
         ``[E]`` int64 distances in edge-id order.
 
     Raises:
-        ConfigError: on an unknown ``kind``.
+        ~dgl_bilevel.errors.ConfigError: on an unknown ``kind``.
 
     Example:
         A path 0-1-2-3-4-5 (both directions), ``v_in = {0}``, ``v_out = {5}``: for a GNN the

@@ -94,7 +94,7 @@ def laplacian_bound(
         The :class:`LaplacianBound`.
 
     Raises:
-        ConfigError: if the problem is not the quadratic one.
+        ~dgl_bilevel.errors.ConfigError: if the problem is not the quadratic one.
 
     Example:
         >>> import dgl

@@ -91,7 +91,7 @@ def budget_from_rate(rate: float, num_edges: int) -> int:
         The budget, an int.
 
     Raises:
-        ConfigError: if ``rate`` is not a number in [0, 1] or ``num_edges`` is negative.
+        ~dgl_bilevel.errors.ConfigError: if ``rate`` is not a number in [0, 1] or ``num_edges`` is negative.
 
     Example:
         5% of Cora's 5,278 undirected edges:
@@ -122,7 +122,7 @@ def check_budget(budget: Any, n: int) -> int:
         ``budget`` as an int.
 
     Raises:
-        ConfigError: if ``budget`` is not a whole number, is negative or exceeds the node pairs.
+        ~dgl_bilevel.errors.ConfigError: if ``budget`` is not a whole number, is negative or exceeds the node pairs.
 
     Example:
         >>> from dgl_bilevel.robust import check_budget
@@ -153,7 +153,7 @@ def check_adjacency(adj: Any) -> torch.Tensor:
         ``adj`` itself.
 
     Raises:
-        ConfigError: saying which property fails.
+        ~dgl_bilevel.errors.ConfigError: saying which property fails.
 
     Example:
         >>> import torch
@@ -230,7 +230,7 @@ class FlipSpace:
         adj: the clean adjacency (checked by :func:`check_adjacency`).
 
     Raises:
-        ConfigError: if ``adj`` is not a valid adjacency.
+        ~dgl_bilevel.errors.ConfigError: if ``adj`` is not a valid adjacency.
 
     Example:
         ``pair_gradient`` agrees with autograd through :func:`flip` on the pairs (the strict

@@ -51,7 +51,7 @@ class PGDConfig:
         seed: seeds the Bernoulli draws.
 
     Raises:
-        ConfigError: on a setting out of its range or an unknown loss.
+        ~dgl_bilevel.errors.ConfigError: on a setting out of its range or an unknown loss.
 
     Example:
         >>> from dgl_bilevel.robust import PGDConfig
@@ -149,7 +149,7 @@ def objective(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, no
         A function of the (possibly relaxed) adjacency returning a differentiable scalar.
 
     Raises:
-        ConfigError: on an unknown loss.
+        ~dgl_bilevel.errors.ConfigError: on an unknown loss.
 
     Example:
         >>> import dgl
@@ -323,7 +323,7 @@ def pgd_attack(model: nn.Module, adj: torch.Tensor, features: torch.Tensor, labe
         An :class:`AttackResult`.
 
     Raises:
-        ConfigError: on an invalid adjacency or budget, or no target nodes.
+        ~dgl_bilevel.errors.ConfigError: on an invalid adjacency or budget, or no target nodes.
 
     Example:
         Train a GCN on two triangles, then let two flips attack its accuracy:

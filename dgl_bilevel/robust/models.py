@@ -51,7 +51,7 @@ class DenseGCN(nn.Module):
         dropout: dropout rate in [0, 1).
 
     Raises:
-        ConfigError: on a non-positive size or a dropout outside [0, 1).
+        ~dgl_bilevel.errors.ConfigError: on a non-positive size or a dropout outside [0, 1).
 
     Example:
         >>> import dgl

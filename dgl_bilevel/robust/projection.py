@@ -40,7 +40,7 @@ def project_budget(a: torch.Tensor, budget: float, *, mu0: Optional[float] = Non
         ``(s, mu)``: the projection and its multiplier (0 when the budget is not binding).
 
     Raises:
-        ConfigError: if ``budget`` is negative (or NaN).
+        ~dgl_bilevel.errors.ConfigError: if ``budget`` is negative (or NaN).
 
     Example:
         Three pairs with 0.9, 0.8 and 0.7 and a budget of 1: each drops by ``mu = 7/15``.

@@ -43,7 +43,7 @@ class TrainConfig:
         weight_decay: Adam's weight decay (>= 0).
 
     Raises:
-        ConfigError: on a setting out of its range.
+        ~dgl_bilevel.errors.ConfigError: on a setting out of its range.
 
     Example:
         >>> from dgl_bilevel.robust import TrainConfig
@@ -81,7 +81,7 @@ class AdversaryConfig:
     elsewhere (pseudo-labels, recomputed each epoch).
 
     Raises:
-        ConfigError: on a rate outside [0, 1], unknown targets, or invalid steps or step size;
+        ~dgl_bilevel.errors.ConfigError: on a rate outside [0, 1], unknown targets, or invalid steps or step size;
             ``resolve_budget`` on a budget the graph cannot take.
 
     Example:
@@ -212,7 +212,7 @@ def train_gcn(model: nn.Module, adj: torch.Tensor, features: torch.Tensor, label
         A :class:`TrainResult`; the model is left in eval mode.
 
     Raises:
-        ConfigError: on an invalid adjacency or budget, or an empty node set.
+        ~dgl_bilevel.errors.ConfigError: on an invalid adjacency or budget, or an empty node set.
 
     Example:
         >>> import dgl

@@ -56,8 +56,8 @@ class BernoulliEdges(GraphStructure):
         dtype: of the parameters.
 
     Raises:
-        DataError: on a graph without edges, or ``init``/``similarity`` tensors of the wrong shape.
-        ConfigError: on initial probabilities outside [0, 1] or an unknown ``init``.
+        ~dgl_bilevel.errors.DataError: on a graph without edges, or ``init``/``similarity`` tensors of the wrong shape.
+        ~dgl_bilevel.errors.ConfigError: on initial probabilities outside [0, 1] or an unknown ``init``.
 
     Example:
         Observed edges start at probability 1, the k-NN candidates at 0.5 (one per pair):

@@ -70,9 +70,9 @@ class EdgeWeights(GraphStructure):
         dtype: of the parameter.
 
     Raises:
-        DataError: on a graph without edges, initial weights of the wrong shape, or a missing
+        ~dgl_bilevel.errors.DataError: on a graph without edges, initial weights of the wrong shape, or a missing
             ``weight_key``.
-        ConfigError: on an unknown ``init`` or parametrization.
+        ~dgl_bilevel.errors.ConfigError: on an unknown ``init`` or parametrization.
 
     Example:
         >>> import dgl

@@ -70,8 +70,8 @@ class G2G(GraphStructure):
     drawn from the same generator in another number, so runs differ from the dense path's draw by draw.
 
     Raises:
-        DataError: on a graph without edges or features not ``[N, D]``.
-        ConfigError: on ``layers`` or ``hidden`` below 1, or unknown ``inputs``.
+        ~dgl_bilevel.errors.DataError: on a graph without edges or features not ``[N, D]``.
+        ~dgl_bilevel.errors.ConfigError: on ``layers`` or ``hidden`` below 1, or unknown ``inputs``.
 
     Example:
         The weight depends on the endpoints' features only, so ``u->v`` and ``v->u`` agree:

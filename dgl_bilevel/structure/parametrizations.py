@@ -107,7 +107,7 @@ class Box(Parametrization):
         low, high: the bounds, ``low < high`` (default ``[0, inf)``).
 
     Raises:
-        ConfigError: if ``low >= high``.
+        ~dgl_bilevel.errors.ConfigError: if ``low >= high``.
 
     Example:
         >>> import torch
@@ -151,7 +151,7 @@ def get_parametrization(spec: "str | Parametrization", **kwargs: float) -> Param
         The :class:`Parametrization`.
 
     Raises:
-        ConfigError: on an unknown name.
+        ~dgl_bilevel.errors.ConfigError: on an unknown name.
 
     Example:
         >>> from dgl_bilevel.structure import get_parametrization

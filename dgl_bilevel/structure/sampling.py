@@ -98,7 +98,7 @@ class GraphSampler:
         generator: the draws' random generator (its state is checkpointed with the structure).
 
     Raises:
-        ConfigError: on a setting out of range, or the score estimator without ``resample="outer"``.
+        ~dgl_bilevel.errors.ConfigError: on a setting out of range, or the score estimator without ``resample="outer"``.
 
     Example:
         Straight-through draws: 0/1 forward, identity backward to the probabilities.

@@ -40,7 +40,7 @@ def power_support(graph: "dgl.DGLGraph", r: int = 2, max_edges: int = DEFAULT_ED
         The support, with ``edata["hops"]`` and ``edata["observed"]``.
 
     Raises:
-        ConfigError: if ``r < 1`` or the support exceeds ``max_edges``.
+        ~dgl_bilevel.errors.ConfigError: if ``r < 1`` or the support exceeds ``max_edges``.
 
     Example:
         A 6-node path: 10 directed edges at one hop, 8 at two.
@@ -98,7 +98,7 @@ def knn_neighbours(features: torch.Tensor, k: int, metric: str = "euclidean",
         ``[N, k]`` node ids, nearest first.
 
     Raises:
-        ConfigError: on an unknown metric or ``k`` out of range.
+        ~dgl_bilevel.errors.ConfigError: on an unknown metric or ``k`` out of range.
 
     Example:
         >>> import torch
@@ -142,7 +142,7 @@ def knn_support(features: torch.Tensor, k: int = 10, observed: Optional["dgl.DGL
         The symmetric k-NN graph.
 
     Raises:
-        ConfigError: on an unknown metric or ``k`` out of range.
+        ~dgl_bilevel.errors.ConfigError: on an unknown metric or ``k`` out of range.
 
     Example:
         Two clusters of three points: each becomes a triangle, with no edge between them.
@@ -198,7 +198,7 @@ def observed_knn_support(graph: "dgl.DGLGraph", features: torch.Tensor, k: int =
         The symmetric union, ``edata["observed"]`` 1.0 on the observed graph's edges.
 
     Raises:
-        ConfigError: on an unknown metric or ``k`` out of range.
+        ~dgl_bilevel.errors.ConfigError: on an unknown metric or ``k`` out of range.
 
     Example:
         The 1-NN graph adds the pairs {0, 5} and {1, 5} to a path (4 directed edges):

@@ -55,8 +55,8 @@ class TopKEdges(GraphStructure):
         dtype: of the scores.
 
     Raises:
-        DataError: on a graph without edges.
-        ConfigError: unless exactly one of ``budget`` and ``per_node`` is given, on a budget
+        ~dgl_bilevel.errors.DataError: on a graph without edges.
+        ~dgl_bilevel.errors.ConfigError: unless exactly one of ``budget`` and ``per_node`` is given, on a budget
             out of range, an unknown estimator or init, or ``per_node`` with tied directions.
 
     Example:
