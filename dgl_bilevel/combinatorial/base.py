@@ -30,6 +30,29 @@ class Solver:
     where inputs can be invalid, :meth:`check`. Estimators call :meth:`check` once on the caller's
     scores and :meth:`solve` on the perturbed ones, so a solver may repair perturbed inputs (the
     shortest path clips negative perturbed costs) while still rejecting invalid user input.
+
+    Calling a solver returns :meth:`solve`'s float tensor, shaped like ``c`` for the shipped ones.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: from :meth:`check`, if ``c`` is not a floating-point tensor with at least
+            :attr:`event_ndim` dimensions and finite entries.
+
+    Example:
+        A one-hot argmax as a solver: set the sense, write ``solve``; ``check`` comes for free.
+
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import Solver
+        >>> class Argmax(Solver):
+        ...     sense = "max"
+        ...     def solve(self, c):
+        ...         return torch.nn.functional.one_hot(c.argmax(-1), c.shape[-1]).to(c.dtype)
+        >>> Argmax()(torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 1.0]]))
+        tensor([[0., 1., 0.],
+                [1., 0., 0.]])
+        >>> Argmax()(torch.tensor([1, 2]))
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: scores must be a floating-point tensor, got torch.int64
     """
 
     sense: str = "max"
@@ -59,6 +82,20 @@ class FunctionSolver(Solver):
             them (``c`` is one problem).
         batched: ``fn`` accepts extra leading dimensions (one problem per index). If False
             (default), perturbed estimators call ``fn`` once per sample, on a tensor shaped like ``c``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``fn`` is not callable or ``sense`` is neither ``"max"`` nor ``"min"``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import FunctionSolver
+        >>> def cheapest(c):
+        ...     return torch.nn.functional.one_hot(c.argmin(), c.numel())
+        >>> solver = FunctionSolver(cheapest, sense="min")
+        >>> solver
+        FunctionSolver(cheapest, sense='min', event_ndim=None, batched=False)
+        >>> solver(torch.tensor([3.0, 1.0, 2.0]))  # the integer one-hot comes back as c's dtype
+        tensor([0., 1., 0.])
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], sense: str = "max",
@@ -90,6 +127,31 @@ def as_solver(solve: SolverLike, sense: Optional[str] = None, event_ndim: Option
 
     For a :class:`Solver`, ``sense`` (if given) must agree with its own; ``event_ndim`` and
     ``batched`` cannot be overridden. For a callable, the arguments configure the wrapper.
+
+    Args:
+        solve: a :class:`Solver` (returned as it is) or a callable ``c -> y``.
+        sense: ``"max"`` or ``"min"``; for a callable, ``None`` means ``"max"``.
+        event_ndim, batched: how a callable treats ``c`` (see :class:`FunctionSolver`).
+
+    Returns:
+        ``solve`` itself if it is a :class:`Solver`, else a :class:`FunctionSolver` wrapping it.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``sense`` contradicts a solver's own, or ``event_ndim``/``batched`` are
+            given for a solver.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import TopK, as_solver
+        >>> top2 = TopK(2)
+        >>> as_solver(top2) is top2
+        True
+        >>> as_solver(torch.round, event_ndim=1, batched=True)
+        FunctionSolver(round, sense='max', event_ndim=1, batched=True)
+        >>> as_solver(top2, sense="min")
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: TopK maximises <c, y> (sense='max'); sense='min' contradicts it. ...
     """
     if isinstance(solve, Solver):
         if sense is not None and check_sense(sense) != solve.sense:

@@ -38,6 +38,28 @@ def sample_noise(noise: str, shape: tuple, dtype: torch.dtype, device: torch.dev
 
     Gaussian: ``grad_nu(Z) = Z``. Gumbel: ``Z = -log E`` with ``E ~ Exp(1)`` (so ``exp(-Z) = E``) and
     ``nu(z) = z + exp(-z)``, hence ``grad_nu(Z) = 1 - E``. Both scores have mean zero.
+
+    Args:
+        noise: ``"gaussian"`` or ``"gumbel"``.
+        shape, dtype, device: of the samples.
+        generator: seeds the draw (``None``: the global generator).
+
+    Returns:
+        ``(Z, grad_nu(Z))``, both of ``shape``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``noise`` is unknown.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import sample_noise
+        >>> z, score = sample_noise("gumbel", (2, 3), torch.float64, torch.device("cpu"),
+        ...                         torch.Generator().manual_seed(0))
+        >>> z.shape, torch.allclose(score, 1 - torch.exp(-z))
+        (torch.Size([2, 3]), True)
+        >>> z, score = sample_noise("gaussian", (4,), torch.float32, torch.device("cpu"))
+        >>> score is z
+        True
     """
     if noise == "gaussian":
         z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
@@ -98,6 +120,33 @@ def straight_through(solve: SolverLike, c: torch.Tensor, *, relaxation: str = "i
     likely to be chosen). ``"sigmoid"`` and ``"softmax"`` (over the last dimension) back-propagate
     through ``sigmoid(+-c / temperature)`` / ``softmax(+-c / temperature)`` instead, the sign ``+``
     for a maximiser. The solution must have the scores' shape.
+
+    Args:
+        solve: a :class:`~.base.Solver` or a callable ``c -> y`` (see :func:`~.base.as_solver`).
+        c: the scores (or costs, for a minimiser).
+        relaxation: ``"identity"``, ``"sigmoid"`` or ``"softmax"``: the surrogate of the backward.
+        temperature: of the sigmoid/softmax relaxation (positive).
+        sense: ``"max"``/``"min"`` for a callable; must agree with a solver's own.
+
+    Returns:
+        The hard solution ``y(c)``, shaped like ``c``, with the surrogate gradient attached.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an unknown relaxation, a non-positive temperature, invalid scores, or a
+            solution not shaped like ``c``.
+
+    Example:
+        The identity surrogate hands each score the gradient of its own solution entry.
+
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import TopK, straight_through
+        >>> c = torch.tensor([0.5, 2.0, -1.0, 1.0], requires_grad=True)
+        >>> y = straight_through(TopK(2), c)
+        >>> y
+        tensor([0., 1., 0., 1.], grad_fn=<_StraightThroughBackward>)
+        >>> (y * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+        >>> c.grad
+        tensor([1., 2., 3., 4.])
     """
     solver = as_solver(solve, sense)
     if relaxation is None:
@@ -147,6 +196,35 @@ def perturbed(solve: SolverLike, c: torch.Tensor, *, num_samples: int = 10, sigm
     lower variance; needs ``num_samples >= 2``). ``noise``: ``"gaussian"`` or ``"gumbel"`` (any
     solver; for top-1 the Gumbel forward is ``softmax(c / sigma)`` in expectation). Independent of
     the solver's sense. ``generator`` seeds the noise.
+
+    Args:
+        solve: a :class:`~.base.Solver` or a callable ``c -> y`` (its sense is not needed).
+        c: the scores; the solver's ``event_ndim`` trailing dimensions form one problem.
+        num_samples: Monte-Carlo samples ``M`` (positive).
+        sigma: the noise scale (positive).
+        noise: ``"gaussian"`` or ``"gumbel"``.
+        hard: return the unperturbed solution in the forward.
+        control_variate: use the leave-one-out baseline in the backward.
+        generator: seeds the noise.
+
+    Returns:
+        A tensor shaped like ``c``: the sample mean of the perturbed solutions (or ``y(c)`` if
+        ``hard``), differentiable in ``c``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on invalid options or scores, or a solver that drops the batch dimensions.
+
+    Example:
+        Each sample selects exactly two items, so the smoothed selection sums to 2.
+
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import TopK, perturbed
+        >>> c = torch.tensor([0.5, 2.0, -1.0, 1.0], requires_grad=True)
+        >>> y = perturbed(TopK(2), c, num_samples=100, sigma=0.5, generator=torch.Generator().manual_seed(0))
+        >>> y[3].backward()  # how the chance of selecting item 3 moves with each score
+        >>> y = y.detach()
+        >>> round(float(y.sum()), 4), float(y[1]), float(y[2]), bool(c.grad[3] > 0), bool(c.grad[0] < 0)
+        (2.0, 1.0, 0.0, True, True)
     """
     solver = as_solver(solve)
     num_samples = positive_int("num_samples", num_samples)
@@ -193,6 +271,37 @@ def fenchel_young_loss(solve: SolverLike, c: torch.Tensor, target: torch.Tensor,
     image ``<c, y_target> - E[min_y <c + sigma Z, y>]`` with gradient ``y_target - y_s(c)``. The
     loss omits the paper's term ``sigma * Omega(y_target)``, which does not depend on ``c`` -- so it
     can be negative; only its gradient matters. Returns shape ``c.shape[:-event_ndim]``.
+
+    Args:
+        solve: a :class:`~.base.Solver` or a callable ``c -> y`` (see :func:`~.base.as_solver`).
+        c: the scores (or costs, for a minimiser).
+        target: the solution to learn, shaped like ``c``.
+        num_samples, sigma, noise, generator: as in :func:`perturbed`.
+        sense: ``"max"``/``"min"`` for a callable; must agree with a solver's own.
+
+    Returns:
+        The loss per problem, shape ``c.shape[:-event_ndim]`` (a scalar for one problem).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on invalid options or scores, a target not shaped like ``c``, or a solution
+            not shaped like ``c``.
+
+    Example:
+        Two problems (rows): the first already ranks its target far ahead (zero gradient); the
+        second ranks it last, so the gradient ``y_sigma(c) - target`` pushes its scores towards it.
+
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import TopK, fenchel_young_loss
+        >>> c = torch.tensor([[10.0, 10.0, -10.0, -10.0], [-10.0, -10.0, 10.0, 10.0]], requires_grad=True)
+        >>> target = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+        >>> loss = fenchel_young_loss(TopK(2), c, target, num_samples=5, sigma=0.1,
+        ...                           generator=torch.Generator().manual_seed(0))
+        >>> loss.shape
+        torch.Size([2])
+        >>> loss.sum().backward()
+        >>> c.grad
+        tensor([[ 0.,  0.,  0.,  0.],
+                [-1., -1.,  1.,  1.]])
     """
     solver = as_solver(solve, sense)
     num_samples = positive_int("num_samples", num_samples)
@@ -237,6 +346,30 @@ def blackbox(solve: SolverLike, c: torch.Tensor, *, lam: float = 1.0, sense: Opt
     Either way the extra solve sees scores moved towards solutions with lower linearised loss.
     ``lam`` trades the interpolation's faithfulness (small) against its informativeness (large);
     it is on the scale of ``c / g``. The solution must have the scores' shape.
+
+    Args:
+        solve: a :class:`~.base.Solver` or a callable ``c -> y`` (see :func:`~.base.as_solver`).
+        c: the scores (or costs, for a minimiser).
+        lam: the interpolation strength (positive).
+        sense: ``"max"``/``"min"`` for a callable; must agree with a solver's own.
+
+    Returns:
+        The hard solution ``y(c)``, shaped like ``c``, with the interpolation gradient attached.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on a non-positive ``lam``, invalid scores, or a solution not shaped like ``c``.
+
+    Example:
+        The loss rewards item 1, already chosen: the extra solve (scores ``c - 2 g``) swaps it for
+        item 0, so the gradient raises item 1's score and lowers item 0's.
+
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import TopK, blackbox
+        >>> c = torch.tensor([0.5, 2.0, -1.0, 1.0], requires_grad=True)
+        >>> y = blackbox(TopK(2), c, lam=2.0)
+        >>> (y * torch.tensor([0.0, 1.0, 0.0, 0.0])).sum().backward()
+        >>> y.detach(), c.grad
+        (tensor([0., 1., 0., 1.]), tensor([-0.5000,  0.5000,  0.0000,  0.0000]))
     """
     solver = as_solver(solve, sense)
     lam = positive_float("lam", lam, " (blackbox interpolation strength)")

@@ -104,6 +104,26 @@ class ShortestPath(_GraphSolver):
     those are clipped at 0 (Vlastelica et al. do the same), so the smoothed map is
     ``E[y(max(c + sigma Z, 0))]`` -- still an exact Gaussian smoothing of a (different) piecewise-
     constant map, so the estimators stay unbiased for it. Self-loops are never on a path.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``graph`` is a block or ``source``/``target`` is not one of its nodes;
+            when called, if costs are negative or not one per edge.
+        ~dgl_bilevel.errors.DataError: when called, if ``target`` cannot be reached from ``source``.
+
+    Example:
+        Two routes from node 0 to node 3: via node 1 (edges 0 and 2, cost 2) or via node 2
+        (edges 1 and 3, cost 6).
+
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import ShortestPath
+        >>> graph = dgl.graph(([0, 0, 1, 2], [1, 2, 3, 3]))
+        >>> path = ShortestPath(graph, source=0, target=3)
+        >>> path(torch.tensor([1.0, 5.0, 1.0, 1.0]))
+        tensor([1., 0., 1., 0.])
+        >>> path(torch.tensor([[1.0, 5.0, 1.0, 1.0], [4.0, 1.0, 4.0, 1.0]]))  # a batch of two
+        tensor([[1., 0., 1., 0.],
+                [0., 1., 0., 1.]])
     """
 
     def __init__(self, graph: "dgl.DGLGraph", source: int, target: int, directed: bool = True) -> None:
@@ -170,6 +190,29 @@ class MinimumSpanningTree(_GraphSolver):
 
     Costs may be any real numbers: only their order matters, so the solver hands scipy their ranks
     (scipy reads a zero weight as a missing edge). Self-loops are never in a tree.
+
+    Args:
+        graph: a DGL graph; costs are one per edge, in edge-id order.
+        mark: ``"cheapest"`` or ``"pair"`` (above).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``mark`` is unknown or ``graph`` is a block; when called, if costs are not
+            one per edge.
+
+    Example:
+        On the 4-cycle 0-1-2-3-0 the tree drops the most expensive edge (id 1); with both
+        directions of each edge, ``mark="pair"`` marks both copies of each tree edge.
+
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import MinimumSpanningTree
+        >>> cycle = dgl.graph(([0, 1, 2, 3], [1, 2, 3, 0]))
+        >>> MinimumSpanningTree(cycle)(torch.tensor([1.0, 9.0, 2.0, 3.0]))
+        tensor([1., 0., 1., 1.])
+        >>> both = dgl.to_bidirected(cycle)
+        >>> costs = torch.ones(both.num_edges())
+        >>> int(MinimumSpanningTree(both, mark="pair")(costs).sum())
+        6
     """
 
     MARKS = ("cheapest", "pair")

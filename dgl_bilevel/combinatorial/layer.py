@@ -36,10 +36,26 @@ class DifferentiableSolver(nn.Module):
     ``layer.fenchel_young_loss(c, target)`` is the perturbed Fenchel-Young loss with the layer's
     noise settings.
 
-    Example::
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an unknown solver or estimator name, an option the estimator does not take,
+            an invalid option value, or ``solver_options`` given with a solver object.
 
-        layer = DifferentiableSolver(TopK(3), "perturbed", num_samples=50, sigma=0.5)
-        y = layer(scores)          # E[topk(scores + 0.5 Z)], differentiable
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import DifferentiableSolver, TopK
+        >>> layer = DifferentiableSolver(TopK(2), "perturbed", num_samples=50, sigma=0.5,
+        ...                              generator=torch.Generator().manual_seed(0))
+        >>> scores = torch.tensor([0.5, 2.0, -1.0, 1.0], requires_grad=True)
+        >>> y = layer(scores)  # E[topk(scores + 0.5 Z)], differentiable
+        >>> y.shape, round(float(y.detach().sum()), 4)
+        (torch.Size([4]), 2.0)
+        >>> ste = DifferentiableSolver("topk", "ste", solver_options={"k": 1})
+        >>> ste(scores)
+        tensor([0., 1., 0., 0.], grad_fn=<_StraightThroughBackward>)
+        >>> DifferentiableSolver(TopK(2), "ste", sigma=0.5)
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: option(s) ['sigma'] do not apply to estimator 'ste'; ...
     """
 
     def __init__(self, solve: Union[str, SolverLike], estimator: str = "perturbed", *,

@@ -18,7 +18,22 @@ GraphOrCount = Union["dgl.DGLGraph", int]
 
 
 def topk_mask(c: torch.Tensor, k: int) -> torch.Tensor:
-    """0/1 mask of the ``k`` largest entries of ``c`` along its last dimension (ties: lower index)."""
+    """0/1 mask of the ``k`` largest entries of ``c`` along its last dimension (ties: lower index).
+
+    Args:
+        c: scores, any shape; leading dimensions are independent rows.
+        k: how many entries to mark per row (no check: :class:`TopK` validates it).
+
+    Returns:
+        A tensor shaped like ``c`` with ``c``'s dtype, ``k`` ones per row; not differentiable.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import topk_mask
+        >>> topk_mask(torch.tensor([[0.3, 0.9, 0.1, 0.9], [1.0, 0.0, 2.0, 3.0]]), 2)
+        tensor([[0., 1., 0., 1.],
+                [0., 0., 1., 1.]])
+    """
     order = torch.argsort(c.detach(), dim=-1, descending=True, stable=True)
     mask = torch.zeros(c.shape, dtype=c.dtype, device=c.device)
     return mask.scatter_(-1, order[..., :k], 1.0)
@@ -26,7 +41,25 @@ def topk_mask(c: torch.Tensor, k: int) -> torch.Tensor:
 
 @SOLVERS.register("topk", help="the k highest scores along the last dimension (0/1 mask)")
 class TopK(Solver):
-    """``argmax <c, y>`` over 0/1 vectors with exactly ``k`` ones: the ``k`` highest scores."""
+    """``argmax <c, y>`` over 0/1 vectors with exactly ``k`` ones: the ``k`` highest scores.
+
+    Args:
+        k: how many items to select (a positive integer, at most the last dimension of ``c``).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``k`` is not a positive integer; when called, if ``k`` exceeds the number
+            of items or the scores are invalid.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import TopK
+        >>> TopK(2)(torch.tensor([0.5, 2.0, -1.0, 1.0]))
+        tensor([0., 1., 0., 1.])
+        >>> TopK(5)(torch.tensor([0.5, 2.0, -1.0, 1.0]))
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: cannot select k=5 of 4 items; lower k
+    """
 
     sense = "max"
 
@@ -56,6 +89,18 @@ class EdgeBudget(TopK):
     Args:
         graph: the candidate graph (or its number of edges); scores are one per edge, in edge-id order.
         budget: how many edges to keep, ``1 <= budget <= num_edges``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``budget`` is not in ``1..num_edges``; when called, if the scores do not
+            have one entry per edge.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import EdgeBudget
+        >>> graph = dgl.graph(([0, 1, 2, 3, 0], [1, 2, 3, 0, 2]))
+        >>> EdgeBudget(graph, budget=2)(torch.tensor([0.1, 0.7, 0.3, 0.9, 0.2]))
+        tensor([0., 1., 0., 1., 0.])
     """
 
     def __init__(self, graph: GraphOrCount, budget: int) -> None:
@@ -84,6 +129,25 @@ class PerNodeTopK(Solver):
     out-edges. The result maximises ``<c, y>`` over edge sets with at most ``k`` edges per node
     (exactly ``min(k, degree)``). Vectorised: edges are sorted by (node, -score) and ranked within
     each node's segment.
+
+    Args:
+        graph: the candidate graph; scores are one per edge, in edge-id order.
+        k: edges kept per node (a positive integer).
+        by: ``"dst"`` (rank in-edges) or ``"src"`` (rank out-edges).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``by`` or ``k`` is invalid; when called, if the scores do not have one
+            entry per edge.
+
+    Example:
+        Node 2 has three in-edges (ids 0, 1, 2) and keeps its best one; node 3 keeps its only one.
+
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.combinatorial import PerNodeTopK
+        >>> graph = dgl.graph(([0, 1, 3, 2], [2, 2, 2, 3]))
+        >>> PerNodeTopK(graph, k=1)(torch.tensor([0.2, 0.8, 0.5, 0.1]))
+        tensor([0., 1., 0., 1.])
     """
 
     sense = "max"

@@ -56,6 +56,28 @@ class BilevelData:
         outer_on_validation: set in the copy :meth:`with_outer_loss_on_validation` makes (LDS's
             protocol): ``v_out`` *is* ``val``, so the outer loss and the selection of the best graph
             read the same labels; ``v_in``, ``val`` and ``test`` stay disjoint.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: on a graph that is not a non-empty homogeneous DGLGraph with edges, features
+            or labels of the wrong shape or not finite, an unknown task, node sets out of range,
+            overlapping or (``v_in``, ``v_out``) empty, or invalid edge weights.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.data import BilevelData
+        >>> ring = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0])))
+        >>> data = BilevelData(ring, features=torch.eye(6), labels=torch.tensor([0, 1, 0, 1, 0, 1]),
+        ...                    v_in=[0, 1], v_out=[2, 3], val=[4], test=[5])
+        >>> data.summary()
+        'custom: 6 nodes, 12 edges, 6 features, 2 classes; v_in=2, v_out=2, val=1, test=1'
+        >>> data.with_v_out_in_training().v_in.tolist()
+        [0, 1, 2, 3]
+        >>> BilevelData(ring, torch.eye(6), torch.zeros(6, dtype=torch.long),
+        ...             v_in=[0, 1], v_out=[1, 2], val=[4], test=[5])
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.DataError: v_in and v_out overlap in 1 node(s) (first: node 1); ...
     """
 
     graph: Any

@@ -91,7 +91,41 @@ def _check_ndata(graph: "dgl.DGLGraph", where: str) -> None:
 
 
 def load_graph_file(path: PathLike, seed: int = 0) -> BilevelData:
-    """A :class:`BilevelData` from a ``dgl.save_graphs`` file (see the module docstring for the format)."""
+    """A :class:`BilevelData` from a ``dgl.save_graphs`` file (see the module docstring for the format).
+
+    Args:
+        path: the file (``~`` is expanded).
+        seed: picks the split (``seed mod S`` of ``S`` stored splits) and seeds the halving of
+            ``val_mask`` into ``v_out`` and validation.
+
+    Returns:
+        The data, named after the file's stem; a float label means regression.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: if the file is missing, not written by ``dgl.save_graphs``, holds other than
+            one homogeneous graph, lacks or has malformed ``ndata``, or its ``val_mask`` has
+            fewer than 2 nodes.
+
+    Example:
+        >>> import os
+        >>> import tempfile
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.data import load_graph_file
+        >>> ring = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0])))
+        >>> ring.ndata["feat"] = torch.eye(6)
+        >>> ring.ndata["label"] = torch.tensor([0, 1, 0, 1, 0, 1])
+        >>> ring.ndata["train_mask"] = torch.tensor([True, True, False, False, False, False])
+        >>> ring.ndata["val_mask"] = torch.tensor([False, False, True, True, False, False])
+        >>> ring.ndata["test_mask"] = torch.tensor([False, False, False, False, True, True])
+        >>> path = os.path.join(tempfile.mkdtemp(), "ring.bin")
+        >>> dgl.save_graphs(path, [ring])
+        >>> data = load_graph_file(path, seed=0)
+        >>> data.summary()
+        'ring: 6 nodes, 12 edges, 6 features, 2 classes; v_in=2, v_out=1, val=1, test=2'
+        >>> data.v_in.tolist(), sorted(data.v_out.tolist() + data.val.tolist()), data.test.tolist()
+        ([0, 1], [2, 3], [4, 5])
+    """
     graph = read_graph_file(path)
     where = str(Path(path).expanduser().resolve())
     masks = {key: graph.ndata[key] for key in MASKS}

@@ -58,7 +58,45 @@ class _LocalCitationDataset(dgl.data.CitationGraphDataset):
 
 def load_planetoid_graph(name: str, root: PathLike | None = None) -> "dgl.DGLGraph":
     """The DGLGraph of ``cora``, ``citeseer`` or ``pubmed`` as DGL's ``CitationGraphDataset`` builds
-    it (row-normalised features, Planetoid masks in ndata), without self-loops."""
+    it (row-normalised features, Planetoid masks in ndata), without self-loops.
+
+    Args:
+        name: ``"cora"``, ``"citeseer"`` or ``"pubmed"``.
+        root: the data root holding ``planetoid/`` (default: see
+            :func:`~dgl_bilevel.data.files.data_root`). Nothing is ever downloaded.
+
+    Returns:
+        The graph, its ``ndata`` holding ``feat``, ``label``, ``train_mask``, ``val_mask`` and
+        ``test_mask``.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: on an unknown name, missing files (each one named) or unreadable ones.
+
+    Example:
+        Eight tiny Planetoid files (DGL's validation set is the 500 nodes after the training ones,
+        so the graph needs a few more than 500 nodes): a 506-node ring, 4 training nodes, 2 test nodes.
+
+        >>> import pickle
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> import scipy.sparse as sp
+        >>> n = 506
+        >>> x = sp.csr_matrix(np.arange(n * 3, dtype=np.float32).reshape(n, 3) % 4 + 1)
+        >>> y = np.eye(2, dtype=np.int32)[np.arange(n) % 2]
+        >>> files = {"x": x[:4], "y": y[:4], "allx": x[:504], "ally": y[:504], "tx": x[504:],
+        ...          "ty": y[504:], "graph": {i: [(i + 1) % n] for i in range(n)}}
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "planetoid").mkdir()
+        >>> for suffix, obj in files.items():
+        ...     _ = (root / "planetoid" / f"ind.pubmed.{suffix}").write_bytes(pickle.dumps(obj))
+        >>> _ = (root / "planetoid" / "ind.pubmed.test.index").write_text("505\\n504\\n")
+        >>> graph = load_planetoid_graph("pubmed", root)
+        >>> graph.num_nodes(), graph.num_edges(), int(graph.ndata["train_mask"].sum())
+        (506, 1012, 4)
+        >>> graph.ndata["feat"][0].tolist()  # row-normalised counts 1, 2, 3
+        [0.1666666716337204, 0.3333333432674408, 0.5]
+    """
     return _read_planetoid(name, root)[0]
 
 
@@ -86,7 +124,24 @@ def _read_planetoid(name: str, root: PathLike | None) -> tuple["dgl.DGLGraph", i
 
 
 def load_cora_graph(root: PathLike | None = None) -> "dgl.DGLGraph":
-    """The Cora DGLGraph (features row-normalised by DGL, Planetoid masks in ndata)."""
+    """The Cora DGLGraph (features row-normalised by DGL, Planetoid masks in ndata).
+
+    ``load_planetoid_graph("cora", root)``; see :func:`load_planetoid_graph`.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: if the files are missing or unreadable.
+
+    Example:
+        With Cora's files in ``<root>/planetoid``, ``load_cora_graph(root).num_nodes()`` is 2708.
+        Without them, the error names the folder that was searched:
+
+        >>> import tempfile
+        >>> from dgl_bilevel.data import load_cora_graph
+        >>> load_cora_graph(tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.DataError: Cora: data folder .../planetoid does not exist ...
+    """
     return load_planetoid_graph("cora", root)
 
 
@@ -94,6 +149,43 @@ def planetoid(name: str, root: PathLike | None = None, seed: int = 0) -> Bilevel
     """``cora``, ``citeseer`` or ``pubmed`` with the paper's split: Planetoid train = ``v_in``; the
     Planetoid validation set split at random (seeded) in half into ``v_out`` and validation;
     Planetoid test.
+
+    Args:
+        name: ``"cora"``, ``"citeseer"`` or ``"pubmed"``.
+        root: the data root holding ``planetoid/`` (default: see
+            :func:`~dgl_bilevel.data.files.data_root`). Nothing is ever downloaded.
+        seed: seeds the halving of the validation set.
+
+    Returns:
+        The classification :class:`BilevelData`, named ``name``.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: on an unknown name, missing files (each one named) or unreadable ones.
+
+    Example:
+        Eight tiny Planetoid files (DGL's validation set is the 500 nodes after the training ones,
+        so the graph needs a few more than 500 nodes): a 506-node ring, 4 training nodes, 2 test nodes.
+
+        >>> import pickle
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> import scipy.sparse as sp
+        >>> n = 506
+        >>> x = sp.csr_matrix(np.arange(n * 3, dtype=np.float32).reshape(n, 3) % 4 + 1)
+        >>> y = np.eye(2, dtype=np.int32)[np.arange(n) % 2]
+        >>> files = {"x": x[:4], "y": y[:4], "allx": x[:504], "ally": y[:504], "tx": x[504:],
+        ...          "ty": y[504:], "graph": {i: [(i + 1) % n] for i in range(n)}}
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "planetoid").mkdir()
+        >>> for suffix, obj in files.items():
+        ...     _ = (root / "planetoid" / f"ind.pubmed.{suffix}").write_bytes(pickle.dumps(obj))
+        >>> _ = (root / "planetoid" / "ind.pubmed.test.index").write_text("505\\n504\\n")
+        >>> data = planetoid("pubmed", root, seed=0)
+        >>> data.summary()
+        'pubmed: 506 nodes, 1012 edges, 3 features, 2 classes; v_in=4, v_out=250, val=250, test=2'
+        >>> data.v_in.tolist(), data.test.tolist()
+        ([0, 1, 2, 3], [504, 505])
     """
     graph, num_classes = _read_planetoid(name, root)
     val_nodes = graph.ndata["val_mask"].nonzero().flatten()
@@ -111,16 +203,64 @@ def planetoid(name: str, root: PathLike | None = None, seed: int = 0) -> Bilevel
 
 
 def cora(root: PathLike | None = None, seed: int = 0) -> BilevelData:
-    """Cora with the paper's split (see :func:`planetoid`)."""
+    """Cora with the paper's split (see :func:`planetoid`).
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: if the files are missing or unreadable.
+
+    Example:
+        With Cora's files in ``<root>/planetoid`` (see :func:`planetoid` for the format),
+        ``cora(root, seed=0).summary()`` reads ``'cora: 2708 nodes, 10556 edges, 1433 features,
+        7 classes; v_in=140, v_out=250, val=250, test=1000'``. Without them:
+
+        >>> import tempfile
+        >>> from dgl_bilevel.data import cora
+        >>> cora(tempfile.mkdtemp(), seed=0)
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.DataError: Cora: data folder .../planetoid does not exist ...
+    """
     return planetoid("cora", root, seed)
 
 
 def citeseer(root: PathLike | None = None, seed: int = 0) -> BilevelData:
     """CiteSeer with the paper's split (see :func:`planetoid`); its isolated test-range nodes are
-    in the graph with zero features and in no node set, as DGL builds it."""
+    in the graph with zero features and in no node set, as DGL builds it.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: if the files are missing or unreadable.
+
+    Example:
+        A folder without CiteSeer's files: the error lists each missing one.
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from dgl_bilevel.data import citeseer
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "planetoid").mkdir()
+        >>> citeseer(root, seed=0)
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.DataError: CiteSeer: missing data file(s): .../ind.citeseer.x, ...
+    """
     return planetoid("citeseer", root, seed)
 
 
 def pubmed(root: PathLike | None = None, seed: int = 0) -> BilevelData:
-    """PubMed with the paper's split (see :func:`planetoid`)."""
+    """PubMed with the paper's split (see :func:`planetoid`).
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: if the files are missing or unreadable.
+
+    Example:
+        ``pubmed(root, seed)`` is ``planetoid("pubmed", root, seed)`` (whose example writes tiny
+        PubMed files); a missing folder is named:
+
+        >>> import tempfile
+        >>> from dgl_bilevel.data import pubmed
+        >>> pubmed(tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.DataError: PubMed: data folder .../planetoid does not exist ...
+    """
     return planetoid("pubmed", root, seed)

@@ -21,6 +21,27 @@ from .synthetic import cheaters, synthetic1
 
 @dataclass(frozen=True)
 class DatasetEntry:
+    """How a named data set is loaded and which files it needs (one row of :data:`DATASETS`).
+
+    Args:
+        name: the name ``--dataset`` and :func:`load_dataset` take.
+        description: one line for ``dgl-bilevel datasets`` and ``--help``.
+        loader: ``loader(root, seed) -> BilevelData``.
+        files: ``files(data_root) -> paths`` of the files it reads; ``None`` for generated data.
+        ogb: ``files`` takes the OGB root instead of the data root.
+
+    Example:
+        >>> import tempfile
+        >>> from dgl_bilevel.data import DATASETS, DatasetEntry, cheaters
+        >>> small = DatasetEntry("cheaters-64", "the cheaters network with 64 students",
+        ...                      lambda root, seed: cheaters(n=64, seed=seed))
+        >>> small.state(None), small.source(None), small.loader(None, 0).num_nodes
+        ('generated', 'generated (seeded)', 64)
+        >>> empty = tempfile.mkdtemp()
+        >>> DATASETS["cora"].state(empty), [p.name for p in DATASETS["cora"].missing(empty)][:2]
+        ('missing', ['ind.cora.x', 'ind.cora.y'])
+    """
+
     name: str
     description: str
     loader: Callable[[Optional[PathLike], int], BilevelData]
@@ -55,7 +76,21 @@ class DatasetEntry:
 
 
 def register(entry: DatasetEntry) -> None:
-    """Make a data set loadable by name (``--dataset``, :func:`load_dataset`)."""
+    """Make a data set loadable by name (``--dataset``, :func:`load_dataset`).
+
+    Args:
+        entry: the data set; its ``name`` becomes a choice of :data:`DATASETS`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if another entry is already registered under that name.
+
+    Example:
+        >>> from dgl_bilevel.data import DatasetEntry, cheaters, load_dataset, register
+        >>> register(DatasetEntry("cheaters-32", "the cheaters network with 32 students",
+        ...                       lambda root, seed: cheaters(n=32, seed=seed)))
+        >>> load_dataset("cheaters-32", seed=1).summary()
+        'cheaters: 32 nodes, ... edges, 10 features, 2 classes; v_in=8, v_out=8, val=8, test=8'
+    """
     DATASETS.register(entry.name, entry, help=entry.description)
 
 
@@ -130,6 +165,29 @@ def load_dataset(name: str, root: Optional[PathLike] = None, seed: int = 0,
 
     ``v_out_fraction`` (OGB data sets only; default 0.5) is the share of the official training
     nodes that becomes V_out; the other data sets have fixed bilevel splits.
+
+    Args:
+        name: a registered name (``DATASETS.choices()``) or a path ending in ``.bin``.
+        root: the data root (default: see :func:`~dgl_bilevel.data.files.data_root`).
+        seed: the split (and, for generated data, the draw).
+        v_out_fraction: OGB only, strictly between 0 and 1.
+
+    Returns:
+        The :class:`~dgl_bilevel.data.BilevelData`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an unknown name or a misplaced or invalid ``v_out_fraction``.
+        ~dgl_bilevel.errors.DataError: if the data set's files are missing or malformed.
+
+    Example:
+        >>> from dgl_bilevel.data import load_dataset
+        >>> data = load_dataset("cheaters", seed=0)
+        >>> data.name, data.num_nodes, data.num_classes
+        ('cheaters', 256, 2)
+        >>> load_dataset("cheaters", v_out_fraction=0.3)
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: v_out_fraction applies to OGB data sets only; 'cheaters' has a fixed ...
     """
     if is_graph_file(name):
         if v_out_fraction is not None:

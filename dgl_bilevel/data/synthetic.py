@@ -48,6 +48,27 @@ def cheaters(
     above ``threshold``. ``v_in`` = first and last ``n/8`` nodes, ``v_out`` = nodes
     ``3n/8 .. 5n/8``, the rest split evenly at random into validation and test.
     ``extras['adjacency_star']`` holds the dense ``A*``.
+
+    Args:
+        n: number of students (at least 16).
+        num_features: feature columns (at least 2): the position and ``num_features - 1`` marks.
+        epsilon: the kernel width.
+        threshold: the pass mark.
+        seed: seeds every draw.
+
+    Returns:
+        A two-class :class:`BilevelData` named ``"cheaters"``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``n < 16`` or ``num_features < 2``.
+
+    Example:
+        >>> from dgl_bilevel.data import cheaters
+        >>> data = cheaters(seed=0)
+        >>> data.summary()
+        'cheaters: 256 nodes, 3178 edges, 10 features, 2 classes; v_in=64, v_out=64, val=64, test=64'
+        >>> data.v_out.min().item(), data.v_out.max().item(), tuple(data.extras["adjacency_star"].shape)
+        (96, 159, (256, 256))
     """
     if n < 16 or num_features < 2:
         raise ConfigError("cheaters needs n >= 16 and num_features >= 2")
@@ -101,6 +122,31 @@ def synthetic1(
     split evenly into validation and test. Labels on ``v_in``: a sum of three Gaussian bumps
     (std 0.2) scaled to [0, 1]; elsewhere the Laplacian-regularisation solution on ``A*``
     with ``lam`` -- the model class the inner problem fits, so ``A*`` is a perfect answer.
+
+    Args:
+        frequency: ``"high"`` (random ``v_in``) or ``"low"`` (``v_in`` around the centre).
+        n: number of points.
+        radius: the radius of the true graph.
+        num_in, num_out: sizes of ``v_in`` and ``v_out``.
+        lam: the Laplacian-regularisation strength that makes the labels.
+        seed: seeds every draw.
+
+    Returns:
+        A regression :class:`BilevelData` named ``"synthetic1-<frequency>"``, its weights in
+        ``edata['weight']`` and the true graph in ``extras['true_graph']``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``frequency`` is neither ``"high"`` nor ``"low"``.
+
+    Example:
+        A smaller instance than the paper's (which is the default):
+
+        >>> from dgl_bilevel.data import synthetic1
+        >>> data = synthetic1("high", n=200, radius=0.15, num_in=20, num_out=10, seed=0)
+        >>> data.summary()
+        'synthetic1-high: 200 nodes, 2394 edges, 2 features, regression; v_in=20, v_out=10, val=85, test=85'
+        >>> data.weight_key, data.extras["true_graph"].num_edges() == data.num_edges
+        ('weight', True)
     """
     if frequency not in ("high", "low"):
         raise ConfigError(f"frequency must be 'high' or 'low', got {frequency!r}")

@@ -49,6 +49,19 @@ class PGDConfig:
             capped at ``kappa``: a node misclassified by more than ``kappa`` stops drawing flips).
         kappa: the CW cap, in logits.
         seed: seeds the Bernoulli draws.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on a setting out of its range or an unknown loss.
+
+    Example:
+        >>> from dgl_bilevel.robust import PGDConfig
+        >>> config = PGDConfig(steps=50, loss="cw")
+        >>> config.steps, config.step_size, config.kappa
+        (50, 1.0, 0.1)
+        >>> PGDConfig(loss="mse")
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: loss must be one of ('ce', 'cw'), got 'mse'
     """
 
     steps: int = 100
@@ -76,7 +89,32 @@ class PGDConfig:
 class AttackResult:
     """What an attack found. ``adjacency`` is the perturbed graph, ``perturbation`` the binary
     strictly upper-triangular flips (``flips`` lists them as ``[m, 2]`` pairs ``i < j``),
-    ``relaxed`` the continuous PGD solution; losses are the attack objective on the target nodes."""
+    ``relaxed`` the continuous PGD solution; losses are the attack objective on the target nodes.
+
+    Args:
+        adjacency, perturbation, relaxed: as above (``N x N``).
+        budget: the flips allowed; ``num_flips``: the flips made.
+        loss_clean, loss_relaxed, loss_attacked: the objective on the clean graph, at the
+            relaxed solution and at the chosen flips.
+        feasible_samples: Bernoulli draws within the budget.
+        chosen: ``"sample"``, ``"top"`` (the largest entries of ``relaxed``) or ``"none"``
+            (zero budget).
+        seconds: wall time; ``history``: the objective at each PGD step.
+
+    Example:
+        With a zero budget the attack changes nothing:
+
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import dense_adjacency, DenseGCN, pgd_attack
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> model = DenseGCN(6, 8, 2, dropout=0.0)
+        >>> result = pgd_attack(model, adj, features, labels, nodes=torch.tensor([1, 2]), budget=0)
+        >>> result.chosen, result.num_flips, result.flips.shape, result.loss_attacked == result.loss_clean
+        ('none', 0, torch.Size([0, 2]), True)
+    """
 
     adjacency: torch.Tensor
     perturbation: torch.Tensor
@@ -98,7 +136,34 @@ class AttackResult:
 
 def objective(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, nodes: torch.Tensor,
               loss: str = "ce", kappa: float = 0.1) -> LossFn:
-    """``adj -> loss`` of ``model`` on ``nodes`` (mean over them): what the attacker maximises."""
+    """``adj -> loss`` of ``model`` on ``nodes`` (mean over them): what the attacker maximises.
+
+    Args:
+        model: ``model(adj, features) -> logits`` (e.g. :class:`~dgl_bilevel.robust.DenseGCN`).
+        features, labels: of every node (true or pseudo labels).
+        nodes: the target nodes.
+        loss: ``"ce"`` (cross-entropy) or ``"cw"`` (the capped Carlini-Wagner margin).
+        kappa: the CW cap.
+
+    Returns:
+        A function of the (possibly relaxed) adjacency returning a differentiable scalar.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an unknown loss.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import dense_adjacency, DenseGCN, objective
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> model = DenseGCN(6, 8, 2, dropout=0.0)
+        >>> ce = objective(model, features, labels, torch.tensor([1, 2, 3, 4]))
+        >>> cw = objective(model, features, labels, torch.tensor([1, 2, 3, 4]), loss="cw", kappa=0.1)
+        >>> ce(adj).shape, float(cw(adj).detach()) <= 0.1
+        (torch.Size([]), True)
+    """
     if loss not in LOSSES:
         raise ConfigError(f"loss must be one of {LOSSES}, got {loss!r}")
     y = labels[nodes]
@@ -117,7 +182,29 @@ def objective(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, no
 def pair_gradient(loss_fn: LossFn, space: FlipSpace, s: torch.Tensor) -> tuple[torch.Tensor, float]:
     """``(dL/ds, L)`` at the relaxed perturbation ``s``, ``L = loss_fn(flip(adj, s))``: the gradient
     on the strict upper triangle (one entry per pair, both directions summed), zero elsewhere.
-    Differentiates w.r.t. the perturbed adjacency only, then maps to pairs in closed form."""
+    Differentiates w.r.t. the perturbed adjacency only, then maps to pairs in closed form.
+
+    Args:
+        loss_fn: ``adj -> loss`` (see :func:`objective`).
+        space: the clean adjacency's :class:`~dgl_bilevel.robust.FlipSpace`.
+        s: the relaxed perturbation (strictly upper-triangular).
+
+    Returns:
+        ``(gradient, loss)``: an ``N x N`` tensor zero on and below the diagonal, and a float.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import dense_adjacency, DenseGCN, FlipSpace, objective, pair_gradient
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> model = DenseGCN(6, 8, 2, dropout=0.0)
+        >>> loss_fn = objective(model, features, labels, torch.tensor([1, 2, 3, 4]))
+        >>> grad, value = pair_gradient(loss_fn, FlipSpace(adj), torch.zeros(6, 6))
+        >>> torch.equal(grad, torch.triu(grad, 1)), value == float(loss_fn(adj).detach())
+        (True, True)
+    """
     with torch.no_grad():
         perturbed = space.apply(s)
     perturbed.requires_grad_(True)
@@ -131,7 +218,35 @@ def ascent_step(loss_fn: LossFn, space: FlipSpace, s: torch.Tensor, budget: int,
     """One projected gradient step on the relaxed perturbation: returns ``(s', mu', loss at s)``
     (``mu``: the projection's multiplier, a warm start for the next step). ``normalize``: the
     step is ``eta * grad / max|grad|`` (the pair of largest gradient moves by ``eta``), so its
-    length does not depend on the scale of the loss (see :class:`PGDConfig`)."""
+    length does not depend on the scale of the loss (see :class:`PGDConfig`).
+
+    Args:
+        loss_fn: ``adj -> loss`` (see :func:`objective`).
+        space: the clean adjacency's :class:`~dgl_bilevel.robust.FlipSpace`.
+        s: the current relaxed perturbation.
+        budget: the bound on ``sum(s)``.
+        eta: the step size.
+        mu: the previous projection multiplier (warm start), or ``None``.
+        normalize: scale the gradient by its largest absolute entry.
+
+    Returns:
+        ``(s', mu', loss at s)``.
+
+    Example:
+        A long first step hits the budget, so the projection is active (``mu > 0``):
+
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import ascent_step, dense_adjacency, DenseGCN, FlipSpace, objective
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> model = DenseGCN(6, 8, 2, dropout=0.0)
+        >>> loss_fn = objective(model, features, labels, torch.tensor([1, 2, 3, 4]))
+        >>> s, mu, value = ascent_step(loss_fn, FlipSpace(adj), torch.zeros(6, 6), budget=1, eta=2.0)
+        >>> round(float(s.sum()), 4), mu > 0, bool((s >= 0).all() and (s <= 1).all())
+        (1.0, True, True)
+    """
     grad, value = pair_gradient(loss_fn, space, s)
     with torch.no_grad():
         if normalize:
@@ -145,7 +260,32 @@ def round_perturbation(loss_fn: LossFn, space: FlipSpace, s: torch.Tensor, budge
                        generator: torch.Generator) -> tuple[torch.Tensor, float, int, str]:
     """Binary flips from the relaxed ``s``: the best (highest loss) of ``samples`` Bernoulli draws
     within the budget and of the ``budget`` largest entries of ``s``.
-    Returns ``(u, loss, feasible draws, "sample" or "top")``."""
+    Returns ``(u, loss, feasible draws, "sample" or "top")``.
+
+    Args:
+        loss_fn: ``adj -> loss`` (see :func:`objective`).
+        space: the clean adjacency's :class:`~dgl_bilevel.robust.FlipSpace`.
+        s: the relaxed perturbation, entries in [0, 1].
+        budget: the most flips ``u`` may hold.
+        samples: Bernoulli draws.
+        generator: seeds the draws.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import (ascent_step, dense_adjacency, DenseGCN, FlipSpace, objective,
+        ...                                 round_perturbation)
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> model = DenseGCN(6, 8, 2, dropout=0.0)
+        >>> loss_fn, space = objective(model, features, labels, torch.tensor([1, 2, 3, 4])), FlipSpace(adj)
+        >>> s, _, _ = ascent_step(loss_fn, space, torch.zeros(6, 6), budget=1, eta=2.0)
+        >>> u, loss, feasible, chosen = round_perturbation(loss_fn, space, s, budget=1, samples=10,
+        ...                                                generator=torch.Generator().manual_seed(0))
+        >>> float(u.sum()) <= 1, bool(((u == 0) | (u == 1)).all()), chosen in ("sample", "top")
+        (True, True, True)
+    """
     with torch.no_grad():
         flat = s.flatten()
         k = min(budget, int((flat > 0).sum()))
@@ -169,7 +309,43 @@ def pgd_attack(model: nn.Module, adj: torch.Tensor, features: torch.Tensor, labe
                nodes: torch.Tensor, budget: int, config: Optional[PGDConfig] = None) -> AttackResult:
     """Attack ``model`` (kept fixed, evaluated without dropout) by flipping at most ``budget`` pairs
     of the symmetric 0/1 adjacency ``adj`` to maximise its loss on ``nodes`` (true or pseudo
-    ``labels``). See the module docstring for the algorithm."""
+    ``labels``). See the module docstring for the algorithm.
+
+    Args:
+        model: the attacked model, ``model(adj, features) -> logits``; its mode is restored.
+        adj: the clean symmetric 0/1 adjacency.
+        features, labels: of every node.
+        nodes: the target nodes (non-empty).
+        budget: the most pairs to flip, in ``[0, N (N - 1) / 2]``.
+        config: the attack's settings (default :class:`PGDConfig`).
+
+    Returns:
+        An :class:`AttackResult`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an invalid adjacency or budget, or no target nodes.
+
+    Example:
+        Train a GCN on two triangles, then let two flips attack its accuracy:
+
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import (accuracy, dense_adjacency, DenseGCN, pgd_attack, PGDConfig, train_gcn,
+        ...                                 TrainConfig)
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> model = DenseGCN(6, 8, 2, dropout=0.0)
+        >>> _ = train_gcn(model, adj, features, labels, torch.tensor([0, 5]), torch.tensor([1, 4]),
+        ...               TrainConfig(epochs=30))
+        >>> result = pgd_attack(model, adj, features, labels, torch.tensor([1, 2, 3, 4]), budget=2,
+        ...                     config=PGDConfig(steps=20))
+        >>> result.num_flips, result.loss_attacked > result.loss_clean
+        (2, True)
+        >>> attacked = accuracy(model, result.adjacency, features, labels, torch.arange(6))
+        >>> accuracy(model, adj, features, labels, torch.arange(6)), attacked < 1.0
+        (1.0, True)
+    """
     config = config or PGDConfig()
     space = FlipSpace(adj)
     budget = check_budget(budget, adj.shape[0])

@@ -43,6 +43,30 @@ class DenseGCN(nn.Module):
     ``forward(adj, features)`` returns class logits ``[N, classes]``; ``adj`` is a symmetric
     ``N x N`` matrix without self-loops, possibly fractional and requiring grad; ``features``
     dense or sparse COO (``features.to_sparse()``: cheaper dropout and projection).
+
+    Args:
+        in_feats: input feature width.
+        hidden: hidden width.
+        classes: output width.
+        dropout: dropout rate in [0, 1).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on a non-positive size or a dropout outside [0, 1).
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import DenseGCN, dense_adjacency
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> model = DenseGCN(in_feats=6, hidden=8, classes=2).eval()
+        >>> logits = model(adj, torch.eye(6))
+        >>> logits.shape, torch.allclose(model(adj, torch.eye(6).to_sparse()), logits)
+        (torch.Size([6, 2]), True)
+        >>> relaxed = adj.clone().requires_grad_(True)  # differentiable in the adjacency
+        >>> model(relaxed, torch.eye(6)).sum().backward()
+        >>> relaxed.grad.shape
+        torch.Size([6, 6])
     """
 
     def __init__(self, in_feats: int, hidden: int, classes: int, dropout: float = 0.5) -> None:

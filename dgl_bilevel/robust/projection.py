@@ -35,6 +35,25 @@ def project_budget(a: torch.Tensor, budget: float, *, mu0: Optional[float] = Non
         mu0: a guess for the multiplier (warm start), e.g. the one returned last time.
         tol: relative tolerance on the sum (floored at 64 eps of the dtype).
         max_iter: a cap on Newton/bisection iterations (each is two passes over ``a``).
+
+    Returns:
+        ``(s, mu)``: the projection and its multiplier (0 when the budget is not binding).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``budget`` is negative (or NaN).
+
+    Example:
+        Three pairs with 0.9, 0.8 and 0.7 and a budget of 1: each drops by ``mu = 7/15``.
+
+        >>> import torch
+        >>> from dgl_bilevel.robust import project_budget
+        >>> a = torch.tensor([[0.0, 0.9, 0.8], [0.0, 0.0, 0.7], [0.0, 0.0, 0.0]])
+        >>> s, mu = project_budget(a, 1.0)
+        >>> round(float(s.sum()), 4), round(mu, 4), round(float(s[0, 1]), 4)
+        (1.0, 0.4667, 0.4333)
+        >>> s, mu = project_budget(a, 3.0)  # within the budget: only clamped to [0, 1]
+        >>> mu, torch.equal(s, a)
+        (0.0, True)
     """
     if not budget >= 0:
         raise ConfigError(f"the projection budget must be >= 0, got {budget}")

@@ -35,7 +35,25 @@ from .attack import ascent_step, objective
 
 @dataclass
 class TrainConfig:
-    """Adam on the cross-entropy of the training nodes; the epoch of best validation accuracy is kept."""
+    """Adam on the cross-entropy of the training nodes; the epoch of best validation accuracy is kept.
+
+    Args:
+        epochs: training epochs (an integer >= 1).
+        lr: Adam's learning rate (> 0).
+        weight_decay: Adam's weight decay (>= 0).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on a setting out of its range.
+
+    Example:
+        >>> from dgl_bilevel.robust import TrainConfig
+        >>> TrainConfig(epochs=50)
+        TrainConfig(epochs=50, lr=0.01, weight_decay=0.0005)
+        >>> TrainConfig(epochs=0)
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: epochs must be an integer >= 1, got 0
+    """
 
     epochs: int = 200
     lr: float = 0.01
@@ -60,7 +78,25 @@ class AdversaryConfig:
     tries, else the relaxed one), ``False`` at the relaxed one. ``targets="train"``: the adversary
     maximises the training loss (the bilevel program above); ``"all"``: the loss on every node,
     with the true labels on the training nodes and the current model's clean predictions
-    elsewhere (pseudo-labels, recomputed each epoch)."""
+    elsewhere (pseudo-labels, recomputed each epoch).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on a rate outside [0, 1], unknown targets, or invalid steps or step size;
+            ``resolve_budget`` on a budget the graph cannot take.
+
+    Example:
+        ``resolve_budget(adj)`` turns the rate into flips on a given graph (7 edges here):
+
+        >>> import dgl
+        >>> from dgl_bilevel.robust import AdversaryConfig, dense_adjacency
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> AdversaryConfig(rate=0.3).resolve_budget(adj), AdversaryConfig(budget=5).resolve_budget(adj)
+        (2, 5)
+        >>> AdversaryConfig(targets="test")
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: adversary targets must be one of ('train', 'all'), got 'test'
+    """
 
     rate: float = 0.05
     budget: Optional[int] = None
@@ -89,7 +125,31 @@ class AdversaryConfig:
 @dataclass
 class TrainResult:
     """The selected epoch and its validation accuracy, per-epoch history, wall time; for robust
-    training the adversary's budget and final relaxed perturbation."""
+    training the adversary's budget and final relaxed perturbation.
+
+    Args:
+        best_epoch, best_val: the selected epoch and its clean validation accuracy.
+        seconds: wall time.
+        history: one dict per epoch (``epoch``, ``train_loss``, ``val_acc``, and
+            ``adversary_loss`` in robust training).
+        budget: the adversary's flips (0: clean training).
+        perturbation: the adversary's last relaxed ``s`` (``None``: clean training).
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import AdversaryConfig, DenseGCN, dense_adjacency, train_gcn, TrainConfig
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> model = DenseGCN(6, 8, 2, dropout=0.0)
+        >>> result = train_gcn(model, adj, features, labels, torch.tensor([0, 5]), torch.tensor([1, 4]),
+        ...                    TrainConfig(epochs=10), adversary=AdversaryConfig(budget=2))
+        >>> len(result.history), sorted(result.history[0]), result.budget
+        (10, ['adversary_loss', 'epoch', 'train_loss', 'val_acc'], 2)
+        >>> result.perturbation.shape, float(result.perturbation.sum()) <= 2 + 1e-5
+        (torch.Size([6, 6]), True)
+    """
 
     best_epoch: int
     best_val: float
@@ -101,7 +161,30 @@ class TrainResult:
 
 def accuracy(model: nn.Module, adj: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
              nodes: torch.Tensor) -> float:
-    """Accuracy of ``model`` (without dropout) on ``nodes``; the model's mode is restored."""
+    """Accuracy of ``model`` (without dropout) on ``nodes``; the model's mode is restored.
+
+    Args:
+        model: ``model(adj, features) -> logits``.
+        adj: the adjacency to evaluate on (clean or attacked).
+        features, labels: of every node.
+        nodes: the nodes scored.
+
+    Returns:
+        The share of ``nodes`` whose largest logit is their label.
+
+    Example:
+        Any module called as ``model(adj, features)`` works; this one predicts from the features:
+
+        >>> import torch
+        >>> from dgl_bilevel.robust import accuracy
+        >>> class FeaturesAsLogits(torch.nn.Module):
+        ...     def forward(self, adj, features):
+        ...         return features
+        >>> features = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+        >>> accuracy(FeaturesAsLogits(), torch.zeros(3, 3), features, torch.tensor([0, 1, 1]),
+        ...          torch.tensor([0, 1, 2]))
+        0.6666666865348816
+    """
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -115,7 +198,39 @@ def train_gcn(model: nn.Module, adj: torch.Tensor, features: torch.Tensor, label
               adversary: Optional[AdversaryConfig] = None) -> TrainResult:
     """Train ``model`` on the clean graph (``adversary=None``) or against a structure adversary
     (robust training, see the module docstring). Selection: clean validation accuracy, ties to
-    the later epoch; the model ends with the selected epoch's weights."""
+    the later epoch; the model ends with the selected epoch's weights.
+
+    Args:
+        model: ``model(adj, features) -> logits``, e.g. :class:`~dgl_bilevel.robust.DenseGCN`.
+        adj: the clean symmetric 0/1 adjacency.
+        features, labels: of every node.
+        train_nodes, val_nodes: non-empty node sets.
+        config: optimiser settings (default :class:`TrainConfig`).
+        adversary: the training-time adversary (``None``: clean training).
+
+    Returns:
+        A :class:`TrainResult`; the model is left in eval mode.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an invalid adjacency or budget, or an empty node set.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.robust import accuracy, AdversaryConfig, DenseGCN, dense_adjacency, train_gcn, TrainConfig
+        >>> _ = torch.manual_seed(0)
+        >>> adj = dense_adjacency(dgl.graph(([0, 0, 1, 3, 3, 4, 2], [1, 2, 2, 4, 5, 5, 3])))
+        >>> features, labels = torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> model = DenseGCN(6, 8, 2, dropout=0.0)
+        >>> train, val = torch.tensor([0, 5]), torch.tensor([1, 4])
+        >>> result = train_gcn(model, adj, features, labels, train, val, TrainConfig(epochs=30))
+        >>> result.best_val, result.budget, accuracy(model, adj, features, labels, torch.arange(6))
+        (1.0, 0, 1.0)
+        >>> robust = train_gcn(DenseGCN(6, 8, 2, dropout=0.0), adj, features, labels, train, val,
+        ...                    TrainConfig(epochs=30), adversary=AdversaryConfig(rate=0.3))
+        >>> robust.budget, "adversary_loss" in robust.history[0]
+        (2, True)
+    """
     config = config or TrainConfig()
     adj = check_adjacency(adj)
     train_nodes = torch.as_tensor(train_nodes, dtype=torch.long)

@@ -18,6 +18,29 @@ class GraphStructure(nn.Module):
     A structure owns a fixed *support* graph (``self.graph``: the observed graph, a power of
     it, a k-NN graph, ...) and returns, from ``forward()``, a differentiable weight for each
     support edge. The inner problem runs on ``self.graph`` with those weights.
+
+    Subclasses set ``self.graph`` and implement ``forward()``; constrained ones also override
+    :meth:`project_`. ``weighted_graph()`` exports the current weights as a plain DGLGraph.
+
+    Example:
+        One learnable weight shared by every edge:
+
+        >>> import dgl
+        >>> import torch
+        >>> ring = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0])))  # 12 edges
+        >>> from dgl_bilevel.structure import GraphStructure
+        >>> class SharedWeight(GraphStructure):
+        ...     def __init__(self, graph):
+        ...         super().__init__()
+        ...         self.graph = graph
+        ...         self.logit = torch.nn.Parameter(torch.zeros(()))
+        ...     def forward(self):
+        ...         return torch.sigmoid(self.logit).expand(self.graph.num_edges())
+        >>> structure = SharedWeight(ring)
+        >>> structure.num_edges, structure().shape, structure.sampler, structure.frozen
+        (12, torch.Size([12]), None, False)
+        >>> structure.weighted_graph().edata["w"][:3]
+        tensor([0.5000, 0.5000, 0.5000])
     """
 
     graph: "dgl.DGLGraph"

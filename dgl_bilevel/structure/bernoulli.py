@@ -53,6 +53,27 @@ class BernoulliEdges(GraphStructure):
             at 0. Every edge's hypergradient reaches ``a_g``, so an edge far from the labelled
             nodes -- whose own ``theta_e`` gets no hypergradient (gradient scarcity) -- still moves
             with what was learned near them.
+        dtype: of the parameters.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: on a graph without edges, or ``init``/``similarity`` tensors of the wrong shape.
+        ~dgl_bilevel.errors.ConfigError: on initial probabilities outside [0, 1] or an unknown ``init``.
+
+    Example:
+        Observed edges start at probability 1, the k-NN candidates at 0.5 (one per pair):
+
+        >>> import dgl
+        >>> import torch
+        >>> path = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> features = torch.tensor([[0.0], [1.1], [2.3], [3.6], [5.0], [0.4]])  # node 5 sits by 0 and 1
+        >>> from dgl_bilevel.structure import BernoulliEdges, observed_knn_support
+        >>> candidates = observed_knn_support(path, features, k=1)
+        >>> structure = BernoulliEdges(candidates)
+        >>> sorted(set(structure().tolist())), structure.theta.numel()
+        ([0.5, 1.0], 7)
+        >>> graph = structure.sampler.draw(structure(), count=1)[0]  # a 0/1 draw, seeded
+        >>> bool((graph[structure.observed_mask()] == 1).all())
+        True
     """
 
     def __init__(

@@ -16,7 +16,23 @@ INITS = ("uniform", "constant", "observed")
 
 
 def undirected_pair_index(graph: "dgl.DGLGraph") -> tuple[torch.Tensor, int]:
-    """For each edge, the index of its unordered pair ``{u, v}``; edges ``u->v`` and ``v->u`` share one."""
+    """For each edge, the index of its unordered pair ``{u, v}``; edges ``u->v`` and ``v->u`` share one.
+
+    Args:
+        graph: any DGL graph.
+
+    Returns:
+        ``(index, num_pairs)``: ``[E]`` pair ids in ``0 .. num_pairs - 1`` (pairs ordered by
+        ``(min, max)`` node id), and the number of distinct pairs.
+
+    Example:
+        >>> import dgl
+        >>> from dgl_bilevel.structure import undirected_pair_index
+        >>> graph = dgl.graph(([0, 1, 1, 2, 0], [1, 0, 2, 1, 2]))
+        >>> index, num_pairs = undirected_pair_index(graph)
+        >>> index.tolist(), num_pairs
+        ([0, 0, 2, 2, 1], 3)
+    """
     src, dst = graph.edges()
     low, high = torch.minimum(src, dst), torch.maximum(src, dst)
     keys = low.long() * graph.num_nodes() + high.long()
@@ -51,6 +67,27 @@ class EdgeWeights(GraphStructure):
         tie_undirected: one shared parameter for ``u->v`` and ``v->u`` (keeps the graph symmetric).
         generator: the random generator for ``"uniform"`` (seeded runs pass one).
         weight_key: edata key of observed weights for ``init="observed"``.
+        dtype: of the parameter.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: on a graph without edges, initial weights of the wrong shape, or a missing
+            ``weight_key``.
+        ~dgl_bilevel.errors.ConfigError: on an unknown ``init`` or parametrization.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> ring = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0])))  # 12 edges
+        >>> from dgl_bilevel.structure import EdgeWeights
+        >>> weights = EdgeWeights(ring, "sigmoid", init="constant", value=0.0)
+        >>> weights()[:3], weights.theta.numel()
+        (tensor([0.5000, 0.5000, 0.5000], grad_fn=<SliceBackward0>), 12)
+        >>> tied = EdgeWeights(ring, "box", init="observed", tie_undirected=True)
+        >>> tied.theta.numel(), tied().tolist() == [1.0] * 12  # one parameter per undirected pair
+        (6, True)
+        >>> tied()[0].backward()
+        >>> tied.theta.grad.tolist()
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     """
 
     def __init__(

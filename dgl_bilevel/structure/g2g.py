@@ -68,6 +68,27 @@ class G2G(GraphStructure):
     15M), dropout draws its mask on those entries alone, and the first layer is a sparse product.
     Same maths as the dense path (equal up to rounding without dropout); with dropout the masks are
     drawn from the same generator in another number, so runs differ from the dense path's draw by draw.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: on a graph without edges or features not ``[N, D]``.
+        ~dgl_bilevel.errors.ConfigError: on ``layers`` or ``hidden`` below 1, or unknown ``inputs``.
+
+    Example:
+        The weight depends on the endpoints' features only, so ``u->v`` and ``v->u`` agree:
+
+        >>> import dgl
+        >>> import torch
+        >>> ring = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0])))  # 12 edges
+        >>> from dgl_bilevel.structure import G2G
+        >>> features = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+        >>> g2g = G2G(ring, features, hidden=4, output_scale=2.0, generator=torch.Generator().manual_seed(0))
+        >>> weights = g2g()
+        >>> src, dst = ring.edges()
+        >>> reverse = ring.edge_ids(dst, src)
+        >>> weights.shape, bool(((weights > 0) & (weights < 2)).all()), torch.equal(weights, weights[reverse])
+        (torch.Size([12]), True, True)
+        >>> sum(p.numel() for p in g2g.parameters())  # (3 * 4 + 4) + (4 + 1): shared by every edge
+        21
     """
 
     def __init__(

@@ -96,6 +96,27 @@ class GraphSampler:
         estimator: ``"ste"`` or ``"score"`` (``resample="outer"`` only).
         baseline_decay: the score estimator's baseline is ``b <- decay b + (1 - decay) L``.
         generator: the draws' random generator (its state is checkpointed with the structure).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on a setting out of range, or the score estimator without ``resample="outer"``.
+
+    Example:
+        Straight-through draws: 0/1 forward, identity backward to the probabilities.
+
+        >>> import torch
+        >>> from dgl_bilevel.structure import GraphSampler
+        >>> sampler = GraphSampler(generator=torch.Generator().manual_seed(0))
+        >>> theta = torch.tensor([0.0, 1.0, 0.5, 0.5], requires_grad=True)
+        >>> graphs = sampler.draw(theta, count=3)
+        >>> [g.detach()[:2].tolist() for g in graphs]  # probabilities 0 and 1 are certain
+        [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
+        >>> graphs[0].sum().backward()
+        >>> theta.grad
+        tensor([1., 1., 1., 1.])
+        >>> GraphSampler(estimator="score")
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: the score-function estimator needs graphs drawn once per outer iteration ...
     """
 
     samples: int = 1

@@ -29,7 +29,30 @@ DEFAULT_EDGE_BUDGET = 5_000_000
 
 
 def power_support(graph: "dgl.DGLGraph", r: int = 2, max_edges: int = DEFAULT_EDGE_BUDGET) -> "dgl.DGLGraph":
-    """The support of ``A^r`` (pairs at 1..r hops), as a symmetric DGLGraph without self-loops."""
+    """The support of ``A^r`` (pairs at 1..r hops), as a symmetric DGLGraph without self-loops.
+
+    Args:
+        graph: the observed graph (directions merged).
+        r: the largest hop distance (>= 1).
+        max_edges: refuse to build more directed edges than this.
+
+    Returns:
+        The support, with ``edata["hops"]`` and ``edata["observed"]``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``r < 1`` or the support exceeds ``max_edges``.
+
+    Example:
+        A 6-node path: 10 directed edges at one hop, 8 at two.
+
+        >>> import dgl
+        >>> import torch
+        >>> from dgl_bilevel.structure import power_support
+        >>> path = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> support = power_support(path, r=2)
+        >>> torch.bincount(support.edata["hops"]).tolist(), int(support.edata["observed"].sum())
+        ([0, 10, 8], 10)
+    """
     if r < 1:
         raise ConfigError(f"power r must be >= 1, got {r}")
     n = graph.num_nodes()
@@ -64,6 +87,25 @@ def knn_neighbours(features: torch.Tensor, k: int, metric: str = "euclidean",
     Memory is one ``[rows, N]`` block of distances (at most ``chunk_bytes``), never the ``N x N``
     matrix that DGL's ``bruteforce-blas`` forms (~115 GB at 169k nodes). ``metric="cosine"`` ranks
     by cosine similarity (rows with zero norm are nobody's neighbour but their own ties).
+
+    Args:
+        features: ``[N, D]`` node features.
+        k: neighbours per node, ``1 <= k < N``.
+        metric: ``"euclidean"`` or ``"cosine"``.
+        chunk_bytes: the most memory one block of scores may take.
+
+    Returns:
+        ``[N, k]`` node ids, nearest first.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an unknown metric or ``k`` out of range.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.structure import knn_neighbours
+        >>> x = torch.tensor([[0.0], [0.1], [0.3], [5.0], [5.2], [5.5]])
+        >>> knn_neighbours(x, k=2).tolist()
+        [[1, 2], [0, 2], [1, 0], [4, 5], [3, 5], [4, 3]]
     """
     if metric not in KNN_METRICS:
         raise ConfigError(f"k-NN metric must be one of {', '.join(KNN_METRICS)}, got {metric!r}")
@@ -88,7 +130,31 @@ def knn_neighbours(features: torch.Tensor, k: int, metric: str = "euclidean",
 def knn_support(features: torch.Tensor, k: int = 10, observed: Optional["dgl.DGLGraph"] = None,
                 metric: str = "euclidean") -> "dgl.DGLGraph":
     """A symmetric k-NN graph of ``features`` (an edge where either end is among the other's ``k``
-    nearest), self-loops removed, built in blocks of rows (:func:`knn_neighbours`)."""
+    nearest), self-loops removed, built in blocks of rows (:func:`knn_neighbours`).
+
+    Args:
+        features: ``[N, D]`` node features.
+        k: neighbours per node, ``1 <= k < N``.
+        observed: if given, ``edata["observed"]`` marks the k-NN edges this graph has.
+        metric: ``"euclidean"`` or ``"cosine"``.
+
+    Returns:
+        The symmetric k-NN graph.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an unknown metric or ``k`` out of range.
+
+    Example:
+        Two clusters of three points: each becomes a triangle, with no edge between them.
+
+        >>> import torch
+        >>> from dgl_bilevel.structure import knn_support
+        >>> x = torch.tensor([[0.0], [0.1], [0.3], [5.0], [5.2], [5.5]])
+        >>> graph = knn_support(x, k=2)
+        >>> src, dst = graph.edges()
+        >>> graph.num_edges(), bool(((src < 3) == (dst < 3)).all())
+        (12, True)
+    """
     n = features.shape[0]
     pairs = _knn_matrix(features, k, metric)
     sym = ((pairs + pairs.T) > 0).tocoo()
@@ -120,7 +186,32 @@ def _knn_matrix(features: torch.Tensor, k: int, metric: str) -> sp.coo_matrix:
 def observed_knn_support(graph: "dgl.DGLGraph", features: torch.Tensor, k: int = 10,
                          metric: str = "euclidean") -> "dgl.DGLGraph":
     """The observed edges and a symmetric k-NN graph of the features together (LDS-style candidates:
-    the observed graph plus pairs it lacks), ``edata["observed"]`` telling them apart."""
+    the observed graph plus pairs it lacks), ``edata["observed"]`` telling them apart.
+
+    Args:
+        graph: the observed graph.
+        features: ``[N, D]`` node features.
+        k: neighbours per node, ``1 <= k < N``.
+        metric: ``"euclidean"`` or ``"cosine"``.
+
+    Returns:
+        The symmetric union, ``edata["observed"]`` 1.0 on the observed graph's edges.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: on an unknown metric or ``k`` out of range.
+
+    Example:
+        The 1-NN graph adds the pairs {0, 5} and {1, 5} to a path (4 directed edges):
+
+        >>> import dgl
+        >>> import torch
+        >>> path = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> features = torch.tensor([[0.0], [1.1], [2.3], [3.6], [5.0], [0.4]])  # node 5 sits by 0 and 1
+        >>> from dgl_bilevel.structure import observed_knn_support
+        >>> candidates = observed_knn_support(path, features, k=1)
+        >>> candidates.num_edges(), int(candidates.edata["observed"].sum())
+        (14, 10)
+    """
     n = graph.num_nodes()
     knn = _knn_matrix(features, k, metric)
     obs = adjacency(graph, symmetric=False).astype(np.float64)

@@ -51,6 +51,29 @@ class TopKEdges(GraphStructure):
         tie_undirected: one score per unordered pair, both directions selected together (a
             budget then counts directed edges, two per pair).
         generator: seeds the initial scores and the perturbations.
+        weight_key: edata key of the observed weights for ``init="observed"``.
+        dtype: of the scores.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: on a graph without edges.
+        ~dgl_bilevel.errors.ConfigError: unless exactly one of ``budget`` and ``per_node`` is given, on a budget
+            out of range, an unknown estimator or init, or ``per_node`` with tied directions.
+
+    Example:
+        >>> import dgl
+        >>> import torch
+        >>> ring = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0])))  # 12 edges
+        >>> from dgl_bilevel.structure import TopKEdges
+        >>> best4 = TopKEdges(ring, budget=4, estimator="ste", generator=torch.Generator().manual_seed(0))
+        >>> mask = best4()
+        >>> int(mask.sum()), sorted(set(mask.tolist()))
+        (4, [0.0, 1.0])
+        >>> mask.sum().backward()  # the estimator hands the scores a gradient
+        >>> best4.scores.grad.shape
+        torch.Size([12])
+        >>> one_each = TopKEdges(ring, per_node=1, estimator="ste")()
+        >>> torch.bincount(ring.edges()[1], weights=one_each.detach()).tolist()  # one in-edge per node
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
 
     def __init__(
