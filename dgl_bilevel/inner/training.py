@@ -149,7 +149,7 @@ def run_steps(
         >>> weights, start = torch.ones(graph.num_edges()), problem.initial_params(torch.Generator().manual_seed(0))
         >>> seen = []
         >>> params, state, last = run_steps(problem, weights, start, 200, differentiable=False, monitor=seen.append)
-        >>> len(seen), float(problem.objective(params, weights)) < float(problem.objective(start, weights))
+        >>> len(seen), bool(problem.objective(params, weights) < problem.objective(start, weights))
         (200, True)
         >>> problem.predict(params, weights).argmax(1).tolist()
         [0, 0, 0, 1, 1, 1]
