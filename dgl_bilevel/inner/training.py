@@ -75,7 +75,7 @@ def update_step(
         >>> def loss_fn(params):
         ...     return (params[0] ** 2).sum()
         >>> new, state, loss = update_step(loss_fn, optimizer, x, optimizer.init(x), mode="differentiable")
-        >>> [round(v, 4) for v in new[0].tolist()], float(loss), new[0].requires_grad  # on the graph of x
+        >>> [round(v, 4) for v in new[0].tolist()], float(loss.detach()), new[0].requires_grad  # on the graph of x
         ([0.9, -1.9], 5.0, True)
         >>> new, state, loss = update_step(loss_fn, optimizer, x, optimizer.init(x), mode="inplace")
         >>> new[0] is x[0], [round(v, 4) for v in x[0].tolist()]  # x itself was updated
