@@ -361,7 +361,7 @@ class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, Str
     presets filled in.
 
     Raises:
-        ConfigError: from :meth:`validate` / :meth:`resolved`, naming the offending option.
+        ~dgl_bilevel.errors.ConfigError: from :meth:`validate` / :meth:`resolved`, naming the offending option.
 
     Example:
         >>> from dgl_bilevel.config import ExperimentConfig
@@ -774,7 +774,7 @@ def preset(dataset: str, inner: str, structure: str = "edges", source: str = "pa
         Option name -> value, for the options a preset sets (``inner_steps``, ``outer_lr``, ...).
 
     Raises:
-        ConfigError: an unknown ``source``, or ``"paper-text"`` for a case the text does not describe.
+        ~dgl_bilevel.errors.ConfigError: an unknown ``source``, or ``"paper-text"`` for a case the text does not describe.
 
     Example:
         >>> from dgl_bilevel.config import preset
@@ -839,7 +839,7 @@ def check_device(device: str) -> None:
         device: a torch device string, e.g. ``"cpu"`` or ``"cuda:0"``.
 
     Raises:
-        ConfigError: for any device but ``"cpu"`` (a CUDA device gets its own explanation).
+        ~dgl_bilevel.errors.ConfigError: for any device but ``"cpu"`` (a CUDA device gets its own explanation).
 
     Example:
         >>> from dgl_bilevel.config import check_device

@@ -29,7 +29,7 @@ class MethodPreset:
     accepts; :meth:`~dgl_bilevel.config.ExperimentConfig.resolved` applies them.
 
     Raises:
-        ConfigError: an unknown ``training_set``, or a method that learns the graph trained on
+        ~dgl_bilevel.errors.ConfigError: an unknown ``training_set``, or a method that learns the graph trained on
             more than ``v_in``.
 
     Example:

@@ -25,8 +25,8 @@ def run_leaderboard(config: ExperimentConfig, echo=print) -> dict:
         (each ``{"mean", "std"}``), ``seeds`` and ``wall_seconds``.
 
     Raises:
-        ConfigError: the configuration is invalid.
-        DataError: the data set cannot be read.
+        ~dgl_bilevel.errors.ConfigError: the configuration is invalid.
+        ~dgl_bilevel.errors.DataError: the data set cannot be read.
 
     Example:
         >>> import os, tempfile

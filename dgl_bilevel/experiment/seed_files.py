@@ -31,7 +31,7 @@ def training_view(data: BilevelData, training_set: str) -> BilevelData:
         ``data`` itself, or the copy whose ``v_in`` also holds ``v_out``.
 
     Raises:
-        ConfigError: an unknown training set.
+        ~dgl_bilevel.errors.ConfigError: an unknown training set.
 
     Example:
         >>> import dgl, torch
@@ -69,7 +69,7 @@ def run_data(config: ExperimentConfig, seed: int) -> BilevelData:
         The seed's :class:`~dgl_bilevel.BilevelData`.
 
     Raises:
-        DataError: the data set's files are missing or malformed.
+        ~dgl_bilevel.errors.DataError: the data set's files are missing or malformed.
 
     Example:
         >>> import os, tempfile

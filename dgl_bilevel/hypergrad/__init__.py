@@ -37,7 +37,7 @@ def get_method(name: "str | HypergradMethod", **options) -> HypergradMethod:
         The method.
 
     Raises:
-        ConfigError: an unregistered name (the message lists the registered ones) or an option
+        ~dgl_bilevel.errors.ConfigError: an unregistered name (the message lists the registered ones) or an option
             out of range.
 
     Example:

@@ -126,7 +126,7 @@ class Unrolled(_TrajectoryMethod):
         checkpoint: deprecated; ``False`` is ``reverse="autograd"``.
 
     Raises:
-        ConfigError: from :meth:`check` (at the first solve): a problem whose trajectory cannot
+        ~dgl_bilevel.errors.ConfigError: from :meth:`check` (at the first solve): a problem whose trajectory cannot
             be differentiated (mini-batches), or an engine the problem does not qualify for.
 
     Example:
@@ -177,7 +177,7 @@ class Truncated(_TrajectoryMethod):
     and ``checkpoint``: as for :class:`Unrolled`.
 
     Raises:
-        ConfigError: ``k < 0``; from :meth:`check`, ``k = 0`` for a problem whose predictions do
+        ~dgl_bilevel.errors.ConfigError: ``k < 0``; from :meth:`check`, ``k = 0`` for a problem whose predictions do
             not read the weights (the hypergradient would be exactly zero), and the refusals of
             :class:`Unrolled`.
 
@@ -244,7 +244,7 @@ class FirstOrder(Truncated):
     propagation): their first-order hypergradient is exactly zero.
 
     Raises:
-        ConfigError: from :meth:`check`, for such a problem.
+        ~dgl_bilevel.errors.ConfigError: from :meth:`check`, for such a problem.
 
     Example:
         >>> import dgl, torch

@@ -118,7 +118,7 @@ class InnerProblem:
             ``"warm"`` -- the previous outer iteration's solution.
 
     Raises:
-        ConfigError: negative ``steps`` or an unknown ``init``.
+        ~dgl_bilevel.errors.ConfigError: negative ``steps`` or an unknown ``init``.
 
     Example:
         A new inner problem: node values fitted to the labels of ``v_in`` and smoothed along the

@@ -48,7 +48,7 @@ class TrainedGNN(InnerProblem):
             objective, so only unrolled and truncated hypergradients on autograd's graph apply.
 
     Raises:
-        ConfigError: ``lr <= 0``, ``steps < 1``, a negative ``weight_decay``, an unknown
+        ~dgl_bilevel.errors.ConfigError: ``lr <= 0``, ``steps < 1``, a negative ``weight_decay``, an unknown
             ``reinit``, a model without parameters; at :meth:`bind`, a model whose output is
             not one column per class.
 

@@ -41,7 +41,7 @@ class LabelPropagation(InnerProblem):
     its predictions ``F`` do not read ``w`` directly, so the first-order method is refused.
 
     Raises:
-        ConfigError: ``alpha`` outside (0, 1).
+        ~dgl_bilevel.errors.ConfigError: ``alpha`` outside (0, 1).
 
     Example:
         >>> import dgl, torch

@@ -45,7 +45,7 @@ class LaplacianRegularization(InnerProblem):
             Cora, lr 10 on synthetic data); ``"fresh"`` starts from ``Y ~ U[0, 1]``.
 
     Raises:
-        ConfigError: ``lr <= 0``, negative ``lam`` or ``ridge``, an unknown ``loss`` or
+        ~dgl_bilevel.errors.ConfigError: ``lr <= 0``, negative ``lam`` or ``ridge``, an unknown ``loss`` or
             ``normalize``; at :meth:`bind`, ``loss="ce"`` on a task that is not classification.
 
     Example:

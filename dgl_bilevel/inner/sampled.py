@@ -45,7 +45,7 @@ class SampledGNN(TrainedGNN):
         lr, optimizer, weight_decay, init: as for :class:`TrainedGNN`.
 
     Raises:
-        ConfigError: a model that does not take blocks, ``batch_size`` or ``eval_batch_size``
+        ~dgl_bilevel.errors.ConfigError: a model that does not take blocks, ``batch_size`` or ``eval_batch_size``
             below 1, no ``fanouts``; at :meth:`bind`, ``fanouts`` not one per model layer; in a
             fit, an unrolled or truncated hypergradient.
 

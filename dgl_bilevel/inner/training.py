@@ -65,7 +65,7 @@ def update_step(
         at the parameters before the update.
 
     Raises:
-        ConfigError: an unknown ``mode``.
+        ~dgl_bilevel.errors.ConfigError: an unknown ``mode``.
 
     Example:
         >>> import torch

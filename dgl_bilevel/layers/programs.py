@@ -157,7 +157,7 @@ class LaplacianProgram:
         reverse: ``dgl.reverse(graph)`` if already built.
 
     Raises:
-        ConfigError: ``base`` is not ``[num_nodes, C]``.
+        ~dgl_bilevel.errors.ConfigError: ``base`` is not ``[num_nodes, C]``.
 
     Example:
         >>> import dgl, torch
@@ -230,7 +230,7 @@ class RobustLQ:
         drift: ``[n]`` known constant drift ``e`` (default zero).
 
     Raises:
-        ConfigError: mismatched ``A``/``B`` shapes or ``horizon < 1``.
+        ~dgl_bilevel.errors.ConfigError: mismatched ``A``/``B`` shapes or ``horizon < 1``.
 
     Example:
         >>> import torch

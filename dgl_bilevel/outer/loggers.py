@@ -110,7 +110,7 @@ class RunLogger(Callback):
     ``_close()``; :class:`CsvLogger` and :class:`TensorBoardLogger` are the two built in.
 
     Raises:
-        ConfigError: ``histogram_every`` is negative.
+        ~dgl_bilevel.errors.ConfigError: ``histogram_every`` is negative.
 
     Example:
         >>> import dgl, torch
@@ -217,7 +217,7 @@ class TensorBoardLogger(RunLogger):
     It takes :class:`RunLogger`'s arguments.
 
     Raises:
-        ConfigError: when the fit starts, if TensorBoard is not installed (``pip install
+        ~dgl_bilevel.errors.ConfigError: when the fit starts, if TensorBoard is not installed (``pip install
             'dgl_bilevel[tracking]'``).
 
     Example:

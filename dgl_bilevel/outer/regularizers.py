@@ -33,7 +33,7 @@ class LogDegree:
         reduction: ``"mean"`` or ``"sum"`` over the nodes.
 
     Raises:
-        ConfigError: an unknown ``reduction``.
+        ~dgl_bilevel.errors.ConfigError: an unknown ``reduction``.
 
     Example:
         >>> import dgl, torch

@@ -105,7 +105,7 @@ def raise_if_stopped(result: FitResult) -> None:
         result: what :func:`~dgl_bilevel.fit` returned.
 
     Raises:
-        NonFiniteHypergradientError: ``result.stopped_early`` is set; the message is its reason.
+        ~dgl_bilevel.errors.NonFiniteHypergradientError: ``result.stopped_early`` is set; the message is its reason.
 
     Example:
         >>> import torch

@@ -367,7 +367,7 @@ def stack_problems(problems: Sequence[InnerProblem]) -> StackedProblem:
         hypergradient method serves it like any inner problem.
 
     Raises:
-        NotStackable: :func:`why_not_stackable` found a reason.
+        ~dgl_bilevel.seeds.problems.NotStackable: :func:`why_not_stackable` found a reason.
 
     Example:
         >>> import dgl, torch

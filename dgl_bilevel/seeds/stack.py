@@ -39,7 +39,7 @@ class SeedStack:
         num_seeds: how many copies.
 
     Raises:
-        ConfigError: ``num_seeds < 1``.
+        ~dgl_bilevel.errors.ConfigError: ``num_seeds < 1``.
 
     Example:
         >>> import dgl, torch
