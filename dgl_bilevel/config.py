@@ -353,7 +353,30 @@ DEPRECATED_OPTIONS: dict[str, Any] = {"unroll_checkpoint": True}
 
 @dataclass
 class ExperimentConfig(RunConfig, OuterConfig, HypergradConfig, InnerConfig, StructureConfig, DataConfig):
-    """Every option of a run (the union of the stage sections); ``None`` means "the preset"."""
+    """Every option of a run (the union of the stage sections); ``None`` means "the preset".
+
+    Build one from keywords, from a nested or flat mapping (:meth:`from_mapping`, what YAML files
+    hold) or from the command line; :meth:`validate` checks each option against its choices and
+    rules, and :meth:`resolved` returns a validated copy with the method's and the data set's
+    presets filled in.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: from :meth:`validate` / :meth:`resolved`, naming the offending option.
+
+    Example:
+        >>> from dgl_bilevel.config import ExperimentConfig
+        >>> config = ExperimentConfig.from_mapping({"data": {"dataset": "cora"}, "inner": {"inner": "laplacian"}})
+        >>> config.run_name, config.learns_graph, config.inner_steps is None
+        ('cora-laplacian-bo', True, True)
+        >>> resolved = config.resolved()
+        >>> resolved.inner_steps, resolved.lam, resolved.model
+        (500, 1.0, 'sumagg')
+        >>> try:
+        ...     ExperimentConfig(inner_steps=-1).validate()
+        ... except ConfigError as exc:
+        ...     print(str(exc)[:29])
+        --inner-steps must be >= 0 (o
+    """
 
     def section(self, name: str) -> Any:
         """One stage's options as its own dataclass (``"data"``, ``"inner"``, ...)."""
@@ -739,6 +762,29 @@ def preset(dataset: str, inner: str, structure: str = "edges", source: str = "pa
     ``source="paper-code"``: the paper's public code (:data:`PRESETS`, :data:`G2G_PRESETS`);
     ``"paper-text"``: the same with what the paper's text says instead (:data:`PAPER_TEXT`), for
     the data sets and inner problems the text describes (a ``ConfigError`` names the others).
+
+    Args:
+        dataset: a registered data set's name (its family, before the first ``-``, picks the
+            settings) or a graph file's path (the fallbacks, :data:`FALLBACK`).
+        inner: the inner problem's name (``"energy"`` takes the GNN's settings).
+        structure: ``"g2g"`` adds :data:`G2G_PRESETS`; any other structure takes the edge settings.
+        source: ``"paper-code"`` or ``"paper-text"``.
+
+    Returns:
+        Option name -> value, for the options a preset sets (``inner_steps``, ``outer_lr``, ...).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown ``source``, or ``"paper-text"`` for a case the text does not describe.
+
+    Example:
+        >>> from dgl_bilevel.config import preset
+        >>> values = preset("cora", "gnn")
+        >>> values["hidden"], values["inner_steps"], values["outer_steps"]
+        (16, 100, 200)
+        >>> preset("cora", "gnn", source="paper-text")["hidden"]
+        128
+        >>> preset("graphs/mine.bin", "gnn")["outer_lr"]
+        0.01
     """
     family = "" if is_graph_file(dataset) else dataset.split("-")[0]
     inner = PRESET_ALIASES.get(inner, inner)
@@ -787,7 +833,23 @@ def module_available(name: str) -> bool:
 
 
 def check_device(device: str) -> None:
-    """Only the CPU: DGL 2.1's CPU wheel (the newest for this platform) has no CUDA kernels."""
+    """Only the CPU: DGL 2.1's CPU wheel (the newest for this platform) has no CUDA kernels.
+
+    Args:
+        device: a torch device string, e.g. ``"cpu"`` or ``"cuda:0"``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: for any device but ``"cpu"`` (a CUDA device gets its own explanation).
+
+    Example:
+        >>> from dgl_bilevel.config import check_device
+        >>> check_device("cpu")  # accepted: returns None
+        >>> try:
+        ...     check_device("cuda:0")
+        ... except ConfigError as exc:
+        ...     print(str(exc)[:50])
+        --device cuda:0: dgl_bilevel runs on the CPU only
+    """
     if device == "cpu":
         return
     if device.startswith("cuda"):

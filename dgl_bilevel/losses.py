@@ -49,7 +49,27 @@ def row_log_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Metric:
-    """A score of predictions on a node set: a name, a direction, and the function."""
+    """A score of predictions on a node set: a name, a direction, and the function.
+
+    ``fn(out, labels, nodes) -> float`` scores ``out[nodes]`` against ``labels[nodes]``; calling
+    the metric detaches ``out``, runs without a graph and returns NaN for an empty node set.
+    :class:`~dgl_bilevel.BilevelData` takes one as ``metric`` (default: accuracy, mean ROC-AUC
+    or MSE by task); ``higher_is_better`` tells model selection which way is up.
+
+    Example:
+        >>> import torch
+        >>> def top_class_share(out, labels, nodes):  # a metric of one's own
+        ...     return float((out[nodes].argmax(-1) == 0).double().mean())
+        >>> metric = Metric("class0", higher_is_better=True, fn=top_class_share)
+        >>> out = torch.tensor([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0]])
+        >>> metric(out, torch.zeros(3), torch.tensor([0, 1, 2]))
+        0.666...
+        >>> metric(out, torch.zeros(3), torch.tensor([], dtype=torch.long))
+        nan
+        >>> accuracy = default_metric("classification")
+        >>> accuracy.name, accuracy(out, torch.tensor([0, 1, 1]), torch.arange(3))
+        ('acc', 0.666...)
+    """
 
     name: str
     higher_is_better: bool

@@ -23,7 +23,31 @@ TRAINING_SETS = ("v_in", "v_in+v_out")
 class MethodPreset:
     """What a method name stands for: whether the graph is learned, the fields it sets where they
     were left unset, the fields it always sets (``lp`` *is* the label-propagation inner problem),
-    and the node set the inner problem is trained on (:data:`TRAINING_SETS`)."""
+    and the node set the inner problem is trained on (:data:`TRAINING_SETS`).
+
+    Presets are registered in :data:`~dgl_bilevel.registry.METHODS` under the names ``--method``
+    accepts; :meth:`~dgl_bilevel.config.ExperimentConfig.resolved` applies them.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown ``training_set``, or a method that learns the graph trained on
+            more than ``v_in``.
+
+    Example:
+        >>> from dgl_bilevel.registry import METHODS
+        >>> METHODS["bo+reg"].fields, METHODS["bo+reg"].learns_graph
+        ({'structure': 'edges', 'regularizer': 'log_degree'}, True)
+        >>> from dgl_bilevel.config import ExperimentConfig
+        >>> ExperimentConfig(dataset="cora", method="bo+reg").resolved().regularizer
+        'log_degree'
+        >>> MethodPreset("the inner model on A_obs, trained on more labels", learns_graph=False,
+        ...              training_set="v_in+v_out").training_set
+        'v_in+v_out'
+        >>> try:
+        ...     MethodPreset("learned graph, outer labels in training", training_set="v_in+v_out")
+        ... except ConfigError as exc:
+        ...     print(str(exc)[:59])
+        a method that learns the graph must train its inner problem
+    """
 
     help: str
     learns_graph: bool = True

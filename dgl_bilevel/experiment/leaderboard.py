@@ -13,7 +13,45 @@ from .run import run_experiment
 def run_leaderboard(config: ExperimentConfig, echo=print) -> dict:
     """OGB leaderboard protocol: every seed's best-validation graph, then mean and unbiased std of
     the data set's metric (OGB's Evaluator for OGB data) on test and validation; writes
-    ``leaderboard.md`` and ``leaderboard.json`` with the config, package versions and wall time."""
+    ``leaderboard.md`` and ``leaderboard.json`` with the config, package versions and wall time.
+
+    Args:
+        config: the experiment (resolved here); with no ``name`` the run gets its own folder,
+            ``<out>/<run name>-leaderboard``.
+        echo: where progress lines and the results table go (``print`` by default).
+
+    Returns:
+        The leaderboard row: ``dataset``, ``method``, ``inner``, ``metric``, ``test`` and ``valid``
+        (each ``{"mean", "std"}``), ``seeds`` and ``wall_seconds``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: the configuration is invalid.
+        ~dgl_bilevel.errors.DataError: the data set cannot be read.
+
+    Example:
+        >>> import os, tempfile
+        >>> import dgl, torch
+        >>> from dgl_bilevel.config import ExperimentConfig
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> graph.ndata["train_mask"] = torch.tensor([1, 0, 0, 0, 0, 0, 0, 1], dtype=torch.bool)
+        >>> graph.ndata["val_mask"] = torch.tensor([0, 1, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
+        >>> graph.ndata["test_mask"] = torch.tensor([0, 0, 0, 1, 1, 0, 0, 0], dtype=torch.bool)
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])  # a graph file is a data set: --dataset path.bin
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", laplacian_loss="mse", seeds=2,
+        ...                           outer_steps=2, out=folder, progress=False, save_graph=False)
+        >>> row = run_leaderboard(config, echo=lambda line: None)
+        >>> row["metric"], row["seeds"], row["test"]
+        ('acc', 2, {'mean': 1.0, 'std': 0.0})
+        >>> sorted(name for name in os.listdir(os.path.join(folder, "path-laplacian-bo-leaderboard"))
+        ...        if name.startswith("leaderboard"))
+        ['leaderboard.json', 'leaderboard.md']
+        >>> import shutil
+        >>> shutil.rmtree(folder)  # the example's files
+    """
     if config.name is None:  # its own folder: a leaderboard run never mixes with a plain run's results
         config = dataclasses.replace(config, name=config.resolved().run_name + "-leaderboard")
     started = time.perf_counter()

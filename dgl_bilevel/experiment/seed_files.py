@@ -21,7 +21,35 @@ from ..results import write_json
 
 def training_view(data: BilevelData, training_set: str) -> BilevelData:
     """``data`` as a method's declared training set needs it (:data:`~dgl_bilevel.methods.TRAINING_SETS`):
-    unchanged for ``v_in``, :meth:`~BilevelData.with_v_out_in_training` for ``v_in+v_out``."""
+    unchanged for ``v_in``, :meth:`~BilevelData.with_v_out_in_training` for ``v_in+v_out``.
+
+    Args:
+        data: one seed's data.
+        training_set: ``"v_in"`` or ``"v_in+v_out"`` (a method's ``training_set``).
+
+    Returns:
+        ``data`` itself, or the copy whose ``v_in`` also holds ``v_out``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown training set.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> training_view(data, "v_in") is data
+        True
+        >>> wider = training_view(data, "v_in+v_out")
+        >>> wider.v_in.tolist(), wider.v_out_in_training
+        ([0, 1, 4, 5], True)
+        >>> try:
+        ...     training_view(data, "everything")
+        ... except ConfigError as exc:
+        ...     print(exc)
+        unknown training set 'everything'
+    """
     if training_set == "v_in":
         return data
     if training_set == "v_in+v_out":
@@ -31,7 +59,41 @@ def training_view(data: BilevelData, training_set: str) -> BilevelData:
 
 def run_data(config: ExperimentConfig, seed: int) -> BilevelData:
     """The data one seed of a resolved ``config`` runs on: its split, in ``config.dtype``, with the
-    method's training set (``a_obs+v_out`` trains on ``v_in ∪ v_out``)."""
+    method's training set (``a_obs+v_out`` trains on ``v_in ∪ v_out``).
+
+    Args:
+        config: a resolved configuration (:meth:`~dgl_bilevel.config.ExperimentConfig.resolved`).
+        seed: the seed, which picks the split of data sets with several.
+
+    Returns:
+        The seed's :class:`~dgl_bilevel.BilevelData`.
+
+    Raises:
+        ~dgl_bilevel.errors.DataError: the data set's files are missing or malformed.
+
+    Example:
+        >>> import os, tempfile
+        >>> import dgl, torch
+        >>> from dgl_bilevel.config import ExperimentConfig
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> graph.ndata["train_mask"] = torch.tensor([1, 0, 0, 0, 0, 0, 0, 1], dtype=torch.bool)
+        >>> graph.ndata["val_mask"] = torch.tensor([0, 1, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
+        >>> graph.ndata["test_mask"] = torch.tensor([0, 0, 0, 1, 1, 0, 0, 0], dtype=torch.bool)
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])  # a graph file is a data set: --dataset path.bin
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", method="a_obs+v_out",
+        ...                           dtype="float64").resolved()
+        >>> data = run_data(config, seed=0)
+        >>> data.num_nodes, data.features.dtype, data.v_out_in_training  # v_out inside v_in: a_obs+v_out
+        (8, torch.float64, True)
+        >>> len(data.v_in), len(data.v_out)  # train_mask's 2 nodes plus v_out's half of val_mask
+        (4, 2)
+        >>> import shutil
+        >>> shutil.rmtree(folder)  # the example's files
+    """
     data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(getattr(torch, config.dtype))
     if config.protocol == "lds":
         data = data.with_outer_loss_on_validation()

@@ -26,7 +26,33 @@ HYPERGRADIENTS.register("adjoint", Adjoint, help="exact solve plus one adjoint s
 
 
 def get_method(name: "str | HypergradMethod", **options) -> HypergradMethod:
-    """A method by name (any registered in :data:`~dgl_bilevel.registry.HYPERGRADIENTS`), or the method itself."""
+    """A method by name (any registered in :data:`~dgl_bilevel.registry.HYPERGRADIENTS`), or the method itself.
+
+    Args:
+        name: a registered name (``"unrolled"``, ``"truncated"``, ``"first_order"``,
+            ``"implicit"``, ``"adjoint"``, ...) or a :class:`HypergradMethod`, returned as it is.
+        **options: the method's constructor arguments (ignored for an instance).
+
+    Returns:
+        The method.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unregistered name (the message lists the registered ones) or an option
+            out of range.
+
+    Example:
+        >>> get_method("truncated", k=5)
+        Truncated(k=5, reverse=auto)
+        >>> method = Unrolled()
+        >>> get_method(method) is method
+        True
+        >>> from dgl_bilevel.errors import ConfigError
+        >>> try:
+        ...     get_method("truncated", k=-1)
+        ... except ConfigError as exc:
+        ...     print(exc)
+        truncation length k must be >= 0, got -1
+    """
     if isinstance(name, HypergradMethod):
         return name
     return HYPERGRADIENTS.build(name, **options)
@@ -34,12 +60,42 @@ def get_method(name: "str | HypergradMethod", **options) -> HypergradMethod:
 
 def default_method_name(problem: InnerProblem) -> str:
     """The fastest method that is exact for ``problem``: the adjoint for quadratic problems,
-    otherwise differentiation through the inner trajectory."""
+    otherwise differentiation through the inner trajectory.
+
+    Args:
+        problem: an inner problem (bound or not: quadratic-ness is decided by its constructor).
+
+    Returns:
+        ``"adjoint"`` or ``"unrolled"``.
+
+    Example:
+        >>> import dgl_bilevel as dbl
+        >>> default_method_name(dbl.LaplacianRegularization(loss="mse"))
+        'adjoint'
+        >>> default_method_name(dbl.LaplacianRegularization(loss="ce"))
+        'unrolled'
+    """
     return "adjoint" if problem.is_quadratic else "unrolled"
 
 
 def default_method(problem: InnerProblem) -> HypergradMethod:
-    """An instance of :func:`default_method_name` with its default settings."""
+    """An instance of :func:`default_method_name` with its default settings.
+
+    What :func:`~dgl_bilevel.fit` uses when it is given no ``hypergrad``.
+
+    Args:
+        problem: an inner problem.
+
+    Returns:
+        A new :class:`HypergradMethod`.
+
+    Example:
+        >>> import dgl_bilevel as dbl
+        >>> default_method(dbl.LabelPropagation())
+        Adjoint(...)
+        >>> default_method(dbl.TrainedGNN(dbl.models.SumAggGNN(4, 8, 2)))
+        Unrolled(reverse=auto)
+    """
     return get_method(default_method_name(problem))
 
 

@@ -19,7 +19,27 @@ from ..inner.training import Monitor, Params, run_steps
 
 @dataclass
 class Solution:
-    """An inner solution: parameters (differentiable in ``w`` as the method defines) and diagnostics."""
+    """An inner solution: parameters (differentiable in ``w`` as the method defines) and diagnostics.
+
+    ``params`` is the tuple of tensors :meth:`~dgl_bilevel.inner.base.InnerProblem.predict`
+    takes, ``inner_objective`` the objective's last value (NaN for methods that solve exactly),
+    ``info`` what the method reports (differentiated steps, solver iterations and residuals),
+    which the outer loop copies into its history.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> problem = dbl.LaplacianRegularization(loss="mse", steps=20).bind(data, graph)
+        >>> solution = dbl.Unrolled().solve(problem, torch.ones(graph.num_edges()),
+        ...                                 problem.starting_params(torch.Generator().manual_seed(0)))
+        >>> [tuple(p.shape) for p in solution.params], solution.info["differentiated_steps"]
+        ([(6, 2)], 20)
+        >>> isinstance(solution.inner_objective, float)
+        True
+    """
 
     params: Params
     inner_objective: float
@@ -27,7 +47,38 @@ class Solution:
 
 
 class HypergradMethod:
-    """Base class. Subclasses implement :meth:`solve`."""
+    """Base class. Subclasses implement :meth:`solve`.
+
+    ``solve`` returns a :class:`Solution` whose parameters are attached to the autograd graph of
+    ``edge_weight``; :meth:`check` refuses an inner problem the method cannot serve (called by
+    the outer loop before the first iteration); ``describe`` is what logs and result files record.
+
+    Example:
+        A method that solves the inner problem without a graph and then takes one differentiable
+        step (a one-step truncation):
+
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> from dgl_bilevel.inner import run_steps
+        >>> class OneStep(HypergradMethod):
+        ...     name = "one_step"
+        ...     def solve(self, problem, edge_weight, params, monitor=None):
+        ...         params, state, _ = run_steps(problem, edge_weight, params, problem.steps - 1,
+        ...                                      differentiable=False, monitor=monitor)
+        ...         params, _, value = run_steps(problem, edge_weight, params, 1, differentiable=True,
+        ...                                      state=state, monitor=monitor)
+        ...         return Solution(params, value, {"differentiated_steps": 1})
+        >>> OneStep()
+        OneStep()
+        >>> inner = dbl.TrainedGNN(dbl.models.SumAggGNN(6, 4, 2), steps=5)
+        >>> result = dbl.fit(data, dbl.EdgeWeights(graph, init="constant"), inner, hypergrad=OneStep(),
+        ...                  outer_steps=2, progress=False)
+        >>> result.history[0]["differentiated_steps"], len(result.history)
+        (1, 2)
+    """
 
     name = "base"
     _previous: object = None  # warm-start state of methods that keep one

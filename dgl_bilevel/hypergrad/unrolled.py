@@ -124,6 +124,31 @@ class Unrolled(_TrajectoryMethod):
             gradient evaluation per step. An explicit engine the problem does not qualify for is
             refused by :meth:`check`.
         checkpoint: deprecated; ``False`` is ``reverse="autograd"``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: from :meth:`check` (at the first solve): a problem whose trajectory cannot
+            be differentiated (mini-batches), or an engine the problem does not qualify for.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> _ = torch.manual_seed(0)
+        >>> problem = dbl.TrainedGNN(dbl.models.SumAggGNN(6, 4, 2), steps=10, lr=0.1).bind(data, graph)
+        >>> start = problem.starting_params(torch.Generator().manual_seed(0))
+        >>> def hypergradient(method):
+        ...     weights = torch.ones(graph.num_edges(), requires_grad=True)
+        ...     solution = method.solve(problem, weights, start)
+        ...     outputs = problem.predict(solution.params, weights)
+        ...     loss = torch.nn.functional.cross_entropy(outputs[data.v_out], data.labels[data.v_out])
+        ...     return torch.autograd.grad(loss, weights)[0]
+        >>> exact = hypergradient(Unrolled())
+        >>> tuple(exact.shape), bool(exact.abs().sum() > 0)
+        ((10,), True)
+        >>> bool(torch.allclose(exact, hypergradient(Unrolled(reverse="autograd")), atol=1e-6))  # same maths
+        True
     """
 
     name = "unrolled"
@@ -150,6 +175,34 @@ class Truncated(_TrajectoryMethod):
     ``k = steps`` is full unrolling; ``k = 0`` is the first-order approximation (only the
     direct dependence of the predictions on ``w``). Memory is that of ``k`` steps. ``reverse``
     and ``checkpoint``: as for :class:`Unrolled`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``k < 0``; from :meth:`check`, ``k = 0`` for a problem whose predictions do
+            not read the weights (the hypergradient would be exactly zero), and the refusals of
+            :class:`Unrolled`.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> _ = torch.manual_seed(0)
+        >>> problem = dbl.TrainedGNN(dbl.models.SumAggGNN(6, 4, 2), steps=10, lr=0.1).bind(data, graph)
+        >>> start = problem.starting_params(torch.Generator().manual_seed(0))
+        >>> def hypergradient(method):
+        ...     weights = torch.ones(graph.num_edges(), requires_grad=True)
+        ...     solution = method.solve(problem, weights, start)
+        ...     outputs = problem.predict(solution.params, weights)
+        ...     loss = torch.nn.functional.cross_entropy(outputs[data.v_out], data.labels[data.v_out])
+        ...     return torch.autograd.grad(loss, weights)[0]
+        >>> full = hypergradient(Truncated(k=10))  # k = steps: full unrolling
+        >>> torch.equal(full, hypergradient(Unrolled()))
+        True
+        >>> torch.equal(hypergradient(Truncated(k=3)), full)  # the last 3 steps only: an approximation
+        False
+        >>> Truncated(k=3).describe()
+        {'hypergrad': 'truncated', 'k': 3, 'reverse': 'auto'}
     """
 
     name = "truncated"
@@ -184,7 +237,39 @@ class Truncated(_TrajectoryMethod):
 
 
 class FirstOrder(Truncated):
-    """Ignore how the inner solution depends on ``w`` (``Truncated(k=0)``): cheapest, biased."""
+    """Ignore how the inner solution depends on ``w`` (``Truncated(k=0)``): cheapest, biased.
+
+    Only the predictions' direct dependence on ``w`` is differentiated, so it is refused for
+    inner problems whose predictions do not read ``w`` (Laplacian regularisation, label
+    propagation): their first-order hypergradient is exactly zero.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: from :meth:`check`, for such a problem.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> _ = torch.manual_seed(0)
+        >>> problem = dbl.TrainedGNN(dbl.models.SumAggGNN(6, 4, 2), steps=10, lr=0.1).bind(data, graph)
+        >>> start = problem.starting_params(torch.Generator().manual_seed(0))
+        >>> def hypergradient(method):
+        ...     weights = torch.ones(graph.num_edges(), requires_grad=True)
+        ...     solution = method.solve(problem, weights, start)
+        ...     outputs = problem.predict(solution.params, weights)
+        ...     loss = torch.nn.functional.cross_entropy(outputs[data.v_out], data.labels[data.v_out])
+        ...     return torch.autograd.grad(loss, weights)[0]
+        >>> cheap = hypergradient(FirstOrder())
+        >>> tuple(cheap.shape), torch.equal(cheap, hypergradient(Truncated(k=0)))
+        ((10,), True)
+        >>> try:
+        ...     FirstOrder().check(dbl.LabelPropagation())
+        ... except ConfigError as exc:
+        ...     print(str(exc)[:60])
+        FirstOrder differentiates only the predictions' direct depen
+    """
 
     name = "first_order"
 

@@ -44,6 +44,31 @@ class TrainedGNN(InnerProblem):
             submodule's own ``reset_parameters``, under a torch RNG seeded from the generator).
         sparse_features: pass :class:`~dgl_bilevel.ops.SparseFeatures` to models that accept
             them when the features are at most 10% non-zero (``"auto"``), always, or never.
+        train_mode: run the objective with the model in training mode (dropout active): a random
+            objective, so only unrolled and truncated hypergradients on autograd's graph apply.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``lr <= 0``, ``steps < 1``, a negative ``weight_decay``, an unknown
+            ``reinit``, a model without parameters; at :meth:`bind`, a model whose output is
+            not one column per class.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> _ = torch.manual_seed(0)  # the model's own draw (only its shapes are used)
+        >>> problem = dbl.TrainedGNN(dbl.models.SumAggGNN(6, 4, 2), steps=10, lr=0.1).bind(data, graph)
+        >>> params = problem.initial_params(torch.Generator().manual_seed(0))
+        >>> problem.names, [tuple(p.shape) for p in params]
+        (['layers.0.weight', 'layers.0.bias', 'layers.1.weight', 'layers.1.bias'], [(6, 8), (4,), (4, 4), (2,)])
+        >>> tuple(problem.predict(params, torch.ones(graph.num_edges())).shape)
+        (6, 2)
+        >>> result = dbl.fit(data, dbl.EdgeWeights(graph, init="constant"), problem, hypergrad="unrolled",
+        ...                  outer_steps=2, progress=False)
+        >>> result.history[0]["differentiated_steps"], result.best_metrics["v_in"]
+        (10, 1.0)
     """
 
     needs_steps = True

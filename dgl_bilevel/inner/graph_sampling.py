@@ -34,6 +34,27 @@ class SampledGraphs(InnerProblem):
         base: the inner problem on one graph (e.g. a :class:`~dgl_bilevel.inner.TrainedGNN` of a
             normalised GCN); its steps, optimizer and initialisation are used as they are.
         sampler: how graphs are drawn (usually the structure's own).
+
+    :func:`~dgl_bilevel.fit` wraps the inner problem in one itself when the structure draws
+    graphs (a :class:`~dgl_bilevel.BernoulliEdges`); build one to use the inner problem alone.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> structure = dbl.BernoulliEdges(graph, init=0.5)
+        >>> base = dbl.TrainedGNN(dbl.models.GCN(6, 4, 2), steps=5)
+        >>> problem = SampledGraphs(base, structure.sampler).bind(data, graph)
+        >>> params = problem.initial_params(torch.Generator().manual_seed(0))
+        >>> log_probabilities = problem.predict(params, structure())  # averaged over drawn graphs
+        >>> tuple(log_probabilities.shape), bool(torch.allclose(log_probabilities.exp().sum(1), torch.ones(6)))
+        ((6, 2), True)
+        >>> problem.derivatives is None  # autograd differentiates it
+        True
+        >>> dbl.fit(data, structure, base, hypergrad="unrolled", outer_steps=1, progress=False).probabilistic
+        True
     """
 
     def __init__(self, base: InnerProblem, sampler: GraphSampler) -> None:

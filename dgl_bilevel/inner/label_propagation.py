@@ -36,6 +36,30 @@ class LabelPropagation(InnerProblem):
             (plain gradient descent with step 1 on ``g``; the default optimizer).
         init: ``"fresh"`` and ``"fixed"`` start from ``F = Y0`` (deterministic); ``"warm"``
             from the previous solution.
+
+    It is quadratic (:attr:`is_quadratic`), so the default hypergradient is the exact adjoint;
+    its predictions ``F`` do not read ``w`` directly, so the first-order method is refused.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``alpha`` outside (0, 1).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> problem = dbl.LabelPropagation(alpha=0.5).bind(data, graph)
+        >>> problem.is_quadratic, dbl.hypergrad.default_method_name(problem)
+        (True, 'adjoint')
+        >>> weights = torch.ones(graph.num_edges(), requires_grad=True)
+        >>> solution = dbl.Adjoint().solve(problem, weights, problem.initial_params(None))
+        >>> scores = problem.predict(solution.params, weights)
+        >>> scores.argmax(1).tolist(), round(float(scores[0, 0].detach()), 4)
+        ([0, 0, 0, 1, 1, 1], 0.5774)
+        >>> loss = torch.nn.functional.cross_entropy(scores[data.v_out], data.labels[data.v_out])
+        >>> tuple(torch.autograd.grad(loss, weights)[0].shape)  # one hypergradient entry per edge
+        (10,)
     """
 
     predictions_use_weights = False  # the predictions are the propagated values F themselves

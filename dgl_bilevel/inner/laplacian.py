@@ -43,6 +43,25 @@ class LaplacianRegularization(InnerProblem):
         ridge: ``ridge/2 ||Y||^2`` (the paper's code: Adam weight decay 1e-5).
         steps, lr, optimizer, init: the iterative solver (paper: 500 Adam steps, lr 1e-2 on
             Cora, lr 10 on synthetic data); ``"fresh"`` starts from ``Y ~ U[0, 1]``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``lr <= 0``, negative ``lam`` or ``ridge``, an unknown ``loss`` or
+            ``normalize``; at :meth:`bind`, ``loss="ce"`` on a task that is not classification.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> problem = dbl.LaplacianRegularization(lam=1.0, loss="mse")
+        >>> problem.is_quadratic, dbl.hypergrad.default_method_name(problem)  # solved exactly
+        (True, 'adjoint')
+        >>> result = dbl.fit(data, dbl.EdgeWeights(graph, init="constant"), problem, outer_steps=2, progress=False)
+        >>> result.history[0]["forward_converged"], result.best_metrics
+        (True, {'v_in': 1.0, 'v_out': 1.0, 'val': 1.0, 'test': 1.0})
+        >>> dbl.LaplacianRegularization(loss="ce").is_quadratic  # trained by Adam, differentiated by unrolling
+        False
     """
 
     predictions_use_weights = False  # the predictions are the fitted node values Y themselves

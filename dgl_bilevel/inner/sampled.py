@@ -43,6 +43,32 @@ class SampledGNN(TrainedGNN):
         fanouts: neighbours sampled per layer (input layer first), DGL's convention.
         eval_batch_size: seeds per batch when the full objective or its derivatives are evaluated.
         lr, optimizer, weight_decay, init: as for :class:`TrainedGNN`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: a model that does not take blocks, ``batch_size`` or ``eval_batch_size``
+            below 1, no ``fanouts``; at :meth:`bind`, ``fanouts`` not one per model layer; in a
+            fit, an unrolled or truncated hypergradient.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> _ = torch.manual_seed(0)
+        >>> problem = SampledGNN(dbl.models.SumAggGNN(6, 4, 2), steps=3, batch_size=2, fanouts=(2, 2))
+        >>> problem = problem.bind(data, graph)
+        >>> weights = torch.ones(graph.num_edges(), requires_grad=True)
+        >>> solution = dbl.FirstOrder().solve(problem, weights, problem.initial_params(torch.Generator().manual_seed(0)))
+        >>> loss = torch.nn.functional.cross_entropy(problem.predict(solution.params, weights)[data.v_out],
+        ...                                          data.labels[data.v_out])
+        >>> tuple(torch.autograd.grad(loss, weights)[0].shape)
+        (10,)
+        >>> try:
+        ...     dbl.fit(data, dbl.EdgeWeights(graph), problem, hypergrad="unrolled", outer_steps=1, progress=False)
+        ... except ConfigError as exc:
+        ...     print(str(exc)[:56])
+        SampledGNN trains on random mini-batches and cannot be u
     """
 
     differentiable_trajectory = False

@@ -50,6 +50,36 @@ def update_step(
     updated in place and returned. The loss returned is detached except in the
     differentiable mode. ``gradient_fn`` (``params -> (loss, grads)``, hand-derived) replaces
     autograd's backward pass in the two modes that keep no graph.
+
+    Args:
+        loss_fn: ``params -> scalar`` loss.
+        optimizer: the inner optimizer (or a torchopt transform).
+        params: the current parameters, a tuple of tensors.
+        state: the optimizer's state (``optimizer.init(params)`` before the first step).
+        mode: ``"differentiable"``, ``"detached"`` or ``"inplace"`` (module docstring).
+        monitor: called with the new (detached) parameters.
+        gradient_fn: a hand-derived ``params -> (loss, grads)``.
+
+    Returns:
+        ``(params, state, loss)``: the updated parameters, the optimizer's new state and the loss
+        at the parameters before the update.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown ``mode``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.inner import default_adam
+        >>> optimizer = default_adam(0.1)
+        >>> x = (torch.tensor([1.0, -2.0], requires_grad=True),)
+        >>> def loss_fn(params):
+        ...     return (params[0] ** 2).sum()
+        >>> new, state, loss = update_step(loss_fn, optimizer, x, optimizer.init(x), mode="differentiable")
+        >>> [round(v, 4) for v in new[0].tolist()], float(loss.detach()), new[0].requires_grad  # on the graph of x
+        ([0.9, -1.9], 5.0, True)
+        >>> new, state, loss = update_step(loss_fn, optimizer, x, optimizer.init(x), mode="inplace")
+        >>> new[0] is x[0], [round(v, 4) for v in x[0].tolist()]  # x itself was updated
+        (True, [0.9, -1.9])
     """
     if mode == "differentiable":
         with torch.enable_grad():
@@ -95,6 +125,34 @@ def run_steps(
     Otherwise updates happen in place against a detached ``w`` -- or in the problem's own loop
     when it declares one (:attr:`~dgl_bilevel.inner.base.InnerProblem.custom_steps`, e.g.
     mini-batch training). Returns ``(params, optimizer_state, last_objective)``.
+
+    Args:
+        problem: a bound inner problem.
+        edge_weight: one weight per edge of the problem's graph.
+        params: the starting parameters.
+        steps: how many updates.
+        differentiable: keep the trajectory on autograd's graph.
+        state: the optimizer's state to continue from (``None``: a fresh one).
+        monitor: called with every iterate's (detached) parameters.
+
+    Returns:
+        ``(params, optimizer_state, last_objective)``; ``last_objective`` is the objective before
+        the last update (NaN after zero steps).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> problem = dbl.LaplacianRegularization(loss="mse", lr=0.1).bind(data, graph)
+        >>> weights, start = torch.ones(graph.num_edges()), problem.initial_params(torch.Generator().manual_seed(0))
+        >>> seen = []
+        >>> params, state, last = run_steps(problem, weights, start, 200, differentiable=False, monitor=seen.append)
+        >>> len(seen), bool(problem.objective(params, weights) < problem.objective(start, weights))
+        (200, True)
+        >>> problem.predict(params, weights).argmax(1).tolist()
+        [0, 0, 0, 1, 1, 1]
     """
     if not differentiable and problem.custom_steps is not None:
         return problem.custom_steps(params, edge_weight, steps, monitor)

@@ -36,6 +36,25 @@ class QuadraticProgram:
 
     With ``M = P^-1 C`` and ``m(z) = P^-1 (Dz + e)``: ``y*(x) = Mx + m(z)``; the total upper
     function has Hessian ``H = R + M'SM + WM + M'W'`` and ``x* = -H^-1 (M'S(m - t) + Wm + K'z)``.
+
+    Args:
+        nx, ny, nz: sizes of the upper variable ``x``, the lower variable ``y`` and the input ``z``.
+        seed: seeds the random matrices (float64), so a program is reproducible.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.layers import BilevelLayer
+        >>> program = QuadraticProgram(nx=3, ny=4, nz=2, seed=0)
+        >>> layer = BilevelLayer(program.upper, program.lower, upper_solver="newton",
+        ...                      x_init=torch.zeros(3, dtype=D), y_init=torch.zeros(4, dtype=D))
+        >>> z = torch.tensor([0.5, -1.0], dtype=D, requires_grad=True)
+        >>> x, y = layer(z)
+        >>> x_star, y_star = program.solution(z.detach())  # the closed form
+        >>> bool(torch.allclose(x, x_star)), bool(torch.allclose(y, y_star))
+        (True, True)
+        >>> jx, _ = program.jacobians()
+        >>> bool(torch.allclose(torch.autograd.grad(x.sum(), z)[0], jx.sum(0)))  # the layer's backward
+        True
     """
 
     def __init__(self, nx: int = 3, ny: int = 4, nz: int = 2, seed: int = 0) -> None:
@@ -76,7 +95,32 @@ class QuadraticProgram:
 
 class SoftplusProgram:
     """``G = sum softplus(Ay + Bx + Cz) + mu/2 |y|^2 - e'y`` (strongly convex in ``y``, non-quadratic);
-    ``F = sum log cosh(y - Tz) + logsumexp(Ux + Vy) + alpha/2 |x|^2 + z'Kx``."""
+    ``F = sum log cosh(y - Tz) + logsumexp(Ux + Vy) + alpha/2 |x|^2 + z'Kx``.
+
+    A program without a closed form: tests compare the layer's gradient with finite differences.
+
+    Args:
+        nx, ny, nz: sizes of ``x``, ``y`` and ``z``.
+        mu: the lower level's ridge (its strong convexity in ``y``).
+        alpha: the upper level's ridge on ``x``.
+        seed: seeds the random matrices (float64).
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.layers import BilevelLayer
+        >>> program = SoftplusProgram(seed=0)
+        >>> layer = BilevelLayer(program.upper, program.lower, upper_solver="newton",
+        ...                      x_init=torch.zeros(3, dtype=D), y_init=torch.zeros(5, dtype=D))
+        >>> z = torch.zeros(4, dtype=D, requires_grad=True)
+        >>> x, y = layer(z)
+        >>> layer.last_forward.converged, round(layer.last_forward.upper_value, 4)
+        (True, 8.1207)
+        >>> y_free = y.detach().requires_grad_(True)  # y is the lower level's minimiser at x
+        >>> float(torch.autograd.grad(program.lower(x.detach(), y_free, z.detach()), y_free)[0].norm()) < 1e-6
+        True
+        >>> tuple(torch.autograd.grad(x.sum(), z)[0].shape)
+        (4,)
+    """
 
     def __init__(self, nx: int = 3, ny: int = 5, nz: int = 4, mu: float = 0.5, alpha: float = 1.0, seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
@@ -102,6 +146,37 @@ class LaplacianProgram:
     alpha/2 |x|^2`` (summed cross-entropy). The smoothness term is ``sum_v deg_v |Y_v|^2 -
     2 <Y, A(w)^T Y>`` with ``deg = (W + W^T) 1``, on :func:`~dgl_bilevel.ops.weighted_degrees`
     and :func:`~dgl_bilevel.ops.weighted_sum` (differentiable to any order).
+
+    Args:
+        graph: the DGL graph whose edges carry the weights.
+        base: ``[N, C]`` values the lower level pulls ``Y`` towards.
+        labels: ``[N]`` classes the upper level fits on ``mask``.
+        mask: the labelled nodes (boolean mask or indices).
+        mu: the smoothness weight.
+        alpha: the ridge on the offset ``x``.
+        reverse: ``dgl.reverse(graph)`` if already built.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``base`` is not ``[num_nodes, C]``.
+
+    Example:
+        >>> import dgl, torch
+        >>> from dgl_bilevel.layers import BilevelLayer
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> base = torch.zeros(6, 2, dtype=D)
+        >>> base[0, 0] = base[5, 1] = 1.0  # one seed per class at the path's ends
+        >>> program = LaplacianProgram(graph, base, torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 5]))
+        >>> layer = BilevelLayer(program.upper, program.lower, upper_solver="newton", precondition=program.jacobi,
+        ...                      x_init=torch.zeros(2, dtype=D), y_init=torch.zeros(6, 2, dtype=D))
+        >>> z = torch.zeros(graph.num_edges(), dtype=D, requires_grad=True)  # edge weights softplus(0)
+        >>> x, y = layer(z)
+        >>> y.argmax(1).tolist()
+        [0, 0, 0, 1, 1, 1]
+        >>> loss = torch.nn.functional.cross_entropy(y[[1, 4]], torch.tensor([0, 1]))
+        >>> tuple(torch.autograd.grad(loss, z)[0].shape)  # one gradient entry per edge
+        (10,)
+        >>> float(program.smoothness(torch.eye(6, 1, dtype=D), torch.ones(10, dtype=D)))  # node 0's two edges
+        2.0
     """
 
     def __init__(self, graph: "dgl.DGLGraph", base: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
@@ -147,6 +222,31 @@ class RobustLQ:
 
     ``G`` is strongly convex in ``d`` iff ``rho > lambda_max((2/T) Gd' Q Gd)``
     (:meth:`concavity_threshold`).
+
+    Args:
+        A: ``[n, n]`` state transition.
+        B: ``[n, m]`` control matrix.
+        horizon: ``T``, the number of steps.
+        drift: ``[n]`` known constant drift ``e`` (default zero).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: mismatched ``A``/``B`` shapes or ``horizon < 1``.
+
+    Example:
+        >>> import torch
+        >>> A = torch.tensor([[0.9, 0.1], [0.0, 0.8]], dtype=D)
+        >>> B = torch.tensor([[0.0], [1.0]], dtype=D)
+        >>> lq = RobustLQ(A, B, horizon=3)
+        >>> s0, q, r = torch.tensor([[1.0, -1.0]], dtype=D), torch.ones(1, 2, dtype=D), torch.full((1, 1), 0.1, dtype=D)
+        >>> rho = 2 * lq.concavity_threshold(q)  # an adversary the program can handle
+        >>> u, d = lq.solve((s0, q, r, rho))
+        >>> tuple(u.shape), tuple(d.shape), bool(torch.allclose(lq.worst_disturbance(s0, u, q, rho), d))
+        ((1, 3, 1), (1, 3, 2), True)
+        >>> nominal = lq.nominal_plan(s0, q, r)  # planned as if there were no disturbance
+        >>> def worst_case(plan):  # the cost paid under the adversary's best response (F at d*)
+        ...     return lq.cost(s0, plan, lq.worst_disturbance(s0, plan, q, rho), q, r)
+        >>> bool(worst_case(u) <= worst_case(nominal))  # the robust plan is better against its adversary
+        True
     """
 
     def __init__(self, A: torch.Tensor, B: torch.Tensor, horizon: int, drift: Optional[torch.Tensor] = None) -> None:

@@ -24,7 +24,26 @@ from ..losses import Metric
 @dataclasses.dataclass(frozen=True)
 class GateDecision:
     """What the gate chose and why: every candidate's validation score and the one-sided p-value of
-    its advantage over the baseline."""
+    its advantage over the baseline.
+
+    ``choice`` is the name of the chosen model's outputs, ``baseline`` the default one, ``scores``
+    every candidate's score on the validation nodes, ``p_values`` every non-baseline candidate's
+    p-value, ``confidence`` the level the test ran at. :func:`validation_gate` returns one.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.losses import default_metric
+        >>> labels = torch.tensor([0, 1] * 10)
+        >>> right = torch.nn.functional.one_hot(labels, 2).float()
+        >>> half = right.clone()
+        >>> half[:10] = 1 - half[:10]  # wrong on the first ten nodes
+        >>> decision = validation_gate({"observed": half, "learned": right}, "observed", labels,
+        ...                            torch.arange(20), default_metric("classification"), permutations=200)
+        >>> decision.choice, decision.scores
+        ('learned', {'observed': 0.5, 'learned': 1.0})
+        >>> decision.p_values["learned"] <= 1 - decision.confidence
+        True
+    """
 
     choice: str
     baseline: str

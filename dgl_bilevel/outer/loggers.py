@@ -104,6 +104,42 @@ class RunLogger(Callback):
             (``OuterLoop.config``: data, structure, inner problem, method, outer steps, seed).
         histogram_every: write the edge weights' distribution every this many iterations (and at
             the last one); 0: never.
+
+    A subclass writes through five hooks: ``_open(next_iteration)``, ``_write_hparams(hparams,
+    step)``, ``_write_scalars(step, values)``, ``_write_histograms(step, groups)`` and
+    ``_close()``; :class:`CsvLogger` and :class:`TensorBoardLogger` are the two built in.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``histogram_every`` is negative.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> class PrintLoss(RunLogger):
+        ...     def _open(self, next_iteration):
+        ...         self._writer = True
+        ...     def _write_hparams(self, hparams, step):
+        ...         print("outer steps:", hparams["outer_steps"])
+        ...     def _write_scalars(self, step, values):
+        ...         print(step, round(values["outer_loss"], 2))
+        ...     def _write_histograms(self, step, groups):
+        ...         print(step, sorted(groups), "histogram")
+        ...     def _close(self):
+        ...         print("closed")
+        >>> _ = dbl.fit(data, dbl.EdgeWeights(graph, init="constant"), dbl.LabelPropagation(),
+        ...             outer_steps=2, progress=False, callbacks=[PrintLoss("unused", histogram_every=0)])
+        outer steps: 2
+        0 0.63
+        1 0.63
+        closed
+        >>> try:
+        ...     RunLogger("logs", histogram_every=-1)
+        ... except ConfigError as exc:
+        ...     print(exc)
+        histogram_every must be >= 0, got -1
     """
 
     def __init__(self, logdir: "str | os.PathLike", hparams: Optional[Mapping[str, Any]] = None,
@@ -176,7 +212,28 @@ class TensorBoardLogger(RunLogger):
 
     Scalars under the tags of :func:`tag`, edge weights as histograms ``edge_weights/observed``,
     ``edge_weights/added`` (or ``edge_weights/all``), the settings in the HParams dashboard and as a
-    ``settings`` text. Scalars are float32 in the event files (TensorBoard's format)."""
+    ``settings`` text. Scalars are float32 in the event files (TensorBoard's format).
+
+    It takes :class:`RunLogger`'s arguments.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: when the fit starts, if TensorBoard is not installed (``pip install
+            'dgl_bilevel[tracking]'``).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> import os, tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     logger = TensorBoardLogger(os.path.join(folder, "seed_0"))
+        ...     _ = dbl.fit(data, dbl.EdgeWeights(graph, init="constant"), dbl.LabelPropagation(),
+        ...                 outer_steps=2, progress=False, callbacks=[logger])
+        ...     [name.split(".")[:2] for name in os.listdir(logger.logdir)]
+        [['events', 'out']]
+    """
 
     def _open(self, next_iteration: int) -> None:
         writer_class = _summary_writer()
@@ -214,7 +271,32 @@ class CsvLogger(RunLogger):
     """A run's log as CSV files in ``logdir``: ``metrics.csv`` (one row per outer iteration, a column per
     record entry as the seed file's history names it, plus ``hypergradient_norm``), ``edge_weights.csv``
     (count, mean, spread and quantiles of each edge group every ``histogram_every`` iterations) and
-    ``settings.csv`` (name, value). Numbers are written in full precision (``repr``)."""
+    ``settings.csv`` (name, value). Numbers are written in full precision (``repr``).
+
+    It takes :class:`RunLogger`'s arguments. A resumed run keeps the rows of the iterations before it.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> import csv, os, tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     logger = CsvLogger(folder, histogram_every=1)
+        ...     _ = dbl.fit(data, dbl.EdgeWeights(graph, init="constant"), dbl.LabelPropagation(),
+        ...                 outer_steps=3, progress=False, callbacks=[logger])
+        ...     with open(os.path.join(folder, "metrics.csv")) as handle:
+        ...         rows = list(csv.DictReader(handle))
+        ...     with open(os.path.join(folder, "edge_weights.csv")) as handle:
+        ...         histograms = list(csv.DictReader(handle))
+        ...     sorted(os.listdir(folder))
+        ['edge_weights.csv', 'metrics.csv', 'settings.csv']
+        >>> [row["iteration"] for row in rows], rows[0]["val_acc"], "hypergradient_norm" in rows[0]
+        (['0', '1', '2'], '1.0', True)
+        >>> histograms[0]["edges"], histograms[0]["count"], histograms[0]["mean"]
+        ('all', '10', '0.5')
+    """
 
     def _open(self, next_iteration: int) -> None:
         self._writer = True  # "open" (RunLogger writes while set); no file stays open: rows are appended

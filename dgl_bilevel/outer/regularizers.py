@@ -27,6 +27,30 @@ class LogDegree:
     gives every edge a gradient, whatever its distance to the labelled nodes. ``reduction``
     ``"mean"`` matches the paper's code (``"sum"`` is the formula ``-gamma 1^T log(A 1)``).
     Nodes without support edges are left out (their degree is 0 for every ``w``).
+
+    Args:
+        gamma: the regulariser's weight.
+        reduction: ``"mean"`` or ``"sum"`` over the nodes.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown ``reduction``.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.graph(([0, 1, 1, 2], [1, 0, 2, 1]))  # a path 0 - 1 - 2, both directions
+        >>> structure = dbl.EdgeWeights(graph, init="constant")
+        >>> regularizer = LogDegree(gamma=1.0)
+        >>> round(float(regularizer(structure, torch.ones(4))), 4)  # -(log 1 + log 2 + log 1) / 3
+        -0.231
+        >>> round(float(LogDegree(reduction="sum")(structure, torch.ones(4))), 4)
+        -0.6931
+        >>> result = dbl.fit(dbl.BilevelData(graph, torch.eye(3), torch.tensor([0, 0, 1]), v_in=[0], v_out=[2],
+        ...                                  val=[1], test=[]),
+        ...                  structure, dbl.LabelPropagation(), outer_steps=1, progress=False,
+        ...                  regularizer=regularizer)
+        >>> result.history[0]["total_loss"] > result.history[0]["outer_loss"]  # the term is added
+        True
     """
 
     def __init__(self, gamma: float = 1.0, reduction: str = "mean") -> None:

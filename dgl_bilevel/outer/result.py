@@ -12,7 +12,32 @@ from ..errors import NonFiniteHypergradientError
 
 @dataclass
 class FitResult:
-    """Outcome of :func:`~dgl_bilevel.fit`: the best graph by validation score, with history."""
+    """Outcome of :func:`~dgl_bilevel.fit`: the best graph by validation score, with history.
+
+    ``best_metrics`` holds every split's score (``data.metric``, named by ``metric``) at
+    ``best_iteration``, the outer iteration with the best validation score; ``best_weights`` are
+    that iteration's edge weights, ``final_weights`` the last ones; ``history`` has one record
+    (dict) per outer iteration; ``stopped_early`` says why a run stopped before ``outer_steps``
+    (``None`` if it did not).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> result = dbl.fit(data, dbl.EdgeWeights(graph, init="constant"), dbl.LabelPropagation(),
+        ...                  outer_steps=3, progress=False)
+        >>> result.best_iteration, result.metric, len(result.history), result.stopped_early
+        (0, 'acc', 3, None)
+        >>> result.best_metrics
+        {'v_in': 1.0, 'v_out': 1.0, 'val': 1.0, 'test': 1.0}
+        >>> learned = result.graph  # a DGLGraph with the best weights in edata["w"]
+        >>> learned.num_edges(), tuple(learned.edata["w"].shape), sorted(learned.ndata)[:2]
+        (10, (10,), ['feat', 'label'])
+        >>> result.to_graph(threshold=2.0).num_edges()  # sigmoid weights never exceed 1
+        0
+    """
 
     best_iteration: int
     best_metrics: dict
@@ -74,6 +99,26 @@ class FitResult:
 
 def raise_if_stopped(result: FitResult) -> None:
     """Turn an early stop into :class:`~dgl_bilevel.errors.NonFiniteHypergradientError` for
-    callers who want an exception rather than a result with ``stopped_early`` set."""
+    callers who want an exception rather than a result with ``stopped_early`` set.
+
+    Args:
+        result: what :func:`~dgl_bilevel.fit` returned.
+
+    Raises:
+        ~dgl_bilevel.errors.NonFiniteHypergradientError: ``result.stopped_early`` is set; the message is its reason.
+
+    Example:
+        >>> import torch
+        >>> def result(stopped):
+        ...     return FitResult(best_iteration=0, best_metrics={}, best_weights=torch.ones(2),
+        ...                      final_weights=torch.ones(2), history=[], support=None, config={},
+        ...                      metric="acc", stopped_early=stopped)
+        >>> raise_if_stopped(result(None))  # a run that finished: nothing happens
+        >>> try:
+        ...     raise_if_stopped(result("non-finite outer loss or hypergradient at outer iteration 7"))
+        ... except NonFiniteHypergradientError as exc:
+        ...     print(exc)
+        non-finite outer loss or hypergradient at outer iteration 7
+    """
     if result.stopped_early:
         raise NonFiniteHypergradientError(result.stopped_early)

@@ -32,7 +32,26 @@ from .stack import SeedStack, same_structure
 
 
 class NotStackable(ConfigError):
-    """These inner problems cannot be solved as one (the message says why)."""
+    """These inner problems cannot be solved as one (the message says why).
+
+    A :class:`~dgl_bilevel.errors.ConfigError`: the run falls back to one seed after the other
+    (``--stack-seeds auto``) or stops (``--stack-seeds on``).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> other_seed = data.with_splits(v_in=[1, 4], v_out=[0, 5])  # another split of the same graph
+        >>> try:
+        ...     stack_problems([dbl.LabelPropagation().bind(data, graph)])
+        ... except NotStackable as exc:
+        ...     print(exc)
+        these inner problems cannot be stacked: LabelPropagation does not declare a stacked form
+        >>> issubclass(NotStackable, dbl.ConfigError)
+        True
+    """
 
 
 class StackedProblem(InnerProblem):
@@ -40,6 +59,33 @@ class StackedProblem(InnerProblem):
 
     ``per_seed_objective`` holds each seed's objective at the last evaluation (a ``[S]`` tensor),
     so that what separate runs report (the last inner objective) can be reported per seed.
+
+    Args:
+        problems: the seeds' bound problems (checked by :func:`why_not_stackable`; build stacks
+            with :func:`stack_problems`, which picks the subclass).
+
+    A subclass implements the layout (:meth:`stack_params`, :meth:`split_params`) and the
+    problem (``objective``, ``predict``); its stack's edge weights are the seeds' weights one
+    after the other (``self.stack.edge_weights``).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> other_seed = data.with_splits(v_in=[1, 4], v_out=[0, 5])  # another split of the same graph
+        >>> problems = [dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30).bind(d, graph) for d in (data, other_seed)]
+        >>> stacked = stack_problems(problems)
+        >>> isinstance(stacked, StackedProblem), stacked.num_seeds, stacked.graph.num_nodes()
+        (True, 2, 12)
+        >>> starts = [p.initial_params(torch.Generator().manual_seed(s)) for s, p in enumerate(problems)]
+        >>> params = stacked.stack_params(starts)
+        >>> [tuple(p.shape) for p in params], [tuple(p[0].shape) for p in stacked.split_params(params)]
+        ([(12, 2)], [(6, 2), (6, 2)])
+        >>> weights = stacked.stack.edge_weights([torch.ones(10), torch.ones(10)])
+        >>> [tuple(out.shape) for out in stacked.split_outputs(stacked.predict(params, weights))]
+        [(6, 2), (6, 2)]
     """
 
     def __init__(self, problems: Sequence[InnerProblem]) -> None:
@@ -85,6 +131,32 @@ class StackedGNN(StackedProblem):
 
     The model must offer ``forward_seeds(graph, feat, edge_weight, params)`` (``S`` copies at once,
     e.g. :class:`~dgl_bilevel.models.SumAggGNN`).
+
+    Args:
+        problems: the seeds' bound :class:`~dgl_bilevel.inner.gnn.TrainedGNN` problems: one model
+            class and shape, the same features and settings (:func:`why_not_stackable`).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> other_seed = data.with_splits(v_in=[1, 4], v_out=[0, 5])  # another split of the same graph
+        >>> _ = torch.manual_seed(0)
+        >>> model = dbl.models.SumAggGNN(6, 4, 2)
+        >>> problems = [dbl.TrainedGNN(model, steps=5).bind(d, graph) for d in (data, other_seed)]
+        >>> stacked = stack_problems(problems)
+        >>> type(stacked).__name__
+        'StackedGNN'
+        >>> params = stacked.stack_params([p.initial_params(torch.Generator().manual_seed(s))
+        ...                                for s, p in enumerate(problems)])
+        >>> [tuple(p.shape) for p in params]  # each seed's parameters along a first axis
+        [(2, 6, 8), (2, 4), (2, 4, 4), (2, 2)]
+        >>> weights = stacked.stack.edge_weights([torch.ones(10), torch.ones(10)])
+        >>> alone = problems[1].predict(stacked.split_params(params)[1], torch.ones(10))
+        >>> bool(torch.allclose(stacked.split_outputs(stacked.predict(params, weights))[1], alone, atol=1e-6))
+        True
     """
 
     def __init__(self, problems: Sequence[TrainedGNN]) -> None:
@@ -126,7 +198,34 @@ class StackedGNN(StackedProblem):
 
 
 class StackedLaplacian(StackedProblem):
-    """:class:`~dgl_bilevel.inner.laplacian.LaplacianRegularization` of ``S`` seeds; ``Y`` is ``[S * N, C]``."""
+    """:class:`~dgl_bilevel.inner.laplacian.LaplacianRegularization` of ``S`` seeds; ``Y`` is ``[S * N, C]``.
+
+    Args:
+        problems: the seeds' bound problems, with the same Laplacian settings.
+
+    Example:
+        Solving the stack solves every seed as a separate run would:
+
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> other_seed = data.with_splits(v_in=[1, 4], v_out=[0, 5])  # another split of the same graph
+        >>> problems = [dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30).bind(d, graph) for d in (data, other_seed)]
+        >>> from dgl_bilevel.inner import run_steps
+        >>> stacked = stack_problems(problems)
+        >>> type(stacked).__name__
+        'StackedLaplacian'
+        >>> starts = [p.initial_params(torch.Generator().manual_seed(s)) for s, p in enumerate(problems)]
+        >>> w = torch.ones(10)
+        >>> weights = stacked.stack.edge_weights([w, w])
+        >>> params, _, _ = run_steps(stacked, weights, stacked.stack_params(starts), 30, differentiable=False)
+        >>> together = stacked.split_outputs(stacked.predict(params, weights))
+        >>> separate = [p.predict(run_steps(p, w, s, 30, differentiable=False)[0], w) for p, s in zip(problems, starts)]
+        >>> [bool(torch.allclose(a, b, atol=1e-6)) for a, b in zip(together, separate)]
+        [True, True]
+    """
 
     predictions_use_weights = False
 
@@ -207,7 +306,31 @@ STACKABLE: dict[type, tuple[type, Callable[[Sequence], Optional[str]]]] = {
 
 
 def why_not_stackable(problems: Sequence[InnerProblem]) -> Optional[str]:
-    """Why these bound problems cannot be solved as one stack; ``None`` when they can."""
+    """Why these bound problems cannot be solved as one stack; ``None`` when they can.
+
+    Args:
+        problems: bound inner problems, one per seed.
+
+    Returns:
+        A sentence naming the first obstacle (another kind of problem, different settings,
+        graphs, labels or features, an optimizer not known to be elementwise, ...), or ``None``.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> other_seed = data.with_splits(v_in=[1, 4], v_out=[0, 5])  # another split of the same graph
+        >>> problems = [dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30).bind(d, graph) for d in (data, other_seed)]
+        >>> why_not_stackable(problems) is None
+        True
+        >>> other = dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30, lam=2.0).bind(other_seed, graph)
+        >>> why_not_stackable([problems[0], other])
+        "the seeds' inner settings differ"
+        >>> why_not_stackable([])
+        'no problems'
+    """
     if not problems:
         return "no problems"
     first = problems[0]
@@ -234,7 +357,39 @@ def why_not_stackable(problems: Sequence[InnerProblem]) -> Optional[str]:
 
 
 def stack_problems(problems: Sequence[InnerProblem]) -> StackedProblem:
-    """One inner problem for ``problems`` (bound, one per seed); :class:`NotStackable` says why not."""
+    """One inner problem for ``problems`` (bound, one per seed); :class:`NotStackable` says why not.
+
+    Args:
+        problems: bound inner problems, one per seed, of a class in :data:`STACKABLE`.
+
+    Returns:
+        The :class:`StackedProblem` subclass :data:`STACKABLE` names for their class; every
+        hypergradient method serves it like any inner problem.
+
+    Raises:
+        ~dgl_bilevel.seeds.problems.NotStackable: :func:`why_not_stackable` found a reason.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> other_seed = data.with_splits(v_in=[1, 4], v_out=[0, 5])  # another split of the same graph
+        >>> problems = [dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30).bind(d, graph) for d in (data, other_seed)]
+        >>> stacked = stack_problems(problems)
+        >>> type(stacked).__name__, stacked.num_seeds, stacked.graph.num_edges()
+        ('StackedLaplacian', 2, 20)
+        >>> weights = torch.ones(20, requires_grad=True)  # both seeds' edge weights, one after the other
+        >>> starts = [p.initial_params(torch.Generator().manual_seed(s)) for s, p in enumerate(problems)]
+        >>> solution = dbl.Unrolled().solve(stacked, weights, stacked.stack_params(starts))
+        >>> outputs = stacked.split_outputs(stacked.predict(solution.params, weights))
+        >>> [out.argmax(1).tolist() for out in outputs]
+        [[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1]]
+        >>> loss = sum(out[[1, 4]].sum() for out in outputs)
+        >>> tuple(torch.autograd.grad(loss, weights)[0].shape)  # every seed's hypergradient at once
+        (20,)
+    """
     reason = why_not_stackable(problems)
     if reason is not None:
         raise NotStackable(f"these inner problems cannot be stacked: {reason}")

@@ -37,6 +37,22 @@ class SeedStack:
     Args:
         graph: the support graph every seed learns on (the same edges for every seed).
         num_seeds: how many copies.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``num_seeds < 1``.
+
+    Example:
+        >>> import dgl, torch
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> stack = SeedStack(graph, 3)
+        >>> stack.graph.num_nodes(), stack.graph.num_edges()
+        (18, 30)
+        >>> stack.offset([torch.tensor([0]), torch.tensor([1]), torch.tensor([5])]).index.tolist()  # seed s: + 6 s
+        [0, 7, 17]
+        >>> stack.edge_weights([torch.full((10,), float(s)) for s in range(3)])[::10].tolist()
+        [0.0, 1.0, 2.0]
+        >>> [tuple(rows.shape) for rows in stack.seed_rows(torch.zeros(18, 2))]
+        [(6, 2), (6, 2), (6, 2)]
     """
 
     def __init__(self, graph: "dgl.DGLGraph", num_seeds: int) -> None:
