@@ -14,6 +14,7 @@ import dgl_bilevel as dbl
 from conftest import random_graph_data
 from dgl_bilevel.cli import build_parser, config_from_args
 from dgl_bilevel.config import ExperimentConfig
+from dgl_bilevel.data import load_dataset
 from dgl_bilevel.errors import ConfigError
 from dgl_bilevel.hypergrad import REVERSE_ENGINES, Truncated, Unrolled, get_method
 from dgl_bilevel.inner import LaplacianRegularization, TrainedGNN
@@ -162,3 +163,19 @@ def test_no_unroll_checkpoint_is_a_deprecated_alias_of_autograd(capsys):
         assert config.resolved().reverse_engine == "autograd"
     args = build_parser("run").parse_args(["run", "--reverse-engine", "hand-derived"])
     assert config_from_args(args).reverse_engine == "hand-derived" and capsys.readouterr().err == ""
+
+
+def test_autograd_unroll_accepts_a_constant_start():
+    """``initial_params`` returns tensors without grad; every engine must take them as the start."""
+    data = load_dataset("cheaters", None, 0).to(torch.float64)
+    inner = dbl.TrainedGNN(dbl.models.GCN(data.num_features, 8, data.out_dim), steps=3)
+    inner.bind(data, data.graph)
+    start = inner.initial_params(torch.Generator().manual_seed(0))
+    assert not any(p.requires_grad for p in start)
+    grads = []
+    for engine in ("autograd", "checkpointed"):
+        w = data.observed_weights().clone().requires_grad_(True)
+        solution = dbl.Unrolled(reverse=engine).solve(inner, w, start)
+        loss = inner.predict(solution.params, w)[data.v_out].logsumexp(1).sum()
+        grads.append(torch.autograd.grad(loss, w)[0])
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], rtol=1e-10, atol=1e-13)

@@ -160,6 +160,9 @@ def run_steps(
     if differentiable:
         weight = edge_weight
         mode = "differentiable"
+        # a start that is a constant (``initial_params``) becomes the trajectory's leaf: the steps
+        # differentiate the objective in it
+        params = tuple(p if p.requires_grad else p.detach().requires_grad_(True) for p in params)
     else:
         weight = edge_weight.detach()
         params = tuple(p.detach().requires_grad_(True) for p in params)
