@@ -138,6 +138,16 @@ def test_leaderboard_runner_on_ogb_layout(ogb_root, tmp_path, capsys):
     assert "versions" in board and board["versions"]["dgl"]
     md = (tmp_path / "ogbn-arxiv-lp-leaderboard" / "leaderboard.md").read_text()
     assert "label propagation" in md and "±" in md
+    assert "v_out is taken from the training split" in md
+
+
+def test_leaderboard_says_where_v_out_comes_from():
+    from dgl_bilevel.config import ExperimentConfig
+    from dgl_bilevel.experiment.leaderboard import where_v_out
+
+    assert "training split" in where_v_out(ExperimentConfig(dataset="ogbn-arxiv"))
+    assert "half of the validation set" in where_v_out(ExperimentConfig(dataset="cora"))
+    assert "whole validation set" in where_v_out(ExperimentConfig(dataset="cora", protocol="lds"))
 
 
 def test_multilabel_task_uses_bce_and_rocauc():

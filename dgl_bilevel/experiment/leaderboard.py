@@ -6,8 +6,19 @@ import time
 from pathlib import Path
 
 from ..results import format_mean_std, write_json
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, is_graph_file
 from .run import run_experiment
+
+
+def where_v_out(config: ExperimentConfig) -> str:
+    """One line saying which labels the outer loss used, as the data set defines them."""
+    from ..registry import DATASETS
+
+    if not is_graph_file(config.dataset) and DATASETS[config.dataset].ogb:
+        return "v_out is taken from the training split; validation labels only select the graph."
+    if config.protocol == "lds":
+        return "LDS protocol: the outer loss is on the whole validation set, which also selects the graph."
+    return "v_out is half of the validation set; the other half selects the graph."
 
 
 def run_leaderboard(config: ExperimentConfig, echo=print) -> dict:
@@ -83,7 +94,7 @@ def run_leaderboard(config: ExperimentConfig, echo=print) -> dict:
         f"{fmt(row['valid']['mean'], row['valid']['std'])} | {row['seeds']} | {wall / 60:.1f} min |",
         "",
         "Per seed: the graph with the best validation score; mean ± unbiased (n - 1) standard deviation.",
-        "v_out is taken from the training split; validation labels only select the graph.",
+        where_v_out(config),
         "",
         "## Configuration",
         "",
