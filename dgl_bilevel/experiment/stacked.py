@@ -2,8 +2,9 @@
 
 Each seed is built as :func:`~dgl_bilevel.experiment.run.run_seed` builds it (by
 :func:`~dgl_bilevel.experiment.build.build_loop`: its split, structure, inner problem, hypergradient
-method; and its checkpoint file) and writes the same files; the seeds then run in lockstep (:func:`dgl_bilevel.seeds.fit_seeds`), as many at a time as
-:func:`seeds_per_stack` estimates to fit in half the available memory.
+method; and its checkpoint file) and writes the same files; the seeds then run in lockstep
+(:func:`dgl_bilevel.seeds.fit_seeds`), as many at a time as :func:`seeds_per_stack` estimates to fit
+in half the available memory.
 """
 from __future__ import annotations
 

@@ -41,7 +41,8 @@ class DrivenLoop(LoopView, Protocol):
 class Stepper(Protocol):
     """What advances :attr:`loops`: one outer iteration of each loop not yet done per :meth:`step`."""
 
-    loops: list[DrivenLoop]
+    @property
+    def loops(self) -> Sequence[DrivenLoop]: ...
 
     @property
     def done(self) -> bool: ...

@@ -85,7 +85,8 @@ class SeedProgress:
 
 
 class Lockstep:
-    """Drives ``loops`` one stacked outer iteration at a time (:meth:`step`)."""
+    """Drives ``loops`` one stacked outer iteration at a time (:meth:`step`): the stepper of many loops
+    that :func:`~dgl_bilevel.outer.driver.drive` runs for :func:`fit_seeds`."""
 
     def __init__(self, loops: Sequence[OuterLoop], rng_states: Optional[Sequence[torch.Tensor]] = None) -> None:
         reason = why_not_lockstep(loops)
