@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from dgl_bilevel.config import ExperimentConfig
-from dgl_bilevel.experiment.stacked import build_loop
+from dgl_bilevel.experiment.build import build_loop
 from dgl_bilevel.seeds import Lockstep
 
 CASES = {

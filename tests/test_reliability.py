@@ -97,7 +97,7 @@ def test_the_cli_says_where_an_interrupted_run_can_resume(monkeypatch, tmp_path,
     def interrupted(*args, **kwargs):
         raise RunInterrupted(tmp_path / "checkpoint_seed0.pt", 7)
 
-    monkeypatch.setattr(run_module, "fit", interrupted)
+    monkeypatch.setattr(run_module, "fit_loop", interrupted)
     assert main(["run", *QUICK, "--out", str(tmp_path)]) == 130
     err = capsys.readouterr().err
     assert "outer iteration 7" in err and "checkpoint_seed0.pt" in err and "--resume" in err
@@ -105,7 +105,7 @@ def test_the_cli_says_where_an_interrupted_run_can_resume(monkeypatch, tmp_path,
     def interrupted_without_checkpoint(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "fit", interrupted_without_checkpoint)
+    monkeypatch.setattr(run_module, "fit_loop", interrupted_without_checkpoint)
     assert main(["run", *QUICK, "--out", str(tmp_path / "other")]) == 130
     err = capsys.readouterr().err
     assert "nothing to resume" in err and "--resume" not in err

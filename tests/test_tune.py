@@ -31,7 +31,7 @@ def test_tune_writes_a_best_config_that_run_accepts_and_resumes(tmp_path, capsys
 
 def test_tune_never_reads_test_scores(monkeypatch, tmp_path):
     seen = []
-    real = tune_module.fit
+    real = tune_module.fit_loop
 
     def spy(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -39,7 +39,7 @@ def test_tune_never_reads_test_scores(monkeypatch, tmp_path):
         seen.append(result)
         return result
 
-    monkeypatch.setattr(tune_module, "fit", spy)
+    monkeypatch.setattr(tune_module, "fit_loop", spy)
     score = tune_module.evaluate_trial(ExperimentConfig(dataset="cheaters", outer_steps=2, inner_steps=3).resolved(),
                                        [0, 1])
     assert len(seen) == 2 and score == pytest.approx(sum(r.best_metrics["val"] for r in seen) / 2)

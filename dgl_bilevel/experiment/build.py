@@ -1,15 +1,23 @@
-"""Turning a resolved configuration into the pipeline's objects, through the registries."""
+"""Turning a resolved configuration into the pipeline's objects, through the registries, and the
+objects into an outer loop (:func:`build_loop`: the one place a configuration becomes a run)."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
 from ..data.bilevel_data import BilevelData
 from ..hypergrad import HypergradMethod, default_method_name
 from ..inner.base import InnerProblem
+from ..outer import OuterLoop
+from ..outer.callbacks import CallbackLike, LogLines, ProgressBar
+from ..outer.loggers import seed_loggers
 from ..registry import HYPERGRADIENTS, INNER_PROBLEMS, REGULARIZERS, STRUCTURES, SUPPORTS
 from ..structure import GraphStructure
 from ..config import ExperimentConfig
 from ..errors import ConfigError
+from .seed_files import run_data
 
 
 def build_inner(config: ExperimentConfig, data: BilevelData) -> InnerProblem:
@@ -43,3 +51,61 @@ def build_structure(config: ExperimentConfig, data: BilevelData, seed: int, supp
 def build_regularizer(config: ExperimentConfig):
     """The outer-loss regulariser, or None."""
     return REGULARIZERS.from_config(config.regularizer, config)
+
+
+class _SeedLines:
+    """Where a seed's log lines go when it has no progress bar of its own: above the bars, prefixed with the seed."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def write(self, line: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"seed {self.seed}: {line}")
+
+
+def build_loop(
+    config: ExperimentConfig,
+    seed: int,
+    *,
+    data: Optional[BilevelData] = None,
+    support=None,
+    callbacks: Sequence[CallbackLike] = (),
+    run_dir: Optional[Path] = None,
+    progress_bar: Optional[str] = None,
+    log_every: int = 0,
+) -> OuterLoop:
+    """The outer loop of one seed of a resolved ``config``: the one place a configuration becomes a run
+    (``run``, stacked seeds, ``tune``, ``scarcity`` and cross-fitting all build theirs here).
+
+    Args:
+        data: what it learns on; default: :func:`~dgl_bilevel.experiment.run_data` (the seed's split,
+            as a run of ``config`` sees it).
+        support: the structure's support graph; default: built from ``config`` (runs on one graph may share one).
+        callbacks: called first after every iteration, in order.
+        run_dir: the seed's logger (``config.logger``) writes under it; None: no logger.
+        progress_bar: the description of the loop's own progress bar (shown when ``config.progress``);
+            None: no bar of its own (:func:`~dgl_bilevel.seeds.fit_seeds` shows one over all its loops).
+        log_every: a line of scores every this many iterations, through the bar, or above the bars
+            prefixed with the seed when the loop has none; 0: never.
+
+    Example:
+        >>> config = ExperimentConfig(dataset="cheaters", outer_steps=2, inner_steps=3).resolved()
+        >>> loop = build_loop(config, seed=0)
+        >>> loop.outer_steps, loop.config["seed"]
+        (2, 0)
+    """
+    data = run_data(config, seed) if data is None else data
+    inner = build_inner(config, data)
+    structure = build_structure(config, data, seed, support)
+    method = build_hypergrad(config, inner)
+    watchers: list[CallbackLike] = [*callbacks, *(seed_loggers(config, seed, run_dir) if run_dir is not None else [])]
+    bar = ProgressBar(progress_bar, enabled=config.progress) if progress_bar is not None else None
+    if bar is not None:
+        watchers.append(bar)
+    if log_every:
+        watchers.append(LogLines(log_every, data.metric.name, bar if bar is not None else _SeedLines(seed)))
+    return OuterLoop(data, structure, inner, method, outer_steps=config.outer_steps, lr=config.outer_lr,
+                     regularizer=build_regularizer(config), seed=seed, inner_select=config.inner_select,
+                     callbacks=watchers)

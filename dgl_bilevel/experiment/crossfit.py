@@ -17,8 +17,8 @@ import torch
 from ..config import ExperimentConfig
 from ..data.bilevel_data import BilevelData
 from ..errors import ConfigError
-from ..outer import FitResult, fit
-from .build import build_hypergrad, build_inner, build_regularizer, build_structure, build_support
+from ..outer import FitResult, fit_loop
+from .build import build_loop, build_support
 
 
 def stratified_folds(data: BilevelData, k: int, seed: int) -> list[torch.Tensor]:
@@ -66,14 +66,10 @@ def cross_fit(config: ExperimentConfig, data: BilevelData, seed: int, folds: int
     support = build_support(config, data)  # the folds differ in their labels, not in their graph: one support
     results, structure = [], None
     for k in range(folds):
-        part = fold_data(data, parts, k)
-        structure = build_structure(config, part, seed, support)
-        inner = build_inner(config, part)
-        result = fit(part, structure, inner, build_hypergrad(config, inner), outer_steps=config.outer_steps,
-                     lr=config.outer_lr, seed=seed, regularizer=build_regularizer(config), progress=config.progress,
-                     callbacks=list(callbacks_for(k)) if callbacks_for else [],
-                     description=f"{config.run_name} seed {seed} fold {k + 1}/{folds}",
-                     inner_select=config.inner_select)
-        results.append(result)
+        loop = build_loop(config, seed, data=fold_data(data, parts, k), support=support,
+                          callbacks=list(callbacks_for(k)) if callbacks_for else [],
+                          progress_bar=f"{config.run_name} seed {seed} fold {k + 1}/{folds}")
+        structure = loop.structure
+        results.append(fit_loop(loop))
     combined = torch.stack([r.best_weights for r in results]).mean(0)
     return combined, results, structure

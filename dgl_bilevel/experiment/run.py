@@ -18,12 +18,12 @@ from ..data import SPLITS
 from ..data.files import resolve_data_root
 from ..errors import ConfigError
 from ..registry import DATASETS
-from ..outer import FitResult, fit, solve_on_graph
+from ..outer import FitResult, fit_loop, solve_on_graph
 from ..outer.loggers import seed_loggers
 from ..outer.fit_check import warn_if_at_chance, warn_if_validation_memorised
 from ..outer.loop import node_data
 from ..results import aggregate, results_table, write_json
-from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .build import build_hypergrad, build_inner, build_loop
 from .crossfit import cross_fit
 from .refit import after_fit, all_label_candidates, fresh_sampler, gated
 from .executors import clear_stale_checkpoints, run_seeds_local, run_seeds_ray
@@ -42,9 +42,9 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
     process or Ray task runs the seed).
     """
     data = run_data(config, seed)
-    inner = build_inner(config, data)
     started = time.perf_counter()
     if not config.learns_graph:
+        inner = build_inner(config, data)
         method = build_hypergrad(config, inner)
         metrics, _ = solve_on_graph(data, inner, data.observed_weights(), hypergrad=method, seed=seed,
                                     inner_select=config.inner_select)
@@ -57,21 +57,15 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
                           time.perf_counter() - started)
     if config.cross_fit:
         return run_cross_fit_seed(config, data, seed, run_dir, callbacks, started)
-    structure = build_structure(config, data, seed)
-    method = build_hypergrad(config, inner)
-    result: FitResult = fit(
-        data, structure, inner, method,
-        outer_steps=config.outer_steps, lr=config.outer_lr, seed=seed, regularizer=build_regularizer(config),
-        checkpoint=checkpoint_path(run_dir, seed), checkpoint_every=config.checkpoint_every,
-        resume=True, progress=config.progress, log_every=config.log_every,
-        callbacks=[*callbacks, *seed_loggers(config, seed, run_dir)],
-        description=f"{config.run_name} seed {seed}", inner_select=config.inner_select,
-    )
+    loop = build_loop(config, seed, data=data, callbacks=callbacks, run_dir=run_dir,
+                      progress_bar=f"{config.run_name} seed {seed}", log_every=config.log_every)
+    result: FitResult = fit_loop(loop, checkpoint=checkpoint_path(run_dir, seed),
+                                 checkpoint_every=config.checkpoint_every, resume=True)
     warn_if_at_chance(data, result.best_metrics.get("v_in", float("nan")), config.inner, f"seed {seed}: ")
     warn_if_validation_memorised(data, result.best_metrics.get("val", float("nan")), config.outer_steps,
                                  f"seed {seed}: ")
     return write_learned_seed(config, seed, run_dir, result, time.perf_counter() - started,
-                              **after_fit(config, data, structure, result, seed))
+                              **after_fit(config, data, loop.structure, result, seed))
 
 
 def run_cross_fit_seed(config: ExperimentConfig, data, seed: int, run_dir: Path, callbacks: Sequence,

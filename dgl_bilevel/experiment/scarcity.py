@@ -13,11 +13,12 @@ from ..data import load_dataset
 from ..data.bilevel_data import BilevelData
 from ..errors import ConfigError
 from ..hypergrad import get_method
+from ..inner.graph_sampling import SampledGraphs
 from ..results import write_json
 from ..structure import GraphStructure
-from ..outer import fit
+from ..outer import fit_loop
 from ..config import ExperimentConfig
-from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .build import build_loop
 
 @dataclass
 class ScarcitySnapshot:
@@ -49,14 +50,13 @@ def scarcity_snapshot(config: ExperimentConfig, iteration: int = 0, keep_history
     config = dataclasses.replace(config, outer_steps=steps).resolved()
     seed = config.seed_start
     data = load_dataset(config.dataset, config.data_root, seed, config.v_out_fraction).to(getattr(torch, config.dtype))
-    inner = build_inner(config, data)
-    structure = build_structure(config, data, seed)
-    inner.bind_once(data, structure.graph)
     kind = "laplacian" if config.inner == "laplacian" else "gnn"
     recorder = ScarcityRecorder(kind, keep=[iteration])
-    result = fit(data, structure, inner, build_hypergrad(config, inner), outer_steps=steps, lr=config.outer_lr,
-                 seed=seed, regularizer=build_regularizer(config), callbacks=[recorder], progress=config.progress,
-                 inner_select=config.inner_select, description=f"{config.run_name} scarcity")
+    loop = build_loop(config, seed, data=data, callbacks=[recorder], progress_bar=f"{config.run_name} scarcity")
+    structure = loop.structure
+    # the problem on one graph (with a structure's sampler the loop trains a SampledGraphs wrapper of it)
+    inner = loop.inner.base if isinstance(loop.inner, SampledGraphs) else loop.inner
+    result = fit_loop(loop)
     if iteration not in recorder.hypergradients:
         raise ConfigError(f"no finite hypergradient at outer iteration {iteration}")
     grad, weights = recorder.hypergradients[iteration], recorder.weights[iteration]

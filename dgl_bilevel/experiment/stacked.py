@@ -1,9 +1,10 @@
 """``dgl-bilevel run --seeds S`` with the seeds' inner problems solved as one (``--stack-seeds``).
 
-Each seed is built exactly as :func:`~dgl_bilevel.experiment.run.run_seed` builds it (its split,
-structure, inner problem, hypergradient method, checkpoint file) and writes the same files; the
-seeds then run in lockstep (:func:`dgl_bilevel.seeds.fit_seeds`), as many at a time as
-:func:`seeds_per_stack` estimates to fit in half the available memory.
+Each seed is built as :func:`~dgl_bilevel.experiment.run.run_seed` builds it (by
+:func:`~dgl_bilevel.experiment.build.build_loop`: its split, structure, inner problem, hypergradient
+method; and its checkpoint file) and writes the same files; the seeds then run in lockstep
+(:func:`dgl_bilevel.seeds.fit_seeds`), as many at a time as :func:`seeds_per_stack` estimates to fit
+in half the available memory.
 """
 from __future__ import annotations
 
@@ -18,39 +19,11 @@ from ..config import ExperimentConfig
 from ..errors import ConfigError
 from ..hypergrad import Truncated, Unrolled
 from ..outer import OuterLoop
-from ..outer.callbacks import LogLines
-from ..outer.loggers import seed_loggers
 from ..seeds import fit_seeds, why_not_lockstep
-from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from .build import build_loop
 from ..outer.fit_check import warn_if_at_chance
 from .refit import after_fit
-from .seed_files import checkpoint_path, run_data, write_learned_seed
-
-
-class _SeedLines:
-    """Where a seed's log lines go: through the progress bar, prefixed with the seed."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def write(self, line: str) -> None:
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"seed {self.seed}: {line}")
-
-
-def build_loop(config: ExperimentConfig, seed: int, callbacks: Sequence = (),
-               run_dir: Optional[Path] = None) -> OuterLoop:
-    """The outer loop of one seed, built as :func:`~dgl_bilevel.experiment.run.run_seed` builds it (with
-    ``run_dir``: and the seed's logger, ``config.logger``, writing under it)."""
-    data = run_data(config, seed)
-    inner = build_inner(config, data)
-    extra = [LogLines(config.log_every, data.metric.name, _SeedLines(seed))] if config.log_every else []
-    if run_dir is not None:
-        extra += seed_loggers(config, seed, run_dir)
-    return OuterLoop(data, build_structure(config, data, seed), inner, build_hypergrad(config, inner),
-                     outer_steps=config.outer_steps, lr=config.outer_lr, regularizer=build_regularizer(config),
-                     seed=seed, inner_select=config.inner_select, callbacks=[*callbacks, *extra])
+from .seed_files import checkpoint_path, write_learned_seed
 
 
 def available_memory() -> int:
@@ -127,7 +100,8 @@ def run_tasks_stacked(tasks: Sequence[SeedTask], callbacks: Sequence = (), echo=
     group as many at a time as :func:`seeds_per_stack` allows. Their records in task order, ``None``
     for a task that shares with no other (the caller runs it alone); ``None`` when no two tasks share.
     ``strict``: a ``ConfigError`` unless all tasks share."""
-    loops = [build_loop(task.config, task.seed, callbacks, task.run_dir) for task in tasks]
+    loops = [build_loop(task.config, task.seed, callbacks=callbacks, run_dir=task.run_dir,
+                        log_every=task.config.log_every) for task in tasks]
     groups = lockstep_groups(loops)
     if len(groups) > 1:
         reason = why_not_lockstep(loops)

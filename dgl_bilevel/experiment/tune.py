@@ -22,8 +22,8 @@ import torch
 from ..config import ExperimentConfig, write_yaml
 from ..data import load_dataset
 from ..errors import ConfigError
-from ..outer import Callback, IterationState, fit
-from .build import build_hypergrad, build_inner, build_regularizer, build_structure
+from ..outer import Callback, IterationState, fit_loop
+from .build import build_loop
 from .seed_files import run_data
 
 
@@ -114,11 +114,7 @@ def evaluate_trial(config: ExperimentConfig, seeds: list[int], trial=None) -> fl
         data = run_data(config, seed)  # the protocol's split, as a run of this configuration sees it
         maximize = data.metric.higher_is_better
         callbacks = [] if trial is None else [_ReportValidation(trial, scores, index * config.outer_steps, maximize)]
-        inner = build_inner(config, data)
-        result = fit(data, build_structure(config, data, seed), inner, build_hypergrad(config, inner),
-                     outer_steps=config.outer_steps, lr=config.outer_lr, seed=seed,
-                     regularizer=build_regularizer(config), callbacks=callbacks, progress=False,
-                     inner_select=config.inner_select)
+        result = fit_loop(build_loop(config, seed, data=data, callbacks=callbacks))
         scores.append(float(result.best_metrics["val"]))
     return sum(scores) / len(scores)
 

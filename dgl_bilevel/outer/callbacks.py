@@ -14,9 +14,9 @@ import torch
 from ..data.bilevel_data import SPLITS, BilevelData
 from ..diagnostics.profile import refined_edges
 from ..structure.base import GraphStructure
+from .state import LoopView
 
 if TYPE_CHECKING:
-    from .loop import OuterLoop
     from .result import FitResult
 
 
@@ -80,13 +80,13 @@ class Callback:
         3 iterations, best at 0
     """
 
-    def on_fit_start(self, loop: "OuterLoop") -> None:
+    def on_fit_start(self, loop: LoopView) -> None:
         """Before the first iteration of this call (after a resume: the first new one)."""
 
     def on_iteration(self, state: IterationState) -> None:
         """After every outer iteration."""
 
-    def on_fit_end(self, loop: "OuterLoop", result: "FitResult") -> None:
+    def on_fit_end(self, loop: LoopView, result: "FitResult") -> None:
         """After the last iteration (also after an early stop), not after an exception."""
 
     def close(self) -> None:
@@ -165,7 +165,7 @@ class ProgressBar(Callback):
         self.description, self.enabled = description, enabled
         self.bar = None
 
-    def on_fit_start(self, loop: "OuterLoop") -> None:
+    def on_fit_start(self, loop: LoopView) -> None:
         from tqdm.auto import tqdm
 
         self.loop = loop

@@ -18,14 +18,12 @@ import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from .loop import OuterLoop
+from .state import LoopView
 
 #: Settings a resumed run may change: it may run longer than the run that wrote the checkpoint.
 RESUMABLE_CHANGES = ("outer_steps",)
@@ -36,7 +34,7 @@ PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.Size, to
 CONTAINERS = (dict, OrderedDict, list, tuple, set)
 
 
-def snapshot(loop: "OuterLoop") -> dict:
+def snapshot(loop: LoopView) -> dict:
     """A deep copy of the loop's state: later optimizer steps do not change it."""
     payload = {
         "config": loop.config,
@@ -113,7 +111,7 @@ def check_settings(path: "str | os.PathLike", saved: dict, current: dict) -> Non
                           "remove it or use a different output folder")
 
 
-def restore(loop: "OuterLoop", path: "str | os.PathLike") -> None:
+def restore(loop: LoopView, path: "str | os.PathLike") -> None:
     """Load a checkpoint into ``loop`` after checking that it was written under the same settings."""
     payload = read(path)
     check_settings(path, payload.get("config", {}), loop.config)

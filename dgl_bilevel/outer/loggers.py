@@ -23,16 +23,15 @@ import csv
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
 from ..errors import ConfigError
 from ..splits import SPLITS
 from .callbacks import Callback, IterationState
+from .state import LoopView
 
-if TYPE_CHECKING:
-    from .loop import OuterLoop
 
 #: What to tell a user whose environment lacks TensorBoard.
 INSTALL_HINT = "pip install 'dgl_bilevel[tracking]'"
@@ -159,7 +158,7 @@ class RunLogger(Callback):
         return state
 
     # ---------------------------------------------------------------- hooks
-    def on_fit_start(self, loop: "OuterLoop") -> None:
+    def on_fit_start(self, loop: LoopView) -> None:
         self.metric, self.outer_steps = loop.metric, loop.outer_steps
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._open(loop.state.next_iteration)

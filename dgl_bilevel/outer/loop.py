@@ -4,7 +4,8 @@ One outer iteration (:meth:`OuterLoop.step`): weights ``w`` from the structure -
 solution by the hypergradient method -> predictions on every node -> outer loss on ``v_out``
 (+ regulariser) -> backward (the hypergradient) -> scores of the four splits and the best graph
 by validation -> callbacks -> optimizer step on the structure's parameters. :func:`fit` runs
-iterations with progress, logging, checkpoints and resume around that step.
+iterations with progress, logging, checkpoints and resume around that step (through
+:func:`~dgl_bilevel.outer.driver.drive`, as :func:`fit_loop` runs a loop already built).
 """
 from __future__ import annotations
 
@@ -20,33 +21,25 @@ import torch
 
 from ..data.bilevel_data import BilevelData
 from ..splits import SPLITS
-from ..errors import ConfigError, RunInterrupted
+from ..errors import ConfigError
 from ..hypergrad import HypergradMethod, default_method, get_method
 from ..inner.base import InnerProblem
 from ..inner.graph_sampling import SampledGraphs
 from ..losses import task_loss
 from ..structure.base import GraphStructure
-from . import checkpoint as checkpoints
 from .callbacks import (
     Callback, CallbackLike, IterationState, LogLines, ProgressBar, RefinedEdgeCount, as_callbacks,
 )
+from .driver import SingleLoop, drive
 from .interrupts import deferred_interrupt
 from .regularizers import Regularizer
 from .result import FitResult
 from .selection import BestInnerIterate, BestValidation, check_inner_select, evaluate
+from .state import OuterState
 
 logger = logging.getLogger("dgl_bilevel")
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
-
-
-@dataclass
-class OuterState:
-    """Where a run stands: the next iteration, the history so far, and why it stopped (if it did)."""
-
-    next_iteration: int = 0
-    history: list = field(default_factory=list)
-    stopped: Optional[str] = None
 
 
 @dataclass
@@ -326,39 +319,39 @@ def fit(
     loop = OuterLoop(data, structure, inner, hypergrad, outer_steps=outer_steps, lr=lr, optimizer=optimizer,
                      regularizer=regularizer, seed=seed, inner_select=inner_select,
                      callbacks=[*callbacks, *extra])
+    return fit_loop(loop, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
+
+
+def fit_loop(
+    loop: OuterLoop,
+    *,
+    checkpoint: "str | os.PathLike | None" = None,
+    checkpoint_every: int = 10,
+    resume: bool = False,
+) -> FitResult:
+    """Run an already built ``loop`` to the end with :func:`fit`'s checkpoints, resume and Ctrl-C
+    handling, stepped alone (by its own :meth:`OuterLoop.step`); its callbacks are all it shows.
+
+    Args:
+        loop: the run, e.g. from :func:`~dgl_bilevel.experiment.build_loop`.
+        checkpoint: file for checkpoints, written every ``checkpoint_every`` iterations, at the
+            end, and on Ctrl-C (the last completed iteration); with ``resume=True`` an existing
+            one is continued.
+
+    Example:
+        >>> from dgl_bilevel.data import cheaters
+        >>> from dgl_bilevel.inner import TrainedGNN
+        >>> from dgl_bilevel.models import SumAggGNN
+        >>> from dgl_bilevel.structure import EdgeWeights
+        >>> data = cheaters(seed=0)
+        >>> inner = TrainedGNN(SumAggGNN(data.num_features, 8, data.out_dim), steps=3)
+        >>> loop = OuterLoop(data, EdgeWeights(data.graph), inner, "unrolled", outer_steps=2)
+        >>> result = fit_loop(loop)
+        >>> len(result.history), loop.done
+        (2, True)
+    """
     path = Path(checkpoint) if checkpoint is not None else None
-    if resume and path is not None and path.is_file():
-        checkpoints.restore(loop, path)
-        logger.info("resumed from %s at outer iteration %d", path, loop.state.next_iteration)
-    saved = checkpoints.snapshot(loop) if path is not None else None
-    try:
-        for callback in loop.callbacks:
-            callback.on_fit_start(loop)
-        while not loop.done:
-            loop.step()
-            if path is not None:
-                with deferred_interrupt():
-                    saved = checkpoints.snapshot(loop)
-                if checkpoint_every and loop.state.next_iteration % checkpoint_every == 0:
-                    checkpoints.write(path, saved)
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, RunInterrupted):
-            raise
-        if path is None or saved is None:
-            raise RunInterrupted(None, loop.state.next_iteration - 1) from exc
-        checkpoints.write(path, saved)
-        logger.error("interrupted: checkpoint of outer iteration %d written to %s (continue with resume)",
-                     saved["next_iteration"] - 1, path)
-        raise RunInterrupted(path, saved["next_iteration"] - 1) from exc
-    finally:
-        for callback in loop.callbacks:
-            callback.close()
-    if path is not None:
-        checkpoints.write(path, checkpoints.snapshot(loop))
-    result = loop.result()
-    for callback in loop.callbacks:
-        callback.on_fit_end(loop, result)
-    return result
+    return drive(SingleLoop(loop), [path], checkpoint_every=checkpoint_every, resume=resume)[0]
 
 
 def solve_on_graph(

@@ -9,25 +9,20 @@ that stop (non-finite hypergradient) or finish leave the stack; the others go on
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import ContextManager, Optional, Sequence
 
 import torch
 
-from ..errors import ConfigError, RunInterrupted
+from ..errors import ConfigError
 from ..hypergrad import HypergradMethod
-from ..outer import checkpoint as checkpoints
-from ..outer.interrupts import deferred_interrupt
+from ..outer.driver import SeparateGenerators, SingleLoop, drive
 from ..outer.loop import OuterLoop, PendingIteration
 from ..outer.result import FitResult
 from ..outer.selection import BestInnerIterate
 from .problems import StackedProblem, stack_problems, why_not_stackable
-
-logger = logging.getLogger("dgl_bilevel")
 
 
 def why_not_lockstep(loops: Sequence[OuterLoop]) -> Optional[str]:
@@ -58,15 +53,21 @@ class _StackMonitor:
 
 
 class SeedProgress:
-    """One progress bar over every seed's outer iterations (with a ``write`` for log lines)."""
+    """One progress bar over every seed's outer iterations (with a ``write`` for log lines), opened
+    when the run starts (after a resume: counting the iterations already done)."""
 
-    def __init__(self, loops: Sequence[OuterLoop], description: str, enabled: bool) -> None:
+    def __init__(self, description: str, enabled: bool) -> None:
+        self.description, self.enabled = description, enabled
+        self.loops: Sequence[OuterLoop] = ()
+        self.bar = None
+
+    def start(self, loops: Sequence[OuterLoop]) -> None:
         from tqdm.auto import tqdm
 
         self.loops = loops
         self.bar = tqdm(total=sum(loop.outer_steps for loop in loops),
                         initial=sum(min(loop.state.next_iteration, loop.outer_steps) for loop in loops),
-                        disable=not enabled, desc=description or f"{len(loops)} seeds", unit="it",
+                        disable=not self.enabled, desc=self.description or f"{len(loops)} seeds", unit="it",
                         dynamic_ncols=True, leave=True)
 
     def update(self, n: int) -> None:
@@ -79,11 +80,13 @@ class SeedProgress:
         self.bar.write(line)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class Lockstep:
-    """Drives ``loops`` one stacked outer iteration at a time (:meth:`step`)."""
+    """Drives ``loops`` one stacked outer iteration at a time (:meth:`step`): the stepper of many loops
+    that :func:`~dgl_bilevel.outer.driver.drive` runs for :func:`fit_seeds`."""
 
     def __init__(self, loops: Sequence[OuterLoop], rng_states: Optional[Sequence[torch.Tensor]] = None) -> None:
         reason = why_not_lockstep(loops)
@@ -94,19 +97,11 @@ class Lockstep:
         self._stacks: dict = {}
         # torch's global generator (G2G's dropout draws from it) as each run alone would have it:
         # as the run was built, or as a checkpoint left it
-        self._rng = list(rng_states) if rng_states is not None else [loop.initial_rng_state for loop in loops]
+        self._generators = SeparateGenerators(self.loops, rng_states)
 
-    @contextmanager
-    def own_rng(self, loop: OuterLoop) -> Iterator[None]:
+    def own_rng(self, loop: OuterLoop) -> ContextManager[None]:
         """Inside the block torch's global generator is ``loop``'s own (and its draws are kept)."""
-        i = self.loops.index(loop)
-        outside = torch.get_rng_state()
-        torch.set_rng_state(self._rng[i])
-        try:
-            yield
-        finally:
-            self._rng[i] = torch.get_rng_state()
-            torch.set_rng_state(outside)
+        return self._generators.own(loop)
 
     def _stack(self, loops: Sequence[OuterLoop]) -> StackedProblem:
         key = tuple(self.loops.index(loop) for loop in loops)  # which of this driver's loops take the step
@@ -191,63 +186,14 @@ def fit_seeds(
             of its iterations, at the end and on Ctrl-C; with ``resume=True`` existing ones are
             continued (loops may then stand at different iterations).
         progress: one progress bar over every loop's iterations.
+
+    A single loop steps alone, by its own :meth:`~dgl_bilevel.outer.OuterLoop.step` (with its own
+    torch generator): the same numbers, history and checkpoints as :func:`~dgl_bilevel.outer.fit_loop`.
     """
     paths = [None if c is None else Path(c) for c in (checkpoints_at or [None] * len(loops))]
     if len(paths) != len(loops):
         raise ConfigError(f"{len(paths)} checkpoint paths for {len(loops)} loops")
-    rng_states = []
-    for loop, path in zip(loops, paths):
-        rng_states.append(loop.initial_rng_state)
-        if resume and path is not None and path.is_file():
-            with torch.random.fork_rng(devices=[]):
-                checkpoints.restore(loop, path)
-                rng_states[-1] = torch.get_rng_state()
-            logger.info("resumed from %s at outer iteration %d", path, loop.state.next_iteration)
-    lockstep = Lockstep(loops, rng_states)
-
-    def snapshot(loop: OuterLoop) -> dict:
-        with lockstep.own_rng(loop):
-            return checkpoints.snapshot(loop)
-
-    saved = [snapshot(loop) if path is not None else None for loop, path in zip(loops, paths)]
-    bar = SeedProgress(loops, description, progress)
-    try:
-        for loop in loops:
-            for callback in loop.callbacks:
-                callback.on_fit_start(loop)
-        while not lockstep.done:
-            stepped = lockstep.step()
-            bar.update(len(stepped))
-            for loop in stepped:
-                i = loops.index(loop)
-                if paths[i] is None:
-                    continue
-                with deferred_interrupt():
-                    saved[i] = snapshot(loop)
-                if checkpoint_every and loop.state.next_iteration % checkpoint_every == 0:
-                    checkpoints.write(paths[i], saved[i])
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, RunInterrupted):
-            raise
-        written = [(path, payload) for path, payload in zip(paths, saved) if path is not None and payload is not None]
-        for path, payload in written:
-            checkpoints.write(path, payload)
-        if not written:
-            raise RunInterrupted(None, min(loop.state.next_iteration for loop in loops) - 1) from exc
-        logger.error("interrupted: checkpoints of %d seeds written (continue with resume)", len(written))
-        raise RunInterrupted(written[0][0], min(p["next_iteration"] for _, p in written) - 1) from exc
-    finally:
-        bar.close()
-        for loop in loops:
-            for callback in loop.callbacks:
-                callback.close()
-    results = []
-    for loop, path in zip(loops, paths):
-        if path is not None:
-            checkpoints.write(path, snapshot(loop))
-        with lockstep.own_rng(loop):
-            result = loop.result()
-        for callback in loop.callbacks:
-            callback.on_fit_end(loop, result)
-        results.append(result)
-    return results
+    # a single loop steps alone (a stack of one would round differently): the numerics of fit
+    stepper = SingleLoop(loops[0], separate_rng=True) if len(loops) == 1 else Lockstep(loops)
+    return drive(stepper, paths, checkpoint_every=checkpoint_every, resume=resume,
+                 progress=SeedProgress(description, progress))
