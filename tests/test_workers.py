@@ -7,7 +7,7 @@ import pytest
 
 from dgl_bilevel.config import ExperimentConfig
 from dgl_bilevel.errors import ConfigError
-from dgl_bilevel.experiment.workers import deal
+from dgl_bilevel.experiment.executors import deal
 
 TOL = 1e-10
 
