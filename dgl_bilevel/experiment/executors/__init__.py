@@ -10,7 +10,7 @@
 :func:`executor_for` picks one from the configuration. Every executor returns the records in task
 order, passes the callbacks to every seed, shows one progress bar, and lets seeds resume from
 their checkpoints; the ones with workers apart from the caller also stop them when the caller
-dies and run a dead worker's seeds again from their checkpoints (:mod:`.base`).
+dies and run a dead worker's seeds again from their checkpoints (:mod:`dgl_bilevel.experiment.executors.base`).
 """
 from .base import MAX_RETRIES, Executor, total_iterations
 from .processes import ProcessExecutor, available_cpus, deal
