@@ -191,7 +191,8 @@ def test_workers_stop_when_their_parent_is_killed_and_resume_finishes_the_run(ex
     folder = out / "cheaters-gnn-bo"
     try:
         deadline = time.monotonic() + 180
-        while not (all((folder / f"checkpoint_seed{s}.pt").is_file() for s in (0, 1)) and len(list(pids.iterdir())) >= 2):
+        while not (all((folder / f"checkpoint_seed{s}.pt").is_file() for s in (0, 1))
+                   and len(list(pids.iterdir())) >= 2):
             assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[1][-3000:]
             time.sleep(0.05)
         workers = [int(path.name) for path in pids.iterdir()]

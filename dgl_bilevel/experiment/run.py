@@ -243,7 +243,7 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
             from .stacked import run_tasks_stacked  # noqa: PLC0415 -- only pooled runs need it
 
             tasks = [SeedTask(run.config, seed, run.run_dir) for run in pooled for seed in run.todo]
-            if max(run.config.workers for run in pooled) > 1:  # each worker stacks its share of the pool, or runs it seed by seed
+            if max(run.config.workers for run in pooled) > 1:  # each worker stacks its share, or runs it seed by seed
                 records = executor_for(tasks).map(run_seed, tasks, callbacks, echo=echo,
                                                   progress=any(run.config.progress for run in pooled),
                                                   description=", ".join(run.config.run_name for run in pooled))

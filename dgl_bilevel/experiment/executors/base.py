@@ -29,8 +29,6 @@ MAX_RETRIES = 3
 #: ``run_one(config=, seed=, run_dir=, callbacks=)``: one seed, its record back
 RunOne = Callable[..., dict]
 
-STACKING = ("off", "auto", "on")
-
 
 class Executor(ABC):
     """Runs seed tasks (:class:`~dgl_bilevel.experiment.stacked.SeedTask`) and returns their records in task order.

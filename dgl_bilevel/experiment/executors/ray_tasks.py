@@ -100,7 +100,8 @@ class RayExecutor(Executor):
             description: str = "seeds", echo: Callable[[str], None] = print, stacking: str = "auto") -> list[dict]:
         with ray_session(self.address, local_cpus=os.cpu_count()) as ray:
             counter = ray.remote(ProgressCounter).remote()
-            remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=MAX_RETRIES, retry_exceptions=False)(_in_worker)
+            remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=MAX_RETRIES,
+                                retry_exceptions=False)(_in_worker)
             hooks = [*callbacks, _CountIterations(counter)]
             pending = {remote.remote(run_one, quiet(task), self.cpus_per_task, hooks): index
                        for index, task in enumerate(tasks)}

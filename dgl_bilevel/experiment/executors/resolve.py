@@ -1,4 +1,5 @@
-"""From the configuration (``executor``, ``workers``, ``ray_address``, ``cpus_per_task``) to the executor that runs its seeds."""
+"""From the configuration (``executor``, ``workers``, ``ray_address``, ``cpus_per_task``) to the executor
+that runs its seeds."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence

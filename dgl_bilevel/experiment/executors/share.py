@@ -41,7 +41,8 @@ def run_share(tasks: Sequence[SeedTask], run_one: RunOne, callbacks: Sequence = 
     if stacking != "off" and stackable(tasks):
         from ..stacked import run_tasks_stacked  # noqa: PLC0415 -- only shares that may stack need it
 
-        records = run_tasks_stacked(tasks, callbacks, echo, strict=stacking == "on")  # None where a seed shares with none
+        # None for a seed that shares with no other (it runs alone below), or None for all
+        records = run_tasks_stacked(tasks, callbacks, echo, strict=stacking == "on")
     records = records or [None] * len(tasks)
     return [record if record is not None else
             run_one(config=task.config, seed=task.seed, run_dir=task.run_dir, callbacks=callbacks)
