@@ -128,7 +128,8 @@ class ProcessExecutor(Executor):
     """Seeds dealt round-robin to ``workers`` spawned processes, each stacking its share.
 
     ``stacking="on"`` is not enforced inside a worker (a share that does not stack runs seed by
-    seed): only the sequential executor refuses, as ``--workers`` runs always have.
+    seed): only the sequential executor refuses, as ``--workers`` runs always have. A restarted
+    worker's redone iterations count again on the bar.
 
     Example:
         >>> from dgl_bilevel.experiment.executors import ProcessExecutor
