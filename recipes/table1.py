@@ -35,7 +35,7 @@ import torch
 from common import METHOD_LABELS, PAPER_TABLE1, add_table_arguments, cell_text, load_summary, write_between_markers
 
 from dgl_bilevel.experiment import ExperimentConfig, run_experiments  # after common: it puts the repository on the path
-from dgl_bilevel.experiment.workers import available_cpus
+from dgl_bilevel.experiment.executors import available_cpus
 
 METHODS = ("a_obs", "bo", "bo+reg", "bo+g2g")
 INNERS = ("gnn", "laplacian")

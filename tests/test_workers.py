@@ -7,7 +7,7 @@ import pytest
 
 from dgl_bilevel.config import ExperimentConfig
 from dgl_bilevel.errors import ConfigError
-from dgl_bilevel.experiment.workers import deal
+from dgl_bilevel.experiment.executors import deal
 
 TOL = 1e-10
 
@@ -59,23 +59,15 @@ def test_pooled_runs_in_two_workers_equal_one_process(tmp_path, data_root):
         assert (tmp_path / name_b / "summary.json").is_file()
 
 
-def test_one_run_in_workers_and_a_worker_error_is_raised_here(tmp_path, data_root):
+def test_one_run_in_workers_without_stacking(tmp_path, data_root):
+    """(What every executor promises -- records, errors, a killed worker, a killed parent -- is in
+    tests/test_executors.py; this file keeps what only the process pool does: dealing and stacking shares.)"""
     from dgl_bilevel.experiment import run_experiment
 
     summary = run_experiment(_config(tmp_path, data_root, "bo", "run-workers", workers=2, stack_seeds="off"),
                              echo=lambda _: None)
     assert [r["seed"] for r in summary["per_seed"]] == [0, 1, 2]
     assert all("stacked_seeds" not in r for r in summary["per_seed"])  # --stack-seeds off: one by one in each worker
-    with pytest.raises(RuntimeError, match="worker [01] failed:(.|\n)*a callback failed in a worker"):
-        run_experiment(_config(tmp_path, data_root, "bo", "bad-workers", workers=2), echo=lambda _: None,
-                       callbacks=[FailingCallback()])
-
-
-class FailingCallback:
-    """Raises at the first outer iteration (a module-level class: worker processes unpickle it)."""
-
-    def __call__(self, state) -> None:
-        raise ValueError("a callback failed in a worker")
 
 
 def test_ctrl_c_stops_every_worker_and_resume_finishes_as_if_uninterrupted(tmp_path):
@@ -134,61 +126,3 @@ def test_a_mixed_pool_in_workers_stacks_each_inner_problem_of_a_share(tmp_path, 
             for key in ("v_out_acc", "val_acc", "test_acc", "best_iteration"):
                 assert ra[key] == rb[key], key
 
-
-def _children(pid: int) -> list[int]:
-    from pathlib import Path
-
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    from pathlib import Path
-
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").is_file(), reason="reads /proc (Linux)")
-def test_workers_stop_and_checkpoint_when_their_parent_is_killed(tmp_path):
-    """SIGKILL to the parent alone (it reaches no worker): the workers notice, checkpoint as on
-    Ctrl-C and exit instead of running on unattended; ``--resume`` then finishes every seed."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    args = [sys.executable, "-m", "dgl_bilevel.cli", "run", "--dataset", "cheaters", "--outer-steps", "400",
-            "--inner-steps", "3", "--seeds", "2", "--workers", "2", "--checkpoint-every", "1", "--no-progress",
-            "--no-save-graph", "--out", str(tmp_path)]
-    run = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    folder = tmp_path / "cheaters-gnn-bo"
-    deadline = time.monotonic() + 120
-    while not all((folder / f"checkpoint_seed{s}.pt").is_file() for s in (0, 1)):
-        assert run.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    workers = [pid for pid in _children(run.pid) if _running(pid)]
-    workers = [pid for pid in workers if "spawn" in open(f"/proc/{pid}/cmdline").read()]
-    assert len(workers) == 2
-    os.kill(run.pid, signal.SIGKILL)
-    run.wait()
-    deadline = time.monotonic() + 30
-    while any(_running(pid) for pid in workers):
-        assert time.monotonic() < deadline, "workers kept running after their parent was killed"
-        time.sleep(0.1)
-    assert not any(folder.glob("seed_*.json"))  # stopped mid-run
-    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    for seed in (0, 1):
-        history = json.loads((folder / f"seed_{seed}.json").read_text())["history"]
-        assert [r["iteration"] for r in history] == list(range(400))

@@ -26,11 +26,12 @@ from ..results import aggregate, results_table, write_json
 from .build import build_hypergrad, build_inner, build_loop
 from .crossfit import cross_fit
 from .refit import after_fit, all_label_candidates, fresh_sampler, gated
-from .executors import clear_stale_checkpoints, run_seeds_local, run_seeds_ray
+from .executors import executor_for
 from .seed_files import (  # noqa: F401 -- RESUME_FREE, comparable_settings, training_view: importable from here too
-    RESUME_FREE, changed_settings, checkpoint_path, comparable_settings, run_data, training_view, write_learned_seed,
-    write_seed,
+    RESUME_FREE, changed_settings, checkpoint_path, clear_stale_checkpoints, comparable_settings, run_data,
+    training_view, write_learned_seed, write_seed,
 )
+from .stacked import SeedTask
 
 
 def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequence = ()) -> dict:
@@ -118,30 +119,11 @@ def finished_seed(config: ExperimentConfig, path: Path) -> "dict | None":
 
 def _run_seeds(config: ExperimentConfig, seeds: list, run_dir: Path, callbacks: Sequence, echo=print,
                try_stacking: bool = True) -> list:
-    """Every seed in ``seeds`` through the configured executor; records in seed order
-    (``try_stacking=False``: the caller already knows these seeds do not stack)."""
-    if config.executor == "local" or not seeds:
-        if config.workers > 1 and config.learns_graph and len(seeds) > 1:
-            from .stacked import SeedTask  # noqa: PLC0415
-            from .workers import run_tasks_in_workers  # noqa: PLC0415 -- only --workers runs need it
-
-            return run_tasks_in_workers([SeedTask(config, seed, run_dir) for seed in seeds], config.workers, run_seed,
-                                        callbacks, echo, progress=config.progress, description=config.run_name)
-        if try_stacking and config.stack_seeds != "off" and config.learns_graph and not config.cross_fit \
-                and len(seeds) > 1:
-            from .stacked import run_seeds_stacked  # noqa: PLC0415 -- only runs with several seeds need it
-
-            stacked = run_seeds_stacked(config, seeds, run_dir, callbacks, echo)
-            if stacked is not None:  # the seeds that shared with none run alone
-                return [record if record is not None else
-                        run_seed(config=config, seed=seed, run_dir=run_dir, callbacks=callbacks)
-                        for seed, record in zip(seeds, stacked)]
-        return run_seeds_local(run_seed, seeds, config=config, run_dir=run_dir, callbacks=callbacks)
-    quiet = dataclasses.replace(config, progress=False)  # one aggregated bar instead of one per task
-    total = len(seeds) * (config.outer_steps if config.learns_graph else 0)
-    return run_seeds_ray(run_seed, seeds, address=config.ray_address, cpus_per_task=config.cpus_per_task,
-                         total_iterations=total, progress=config.progress, description=config.run_name,
-                         callbacks=callbacks, config=quiet, run_dir=run_dir)
+    """Every seed in ``seeds`` through the configured executor (:func:`~dgl_bilevel.experiment.executors.executor_for`);
+    records in seed order (``try_stacking=False``: the caller already knows these seeds do not stack)."""
+    tasks = [SeedTask(config, seed, run_dir) for seed in seeds]
+    return executor_for(tasks).map(run_seed, tasks, callbacks, progress=config.progress, description=config.run_name,
+                                   echo=echo, stacking=config.stack_seeds if try_stacking else "off")
 
 
 @dataclasses.dataclass
@@ -252,16 +234,13 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
         pooled = [run for run in prepared if run.config.learns_graph and run.config.executor == "local"
                   and run.config.stack_seeds != "off" and not run.config.cross_fit and run.todo]
         if len(pooled) > 1 or (pooled and len(pooled[0].todo) > 1):
-            from .stacked import SeedTask, run_tasks_stacked  # noqa: PLC0415 -- only pooled runs need it
+            from .stacked import run_tasks_stacked  # noqa: PLC0415 -- only pooled runs need it
 
             tasks = [SeedTask(run.config, seed, run.run_dir) for run in pooled for seed in run.todo]
-            workers = max(run.config.workers for run in pooled)
-            if workers > 1:  # each worker stacks its share of the pool, or runs it seed by seed
-                from .workers import run_tasks_in_workers  # noqa: PLC0415
-
-                records = run_tasks_in_workers(tasks, workers, run_seed, callbacks, echo,
-                                               progress=any(run.config.progress for run in pooled),
-                                               description=", ".join(run.config.run_name for run in pooled))
+            if max(run.config.workers for run in pooled) > 1:  # each worker stacks its share, or runs it seed by seed
+                records = executor_for(tasks).map(run_seed, tasks, callbacks, echo=echo,
+                                                  progress=any(run.config.progress for run in pooled),
+                                                  description=", ".join(run.config.run_name for run in pooled))
             else:
                 # not strict: a pool that does not stack as a whole may still stack config by config below,
                 # where --stack-seeds on refuses what does not

@@ -7,6 +7,7 @@ Shared by the one-seed-at-a-time path (:mod:`~dgl_bilevel.experiment.run`) and t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -102,6 +103,16 @@ def run_data(config: ExperimentConfig, seed: int) -> BilevelData:
 
 def checkpoint_path(run_dir: Path, seed: int) -> Path:
     return run_dir / f"checkpoint_seed{seed}.pt"
+
+
+def clear_stale_checkpoints(run_dir: Path, seeds: Sequence[int]) -> None:
+    """A run that does not resume starts every seed afresh: remove the checkpoints a previous run
+    left for these seeds (they would be overwritten anyway), so that a seed run again after its
+    worker died resumes only from checkpoints of this run."""
+    for seed in seeds:
+        path = checkpoint_path(run_dir, seed)
+        if path.is_file():
+            path.unlink()
 
 
 def write_learned_seed(config: ExperimentConfig, seed: int, run_dir: Path, result: FitResult, seconds: float,

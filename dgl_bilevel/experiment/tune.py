@@ -217,24 +217,18 @@ def _trials_in_worker(base, run_dir, direction, sampler_seed, space, seeds, n_tr
 
 
 def _optimize_on_ray(base, run_dir, direction, sampler_seed, space, seeds, trials, timeout) -> None:
-    """Trials in parallel Ray tasks (each samples from the shared journal, so TPE sees all trials)."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError("--executor ray needs Ray: pip install 'dgl_bilevel[distributed]'") from exc
-    started_here = not ray.is_initialized()
-    if started_here:
-        options = {"address": base.ray_address} if base.ray_address else {"include_dashboard": False}
-        ray.init(log_to_driver=False, **options)
-    try:
+    """Trials in parallel Ray tasks (each samples from the shared journal, so TPE sees all trials).
+
+    Not a seed executor's job (:mod:`~dgl_bilevel.experiment.executors`): the tasks are shares of
+    trials against one study, as many as the cluster has free CPUs; they share its Ray session."""
+    from .executors import ray_session  # noqa: PLC0415 -- only tuning on Ray needs it
+
+    with ray_session(base.ray_address) as ray:
         workers = max(1, min(trials, int(ray.available_resources().get("CPU", 1) // base.cpus_per_task)))
         shares = [trials // workers + (i < trials % workers) for i in range(workers)]
         remote = ray.remote(num_cpus=base.cpus_per_task)(_trials_in_worker)
         ray.get([remote.remote(base, run_dir, direction, sampler_seed + i, space, seeds, n, timeout,
                                base.cpus_per_task) for i, n in enumerate(shares) if n])
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _table(rows: list[dict], names: list[str], direction: str) -> str:
