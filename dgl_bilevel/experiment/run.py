@@ -301,7 +301,8 @@ def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = (
         >>> summary = run_experiment(config, echo=lines.append)
         >>> summary["run"], summary["metric"], len(summary["per_seed"]), summary["aggregate"]["test_acc"]
         ('path-laplacian-bo', 'acc', 2, {'mean': 1.0, 'std': 0.0})
-        >>> sorted(name for name in os.listdir(os.path.join(folder, summary["run"])) if name.endswith((".json", ".yaml")))
+        >>> run_dir = os.path.join(folder, summary["run"])
+        >>> sorted(name for name in os.listdir(run_dir) if name.endswith((".json", ".yaml")))
         ['config.yaml', 'seed_0.json', 'seed_1.json', 'summary.json']
         >>> _ = run_experiment(dataclasses.replace(config, resume=True), echo=lines.append)  # nothing to redo
         >>> [line.split(" (")[0] for line in lines if "already finished" in line]

@@ -27,7 +27,8 @@ class ScarcitySnapshot:
     :func:`scarcity_snapshot` returns one: ``hypergradient`` is the per-edge gradient of the outer
     objective at outer iteration ``iteration``, ``weights`` the edge weights it was taken at,
     ``distances`` each edge's distance in the paper's sense
-    (:func:`~dgl_bilevel.diagnostics.edge_distances`; ``kind``: ``"laplacian"`` or ``"gnn"``), ``history`` the run's records, ``bound`` the Laplacian decay bound
+    (:func:`~dgl_bilevel.diagnostics.edge_distances`; ``kind``: ``"laplacian"`` or ``"gnn"``),
+    ``history`` the run's records, ``bound`` the Laplacian decay bound
     (:func:`~dgl_bilevel.diagnostics.laplacian_bound`) for the quadratic Laplacian problem, else None.
     ``config``, ``data`` and ``structure`` are the run's.
 

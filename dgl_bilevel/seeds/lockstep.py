@@ -156,7 +156,7 @@ class Lockstep:
         >>> Lockstep([loop(splits[0], 0), loop(splits[1], 1, hypergrad="truncated")])
         Traceback (most recent call last):
         ...
-        dgl_bilevel.errors.ConfigError: these runs cannot share their inner solves: the loops' hypergradient methods differ
+        dgl_bilevel.errors.ConfigError: these runs cannot share their inner solves: the loops' hypergradient ...
     """
 
     def __init__(self, loops: Sequence[OuterLoop], rng_states: Optional[Sequence[torch.Tensor]] = None) -> None:
