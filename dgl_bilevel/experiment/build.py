@@ -21,7 +21,29 @@ from .seed_files import run_data
 
 
 def build_inner(config: ExperimentConfig, data: BilevelData) -> InnerProblem:
-    """The inner problem ``config.inner`` names (not yet bound: :func:`~dgl_bilevel.fit` binds it once)."""
+    """The inner problem ``config.inner`` names (not yet bound: :func:`~dgl_bilevel.fit` binds it once).
+
+    Args:
+        config: a resolved configuration (``config.resolved()``): its ``inner`` and that problem's settings.
+        data: the data set it will learn on (sets the model's input and output widths).
+
+    Returns:
+        A fresh :class:`~dgl_bilevel.inner.base.InnerProblem` from the ``INNER_PROBLEMS`` registry.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if no inner problem is registered under ``config.inner``.
+
+    Example:
+        >>> from dgl_bilevel.experiment import run_data
+        >>> config = ExperimentConfig(dataset="cheaters", inner_steps=3).resolved()
+        >>> data = run_data(config, seed=0)
+        >>> inner = build_inner(config, data)
+        >>> inner.describe()["problem"], inner.describe()["model"], inner.steps
+        ('TrainedGNN', 'SumAggGNN', 3)
+        >>> laplacian = ExperimentConfig(dataset="cheaters", inner="laplacian").resolved()
+        >>> build_inner(laplacian, data).describe()["problem"]
+        'LaplacianRegularization'
+    """
     return INNER_PROBLEMS.from_config(config.inner, config, data)
 
 
@@ -36,20 +58,89 @@ def build_hypergrad(config: ExperimentConfig, inner: InnerProblem) -> HypergradM
 
 
 def build_support(config: ExperimentConfig, data: BilevelData):
-    """The graph whose edges are learned: the observed one, ``A^r``, or a k-NN graph."""
+    """The graph whose edges are learned: the observed one, ``A^r``, or a k-NN graph.
+
+    Args:
+        config: a resolved configuration: its ``support`` (``bo+power`` sets ``"power"``) and that
+            support's settings.
+        data: the data set whose observed graph (or features, for k-NN) the support is built from.
+
+    Returns:
+        A DGLGraph on ``data``'s nodes (its edges are the structure's parameters).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if no support is registered under ``config.support``.
+
+    Example:
+        >>> from dgl_bilevel.experiment import run_data
+        >>> config = ExperimentConfig(dataset="cheaters").resolved()
+        >>> data = run_data(config, seed=0)
+        >>> build_support(config, data).num_edges() == data.graph.num_edges()  # "observed"
+        True
+        >>> power = ExperimentConfig(dataset="cheaters", method="bo+power").resolved()
+        >>> power.support, build_support(power, data).num_edges() > data.graph.num_edges()
+        ('power', True)
+    """
     return SUPPORTS.from_config(config.support, config, data)
 
 
 def build_structure(config: ExperimentConfig, data: BilevelData, seed: int, support=None) -> GraphStructure:
     """The outer variable on its support (``build_support``'s unless given: runs on the same graph
-    share one), initialised from a generator seeded by ``seed``."""
+    share one), initialised from a generator seeded by ``seed``.
+
+    Args:
+        config: a resolved configuration: its ``structure`` and that structure's settings.
+        data: the data set the structure is learned on.
+        seed: the run's seed; the initialisation draws from ``torch.Generator().manual_seed(10_000 + seed)``,
+            so one seed always starts from the same weights.
+        support: the support graph; default: :func:`build_support`'s.
+
+    Returns:
+        A :class:`~dgl_bilevel.structure.GraphStructure`; calling it gives the ``[E]`` edge weights.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if no structure is registered under ``config.structure``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.experiment import run_data
+        >>> config = ExperimentConfig(dataset="cheaters").resolved()
+        >>> data = run_data(config, seed=0)
+        >>> structure = build_structure(config, data, seed=0)
+        >>> type(structure).__name__, tuple(structure().shape)
+        ('EdgeWeights', (3178,))
+        >>> torch.equal(structure(), build_structure(config, data, seed=0)())  # same seed, same start
+        True
+        >>> torch.equal(structure(), build_structure(config, data, seed=1)())
+        False
+        >>> support = build_support(config, data)
+        >>> build_structure(config, data, seed=1, support=support).graph is support
+        True
+    """
     generator = torch.Generator().manual_seed(10_000 + seed)
     support = build_support(config, data) if support is None else support
     return STRUCTURES.from_config(config.structure, config, data, support, generator=generator)
 
 
 def build_regularizer(config: ExperimentConfig):
-    """The outer-loss regulariser, or None."""
+    """The outer-loss regulariser, or None.
+
+    Args:
+        config: a resolved configuration: its ``regularizer`` (``bo+reg`` sets ``"log_degree"``) and
+            that regulariser's settings.
+
+    Returns:
+        A ``(structure, weights) -> scalar`` added to the outer loss, or None for ``"none"``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if no regulariser is registered under ``config.regularizer``.
+
+    Example:
+        >>> build_regularizer(ExperimentConfig(dataset="cheaters").resolved()) is None
+        True
+        >>> build_regularizer(ExperimentConfig(dataset="cheaters", method="bo+reg").resolved())
+        LogDegree(gamma=1.0, reduction='mean')
+    """
     return REGULARIZERS.from_config(config.regularizer, config)
 
 

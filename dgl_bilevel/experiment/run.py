@@ -41,6 +41,47 @@ def run_seed(config: ExperimentConfig, seed: int, run_dir: Path, callbacks: Sequ
     run does not resume), so a seed restarted after a crash picks up where it stopped. With
     ``config.logger`` the seed's log goes to ``run_dir/logs/seed_<s>/`` (built here, in whatever
     process or Ray task runs the seed).
+
+    Args:
+        config: a resolved configuration (``config.resolved()``).
+        seed: which seed: its split, initialisation and generators.
+        run_dir: the run's folder (made if missing); ``seed_<s>.json``, the learned graph (with
+            ``config.save_graph``) and the seed's checkpoint go there.
+        callbacks: added to the seed's outer loop.
+
+    Returns:
+        The seed's record, as written to ``seed_<s>.json``: every split's score at the
+        best-validation iteration (``<split>_<metric>``), ``best_iteration``, ``outer_iterations``,
+        timings and ``stopped_early``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if the configuration cannot be built into a run (e.g. an
+            inner problem the data does not fit) or the seed's checkpoint was written with other settings.
+
+    Example:
+        >>> import os, tempfile
+        >>> import dgl, torch
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> for split, nodes in {"train": [0, 7], "val": [1, 2, 5, 6], "test": [3, 4]}.items():
+        ...     graph.ndata[f"{split}_mask"] = torch.isin(torch.arange(8), torch.tensor(nodes))
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])  # a graph file is a data set: --dataset path.bin
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", laplacian_loss="mse", seeds=2,
+        ...                           outer_steps=2, out=folder, progress=False, save_graph=False)
+        >>> from pathlib import Path
+        >>> record = run_seed(config.resolved(), seed=0, run_dir=Path(folder))
+        >>> record["seed"], record["outer_iterations"], record["best_iteration"], record["test_acc"]
+        (0, 2, 0, 1.0)
+        >>> sorted(os.listdir(folder))
+        ['checkpoint_seed0.pt', 'path.bin', 'seed_0.json']
+        >>> observed = dataclasses.replace(config, method="a_obs").resolved()  # solve on the observed graph
+        >>> run_seed(observed, seed=1, run_dir=Path(folder))["outer_iterations"]
+        0
+        >>> import shutil
+        >>> shutil.rmtree(folder)  # the example's files
     """
     data = run_data(config, seed)
     started = time.perf_counter()
@@ -210,6 +251,46 @@ def run_experiment(config: ExperimentConfig, echo=print, callbacks: Sequence = (
     """Run every seed (skipping finished ones when resuming), write ``summary.json``, print the table.
 
     ``callbacks`` are added to every seed's outer loop (with Ray they must pickle).
+
+    Args:
+        config: the run's configuration (resolved here); results go to ``<config.out>/<run name>/``.
+        echo: where the run's lines go (the data set, the results table, where files were written).
+        callbacks: added to every seed's outer loop.
+
+    Returns:
+        The summary written to ``summary.json``: ``run`` (the run's name), ``metric``, ``aggregate``
+        (mean and standard deviation of every split's score over the seeds), ``per_seed`` (each
+        seed's record), ``config`` and ``versions``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if the configuration is invalid, or (``resume``) a finished
+            seed in the run's folder was run with other settings.
+
+    Example:
+        >>> import os, tempfile
+        >>> import dgl, torch
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> for split, nodes in {"train": [0, 7], "val": [1, 2, 5, 6], "test": [3, 4]}.items():
+        ...     graph.ndata[f"{split}_mask"] = torch.isin(torch.arange(8), torch.tensor(nodes))
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])  # a graph file is a data set: --dataset path.bin
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", laplacian_loss="mse", seeds=2,
+        ...                           outer_steps=2, out=folder, progress=False, save_graph=False)
+        >>> lines = []
+        >>> summary = run_experiment(config, echo=lines.append)
+        >>> summary["run"], summary["metric"], len(summary["per_seed"]), summary["aggregate"]["test_acc"]
+        ('path-laplacian-bo', 'acc', 2, {'mean': 1.0, 'std': 0.0})
+        >>> run_dir = os.path.join(folder, summary["run"])
+        >>> sorted(name for name in os.listdir(run_dir) if name.endswith((".json", ".yaml")))
+        ['config.yaml', 'seed_0.json', 'seed_1.json', 'summary.json']
+        >>> _ = run_experiment(dataclasses.replace(config, resume=True), echo=lines.append)  # nothing to redo
+        >>> [line.split(" (")[0] for line in lines if "already finished" in line]
+        ['seed 0: already finished', 'seed 1: already finished']
+        >>> import shutil
+        >>> shutil.rmtree(folder)  # the example's files
     """
     prepared = prepare_run(config, echo)
     try:
@@ -227,6 +308,37 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
     rounding), with the seeds of all of them stacked into shared inner solves where they can be:
     same data set, inner problem and hypergradient settings, local executor, ``stack_seeds`` not
     ``off`` (methods, structures, regularisers and outer settings may differ). Returns the summaries.
+
+    Args:
+        configs: the runs' configurations (resolved here), each with its own output folder.
+        echo: where the runs' lines go.
+        callbacks: added to every seed's outer loop.
+
+    Returns:
+        One summary per configuration, in order, as :func:`run_experiment` returns it.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: as :func:`run_experiment`, for any of the configurations.
+
+    Example:
+        >>> import os, tempfile
+        >>> import dgl, torch
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> for split, nodes in {"train": [0, 7], "val": [1, 2, 5, 6], "test": [3, 4]}.items():
+        ...     graph.ndata[f"{split}_mask"] = torch.isin(torch.arange(8), torch.tensor(nodes))
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])  # a graph file is a data set: --dataset path.bin
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", laplacian_loss="mse", seeds=2,
+        ...                           outer_steps=2, out=folder, progress=False, save_graph=False)
+        >>> observed = dataclasses.replace(config, method="a_obs", seeds=1)  # the observed-graph baseline
+        >>> summaries = run_experiments([config, observed], echo=lambda line: None)
+        >>> [(s["run"], len(s["per_seed"]), s["aggregate"]["test_acc"]["mean"]) for s in summaries]
+        [('path-laplacian-bo', 2, 1.0), ('path-laplacian-a_obs', 1, 1.0)]
+        >>> import shutil
+        >>> shutil.rmtree(folder)  # the example's files
     """
     prepared = [prepare_run(config, echo) for config in configs]
     known_unstackable: list = []  # runs whose seeds were just found not to stack: no second try
@@ -267,6 +379,19 @@ def run_experiments(configs: Sequence[ExperimentConfig], echo=print, callbacks: 
 
 
 def versions() -> dict:
+    """The versions of the software and platform a result comes from (every ``summary.json`` keeps them).
+
+    Returns:
+        ``{"dgl_bilevel", "torch", "dgl", "torchopt", "python", "machine"}`` -> version string.
+
+    Example:
+        >>> import dgl_bilevel
+        >>> found = versions()
+        >>> sorted(found)
+        ['dgl', 'dgl_bilevel', 'machine', 'python', 'torch', 'torchopt']
+        >>> found["dgl_bilevel"] == dgl_bilevel.__version__
+        True
+    """
     import torchopt
 
     return {

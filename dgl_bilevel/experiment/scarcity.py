@@ -22,7 +22,37 @@ from .build import build_loop
 
 @dataclass
 class ScarcitySnapshot:
-    """The hypergradient of one outer iteration with what is needed to read it."""
+    """The hypergradient of one outer iteration with what is needed to read it.
+
+    :func:`scarcity_snapshot` returns one: ``hypergradient`` is the per-edge gradient of the outer
+    objective at outer iteration ``iteration``, ``weights`` the edge weights it was taken at,
+    ``distances`` each edge's distance in the paper's sense
+    (:func:`~dgl_bilevel.diagnostics.edge_distances`; ``kind``: ``"laplacian"`` or ``"gnn"``),
+    ``history`` the run's records, ``bound`` the Laplacian decay bound
+    (:func:`~dgl_bilevel.diagnostics.laplacian_bound`) for the quadratic Laplacian problem, else None.
+    ``config``, ``data`` and ``structure`` are the run's.
+
+    Example:
+        >>> import os, tempfile
+        >>> import dgl, torch
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> for split, nodes in {"train": [0, 7], "val": [1, 2, 5, 6], "test": [3, 4]}.items():
+        ...     graph.ndata[f"{split}_mask"] = torch.isin(torch.arange(8), torch.tensor(nodes))
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])  # a graph file is a data set: --dataset path.bin
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", laplacian_loss="mse",
+        ...                           out=folder, progress=False)
+        >>> snap = scarcity_snapshot(config, iteration=0)
+        >>> isinstance(snap, ScarcitySnapshot), snap.kind, snap.iteration, len(snap.history)
+        (True, 'laplacian', 0, 1)
+        >>> snap.hypergradient.shape == snap.weights.shape == snap.distances.shape == (graph.num_edges(),)
+        True
+        >>> import shutil
+        >>> shutil.rmtree(folder)  # the example's files
+    """
 
     config: ExperimentConfig
     iteration: int
@@ -39,7 +69,46 @@ class ScarcitySnapshot:
 def scarcity_snapshot(config: ExperimentConfig, iteration: int = 0, keep_history_to: Optional[int] = None) -> ScarcitySnapshot:
     """Run outer iterations up to ``max(iteration, keep_history_to)`` and return the per-edge
     gradient of the outer objective (loss + regulariser) at ``iteration``, with the paper's edge
-    distances and, for the quadratic Laplacian problem, the decay bound."""
+    distances and, for the quadratic Laplacian problem, the decay bound.
+
+    Args:
+        config: a configuration of a method that learns the graph; its first seed is used.
+        iteration: the outer iteration whose hypergradient is kept.
+        keep_history_to: run at least this far (the history then covers it).
+
+    Returns:
+        A :class:`ScarcitySnapshot`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``config``'s method does not learn the graph, or the
+            hypergradient at ``iteration`` is not finite.
+
+    Example:
+        >>> import os, tempfile
+        >>> import dgl, torch
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> for split, nodes in {"train": [0, 7], "val": [1, 2, 5, 6], "test": [3, 4]}.items():
+        ...     graph.ndata[f"{split}_mask"] = torch.isin(torch.arange(8), torch.tensor(nodes))
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])  # a graph file is a data set: --dataset path.bin
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", laplacian_loss="mse",
+        ...                           out=folder, progress=False)
+        >>> snap = scarcity_snapshot(config, iteration=1)
+        >>> snap.distances.tolist()  # per edge: hops to v_in + hops to v_out (the nearer endpoint)
+        [1, 1, 1, 1, 2, 2, 4, 4, 5, 5, 5, 5, 5, 5]
+        >>> bool((snap.hypergradient != 0).all()), 0 < snap.bound.rho < 1  # the bound decays with distance
+        (True, True)
+        >>> import dataclasses
+        >>> scarcity_snapshot(dataclasses.replace(config, method="a_obs"))
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: scarcity needs a method that learns the graph ...
+        >>> import shutil
+        >>> shutil.rmtree(folder)  # the example's files
+    """
     from ..diagnostics import ScarcityRecorder, edge_distances, laplacian_bound
     from ..losses import task_loss
 
@@ -72,7 +141,42 @@ def scarcity_snapshot(config: ExperimentConfig, iteration: int = 0, keep_history
 
 def run_scarcity(config: ExperimentConfig, iteration: int = 0, echo=print) -> dict:
     """Report the hypergradient-vs-distance profile at ``iteration``: a table on stdout,
-    ``scarcity.json`` and ``scarcity.png`` in ``<out>/<run name>-scarcity/``."""
+    ``scarcity.json`` and ``scarcity.png`` in ``<out>/<run name>-scarcity/``.
+
+    Args:
+        config: a configuration of a method that learns the graph (see :func:`scarcity_snapshot`).
+        iteration: the outer iteration whose hypergradient is reported.
+        echo: where the report's lines go.
+
+    Returns:
+        What ``scarcity.json`` holds: ``config``, ``iteration``, ``kind``, ``zero_fraction`` (the
+        share of edges whose hypergradient is exactly zero), ``profile`` (per distance: ``edges``,
+        ``mean_abs``, ``max_abs``, ``zero_fraction``) and ``bound`` (or None).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: as :func:`scarcity_snapshot`.
+
+    Example:
+        >>> import os, tempfile
+        >>> import dgl, torch
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> for split, nodes in {"train": [0, 7], "val": [1, 2, 5, 6], "test": [3, 4]}.items():
+        ...     graph.ndata[f"{split}_mask"] = torch.isin(torch.arange(8), torch.tensor(nodes))
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])  # a graph file is a data set: --dataset path.bin
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", laplacian_loss="mse",
+        ...                           out=folder, progress=False)
+        >>> payload = run_scarcity(config, iteration=0, echo=lambda line: None)
+        >>> payload["kind"], payload["zero_fraction"], [row["distance"] for row in payload["profile"]]
+        ('laplacian', 0.0, [1, 2, 4, 5])
+        >>> sorted(os.listdir(os.path.join(folder, "path-laplacian-bo-scarcity")))
+        ['scarcity.json', 'scarcity.png']
+        >>> import shutil
+        >>> shutil.rmtree(folder)  # the example's files
+    """
     from ..diagnostics import format_profile, hypergradient_profile, refined_edges
     from ..diagnostics.plots import plot_profile
 

@@ -62,7 +62,42 @@ class OuterLoop:
     """One bilevel run, driven one outer iteration at a time by :meth:`step`.
 
     Arguments are those of :func:`fit` (which builds one of these and runs it). The inner
-    problem is bound to ``data`` and ``structure.graph`` here, once.
+    problem is bound to ``data`` and ``structure.graph`` here, once. :attr:`state` (an
+    :class:`~dgl_bilevel.outer.OuterState`) says where the run stands, :attr:`done` whether it is
+    over, and :meth:`result` gives the best graph so far; :func:`fit_loop` runs one to the end with
+    checkpoints, :func:`~dgl_bilevel.seeds.fit_seeds` several in lockstep.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if a setting is out of range (``outer_steps < 0``, ``lr <= 0``
+            without ``optimizer``, an unknown ``inner_select``), ``structure.graph`` and ``data`` differ
+            in their number of nodes, ``data``'s ``v_out`` is part of its inner training set, no best
+            graph can be selected (no validation nodes, or a metric that is NaN on them), the structure
+            has nothing to train, or ``hypergrad`` cannot serve ``inner``.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> inner = dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30)
+        >>> loop = OuterLoop(data, dbl.EdgeWeights(graph, init="constant"), inner, outer_steps=3)
+        >>> loop.config["hypergrad"], loop.metric  # the default method for this inner problem
+        ('adjoint', 'acc')
+        >>> state = loop.step()  # one outer iteration
+        >>> state.iteration, round(state.record["outer_loss"], 4), tuple(state.hypergradient.shape)
+        (0, 0.4535, (10,))
+        >>> loop.state.next_iteration, loop.done
+        (1, False)
+        >>> while not loop.done:
+        ...     _ = loop.step()
+        >>> result = loop.result()
+        >>> len(result.history), result.best_metrics["test"]
+        (3, 1.0)
+        >>> OuterLoop(data, dbl.EdgeWeights(graph, init="constant"), inner, outer_steps=-1)
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: outer_steps must be >= 0, got -1
     """
 
     def __init__(
@@ -311,6 +346,33 @@ def fit(
         inner_select: ``"last"`` scores the last inner iterate; ``"best_val"`` the inner iterate
             with the best validation score (the paper code's protocol; costs one prediction
             per inner step). The outer loss always uses the last iterate.
+        description: the progress bar's label; default: ``data.name``.
+
+    Returns:
+        The :class:`~dgl_bilevel.outer.FitResult`: the graph with the best validation score, every
+        split's score there, and one history record per outer iteration.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if a setting is out of range (``outer_steps < 0``, ``lr <= 0``
+            without ``optimizer``, an unknown ``inner_select``), ``structure.graph`` and ``data`` differ
+            in their number of nodes, ``data``'s ``v_out`` is part of its inner training set, no best
+            graph can be selected (no validation nodes, or a metric that is NaN on them), the structure
+            has nothing to train, ``hypergrad`` cannot serve ``inner``, or (``resume=True``) the
+            ``checkpoint`` cannot be read or was written by a run with other settings.
+        ~dgl_bilevel.errors.RunInterrupted: on Ctrl-C, after writing the checkpoint (if any).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> inner = dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30)
+        >>> result = fit(data, dbl.EdgeWeights(graph, init="constant"), inner, outer_steps=3, progress=False)
+        >>> [round(record["outer_loss"], 4) for record in result.history]  # the loss on v_out falls
+        [0.4535, 0.4526, 0.4518]
+        >>> result.best_iteration, result.best_metrics
+        (0, {'v_in': 1.0, 'v_out': 1.0, 'val': 1.0, 'test': 1.0})
     """
     progress_bar = ProgressBar(description or data.name, enabled=progress)
     extra: list[Callback] = [progress_bar]
@@ -368,6 +430,34 @@ def solve_on_graph(
 
     ``inner_select="best_val"`` reports the inner iterate with the best validation score
     (the paper code's protocol) instead of the last one.
+
+    Args:
+        data: the problem; its ``graph`` is solved on unless ``graph`` is given.
+        inner: the inner problem (bound to ``data`` and the graph here, once).
+        weights: ``[E]`` fixed edge weights, e.g. ``data.observed_weights()``.
+        graph: the graph ``weights`` belong to; default: ``data.graph``.
+        hypergrad: the method whose forward solve is used; default: the fastest exact one for ``inner``.
+        seed: seeds the inner initialisation.
+        inner_select: ``"last"`` or ``"best_val"``.
+
+    Returns:
+        ``(metrics, outputs)``: every split's score (``{"v_in": ..., "v_out": ..., "val": ...,
+        "test": ...}``) and the ``[N, out_dim]`` outputs on every node (detached).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``inner_select`` is unknown or ``hypergrad`` cannot serve ``inner``.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> metrics, outputs = solve_on_graph(data, dbl.LabelPropagation(), torch.ones(10))
+        >>> metrics
+        {'v_in': 1.0, 'v_out': 1.0, 'val': 1.0, 'test': 1.0}
+        >>> tuple(outputs.shape), outputs.argmax(1).tolist()
+        ((6, 2), [0, 0, 0, 1, 1, 1])
     """
     graph = data.graph if graph is None else graph
     check_inner_select(inner_select)

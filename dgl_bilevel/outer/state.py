@@ -20,7 +20,26 @@ from .selection import BestValidation
 
 @dataclass
 class OuterState:
-    """Where a run stands: the next iteration, the history so far, and why it stopped (if it did)."""
+    """Where a run stands: the next iteration, the history so far, and why it stopped (if it did).
+
+    An :class:`~dgl_bilevel.outer.OuterLoop` keeps one as ``loop.state``: each outer iteration
+    appends its record to ``history`` and advances ``next_iteration``; ``stopped`` is set (and the
+    run ends) when a hypergradient is not finite. Checkpoints save and restore it.
+
+    Example:
+        >>> OuterState()
+        OuterState(next_iteration=0, history=[], stopped=None)
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> from dgl_bilevel.outer import OuterLoop
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> loop = OuterLoop(data, dbl.EdgeWeights(graph, init="constant"), dbl.LabelPropagation(), outer_steps=2)
+        >>> _ = loop.step()
+        >>> loop.state.next_iteration, [record["iteration"] for record in loop.state.history], loop.state.stopped
+        (1, [0], None)
+    """
 
     next_iteration: int = 0
     history: list = field(default_factory=list)

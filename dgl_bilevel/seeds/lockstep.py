@@ -26,7 +26,39 @@ from .problems import StackedProblem, stack_problems, why_not_stackable
 
 
 def why_not_lockstep(loops: Sequence[OuterLoop]) -> Optional[str]:
-    """Why these loops cannot run in lockstep; ``None`` when they can."""
+    """Why these loops cannot run in lockstep; ``None`` when they can.
+
+    Loops share their inner solves when they use the same hypergradient method (without a warm
+    start, which keeps per-run state) and inner problems that stack (:func:`why_not_stackable`:
+    same problem class and settings on the same graph; the splits and seeds may differ).
+
+    Args:
+        loops: built :class:`~dgl_bilevel.outer.OuterLoop` objects.
+
+    Returns:
+        A sentence saying what stands in the way, or ``None``.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> from dgl_bilevel.outer import OuterLoop
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> splits = [data, data.with_splits(v_in=[1, 4], v_out=[0, 5])]  # two seeds' splits
+        >>> def loop(split, seed, hypergrad="unrolled", lam=1.0):
+        ...     inner = dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30, lam=lam)
+        ...     return OuterLoop(split, dbl.EdgeWeights(graph, init="constant"), inner, hypergrad,
+        ...                      outer_steps=3, seed=seed)
+        >>> print(why_not_lockstep([loop(split, seed) for seed, split in enumerate(splits)]))
+        None
+        >>> why_not_lockstep([loop(splits[0], 0), loop(splits[1], 1, hypergrad="truncated")])
+        "the loops' hypergradient methods differ"
+        >>> why_not_lockstep([loop(splits[0], 0), loop(splits[1], 1, lam=2.0)])
+        "the seeds' inner settings differ"
+        >>> why_not_lockstep([loop(split, seed, hypergrad="adjoint") for seed, split in enumerate(splits)])
+        'a warm-started implicit solve keeps per-run state between outer iterations'
+    """
     if len(loops) < 1:
         return "no loops"
     first = loops[0]
@@ -86,7 +118,46 @@ class SeedProgress:
 
 class Lockstep:
     """Drives ``loops`` one stacked outer iteration at a time (:meth:`step`): the stepper of many loops
-    that :func:`~dgl_bilevel.outer.driver.drive` runs for :func:`fit_seeds`."""
+    that :func:`~dgl_bilevel.outer.driver.drive` runs for :func:`fit_seeds`.
+
+    Each :meth:`step` solves the inner problems of every loop not yet done as one stacked problem,
+    takes one backward pass through the sum of their outer losses, and finishes each loop's
+    iteration (selection, callbacks, optimizer step) as its own :meth:`~dgl_bilevel.outer.OuterLoop.step`
+    would.
+
+    Args:
+        loops: the loops to drive (:func:`why_not_lockstep` must find nothing against them).
+        rng_states: torch's global generator state of each loop (e.g. from its checkpoint);
+            default: as each loop was built.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if the loops cannot share their inner solves.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> from dgl_bilevel.outer import OuterLoop
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> splits = [data, data.with_splits(v_in=[1, 4], v_out=[0, 5])]  # two seeds' splits
+        >>> def loop(split, seed, hypergrad="unrolled", lam=1.0):
+        ...     inner = dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30, lam=lam)
+        ...     return OuterLoop(split, dbl.EdgeWeights(graph, init="constant"), inner, hypergrad,
+        ...                      outer_steps=3, seed=seed)
+        >>> loops = [loop(split, seed) for seed, split in enumerate(splits)]
+        >>> stepper = Lockstep(loops)
+        >>> len(stepper.step()), [each.state.next_iteration for each in loops], stepper.done
+        (2, [1, 1], False)
+        >>> while not stepper.done:
+        ...     _ = stepper.step()
+        >>> [len(each.state.history) for each in loops], stepper.step()
+        ([3, 3], [])
+        >>> Lockstep([loop(splits[0], 0), loop(splits[1], 1, hypergrad="truncated")])
+        Traceback (most recent call last):
+        ...
+        dgl_bilevel.errors.ConfigError: these runs cannot share their inner solves: the loops' hypergradient ...
+    """
 
     def __init__(self, loops: Sequence[OuterLoop], rng_states: Optional[Sequence[torch.Tensor]] = None) -> None:
         reason = why_not_lockstep(loops)
@@ -185,10 +256,40 @@ def fit_seeds(
         checkpoints_at: a checkpoint file per loop (or None), written every ``checkpoint_every``
             of its iterations, at the end and on Ctrl-C; with ``resume=True`` existing ones are
             continued (loops may then stand at different iterations).
+        checkpoint_every: iterations between checkpoints.
+        resume: continue from the checkpoints that exist.
         progress: one progress bar over every loop's iterations.
+        description: the progress bar's label; default: ``"<n> seeds"``.
 
     A single loop steps alone, by its own :meth:`~dgl_bilevel.outer.OuterLoop.step` (with its own
     torch generator): the same numbers, history and checkpoints as :func:`~dgl_bilevel.outer.fit_loop`.
+
+    Returns:
+        One :class:`~dgl_bilevel.outer.FitResult` per loop, in the order of ``loops``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: if ``checkpoints_at`` has not one entry per loop, the loops
+            cannot share their inner solves, or a checkpoint to resume cannot be used.
+        ~dgl_bilevel.errors.RunInterrupted: on Ctrl-C, after writing the checkpoints.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> from dgl_bilevel.outer import OuterLoop
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> splits = [data, data.with_splits(v_in=[1, 4], v_out=[0, 5])]  # two seeds' splits
+        >>> def loop(split, seed, hypergrad="unrolled", lam=1.0):
+        ...     inner = dbl.LaplacianRegularization(loss="mse", lr=0.1, steps=30, lam=lam)
+        ...     return OuterLoop(split, dbl.EdgeWeights(graph, init="constant"), inner, hypergrad,
+        ...                      outer_steps=3, seed=seed)
+        >>> results = fit_seeds([loop(split, seed) for seed, split in enumerate(splits)], progress=False)
+        >>> [len(result.history) for result in results]
+        [3, 3]
+        >>> alone = [dbl.outer.fit_loop(loop(split, seed)) for seed, split in enumerate(splits)]
+        >>> all(torch.allclose(a.final_weights, b.final_weights) for a, b in zip(results, alone))  # as separate runs
+        True
     """
     paths = [None if c is None else Path(c) for c in (checkpoints_at or [None] * len(loops))]
     if len(paths) != len(loops):
