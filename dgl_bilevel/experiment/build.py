@@ -48,7 +48,30 @@ def build_inner(config: ExperimentConfig, data: BilevelData) -> InnerProblem:
 
 
 def build_hypergrad(config: ExperimentConfig, inner: InnerProblem) -> HypergradMethod:
-    """``config.hypergrad``, or the fastest exact method for ``inner`` when none is named."""
+    """``config.hypergrad``, or the fastest exact method for ``inner`` when none is named.
+
+    Args:
+        config: a resolved configuration: ``hypergrad`` (None: the default for ``inner``) and the
+            options the method was registered with (``truncate_k``, ``reverse_engine``, ...).
+        inner: the inner problem the method will differentiate.
+
+    Returns:
+        a :class:`~dgl_bilevel.hypergrad.HypergradMethod`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an explicit ``reverse_engine`` for a method that
+            differentiates no trajectory.
+
+    Example:
+        >>> from dgl_bilevel.experiment import run_data
+        >>> config = ExperimentConfig(dataset="cheaters", inner_steps=3).resolved()
+        >>> data = run_data(config, seed=0)
+        >>> build_hypergrad(config, build_inner(config, data)).describe()
+        {'hypergrad': 'unrolled', 'reverse': 'auto'}
+        >>> truncated = ExperimentConfig(dataset="cheaters", hypergrad="truncated", truncate_k=2).resolved()
+        >>> build_hypergrad(truncated, build_inner(truncated, data)).describe()
+        {'hypergrad': 'truncated', 'k': 2, 'reverse': 'auto'}
+    """
     name = config.hypergrad or default_method_name(inner)
     if config.reverse_engine != "auto" and "reverse" not in (HYPERGRADIENTS.entry(name).options or {}):
         raise ConfigError(f"--reverse-engine {config.reverse_engine} chooses how unrolled and truncated hypergradients "
