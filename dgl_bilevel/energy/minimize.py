@@ -8,16 +8,14 @@ for higher orders unfold an :class:`~.layers.EnergyLayer` instead.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 
 from .._dgl import dgl
 from ..errors import ConfigError
+from ..numerics.linalg import SolveInfo, column_dot, conjugate_gradient, jacobi
 from .energy import Energy
-
-if TYPE_CHECKING:
-    from ..hypergrad.linalg import SolveInfo
 
 
 def _system(energy: Energy, graph, target, edge_weight):
@@ -33,9 +31,6 @@ def _system(energy: Energy, graph, target, edge_weight):
 
 
 def _solve(energy, graph, target, edge_weight, tol, maxiter, x0):
-    # imported here: dgl_bilevel.hypergrad imports the inner problems, which may build on this package
-    from ..hypergrad.linalg import column_dot, conjugate_gradient, jacobi
-
     matvec, diagonal = _system(energy, graph, target, edge_weight)
     (y,), info = conjugate_gradient(
         lambda v: (matvec(v[0]),), (target,), x0=None if x0 is None else (x0,),
@@ -86,7 +81,7 @@ def minimize_quadratic(
         tol: stop when every column's relative residual ``|F - (I + lam L) Y| / |F|`` is below it.
         maxiter: at most this many CG iterations.
         x0: a warm start.
-        return_info: also return the :class:`~dgl_bilevel.hypergrad.linalg.SolveInfo`
+        return_info: also return the :class:`~dgl_bilevel.numerics.linalg.SolveInfo`
             (iterations, final relative residual, converged).
     """
     energy = energy if energy is not None else Energy(lam, normalize=normalize)

@@ -5,7 +5,7 @@ is the Hessian ``H = d^2 g / dphi^2`` (symmetric). With ``u = dF/dphi`` the oute
 
     dF/dw = dF/dw|_direct - (d^2 g / dw dphi)^T v,    (H + damping I) v = u,
 
-computed by :func:`~dgl_bilevel.hypergrad.implicit_diff.implicit_vjp`: matrix-free, on
+computed by :func:`~dgl_bilevel.numerics.implicit_diff.implicit_vjp`: matrix-free, on
 Hessian-vector products from ``torch.autograd.grad`` (double backward through DGL's kernels;
 torchopt's functorch-based ``custom_root`` cannot trace DGL, DESIGN.md section 2) -- or, when the
 inner problem declares hand-derived derivatives (``derivatives``: the paper's GNN, the Laplacian), from
@@ -27,10 +27,10 @@ from ..inner.base import InnerProblem, Params
 from ..ops import constant_edge_weights
 from ..registry import LINEAR_SOLVERS
 from .base import HypergradMethod, Monitor, Solution, optimize
-from .implicit_diff import (
+from ..numerics.implicit_diff import (
     ResidualWarner, SolveOptions, attach, implicit_vjp, optimality_products, residual_advice, stationarity,
 )
-from .linalg import SolveInfo, Vector
+from ..numerics.linalg import SolveInfo, Vector
 
 # The implicit hypergradient's defaults, declared once: ``Implicit()`` uses them, and the command line
 # leaves --implicit-solver, --cg-maxiter, --cg-tol and --damping at None, which resolves to them

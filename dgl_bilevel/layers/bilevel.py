@@ -53,8 +53,8 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..errors import ConfigError
-from ..hypergrad.implicit_diff import ResidualWarner, SolveOptions, attach, residual_advice
-from ..hypergrad.linalg import SolveInfo, conjugate_gradient, global_dot, minres
+from ..numerics.implicit_diff import ResidualWarner, SolveOptions, attach, residual_advice
+from ..numerics.linalg import SolveInfo, conjugate_gradient, global_dot, minres
 
 #: ``objective(x, y, z) -> scalar``: ``upper`` is F, ``lower`` is G.
 Objective = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
