@@ -54,7 +54,7 @@ from torch.utils import _pytree as pytree
 
 from ..errors import ConfigError
 from ..numerics.implicit_diff import ResidualWarner, SolveOptions, attach, residual_advice
-from ..numerics.linalg import SolveInfo, conjugate_gradient, global_dot, minres
+from ..numerics.linalg import SolveInfo, conjugate_gradient, minres
 
 #: ``objective(x, y, z) -> scalar``: ``upper`` is F, ``lower`` is G.
 Objective = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
@@ -346,69 +346,19 @@ def _differentiable(leaf: Any) -> bool:
 
 def _saddle_solve(matvec, rhs: tuple, tol: float, maxiter: int, precondition=None) -> tuple:
     """MINRES on the symmetric saddle-point system, preconditioned when ``precondition`` is given."""
-    if precondition is None:
-        return minres(matvec, rhs, tol=tol, maxiter=maxiter)
-    return preconditioned_minres(matvec, rhs, precondition, tol=tol, maxiter=maxiter)
+    return minres(matvec, rhs, tol=tol, maxiter=maxiter, precondition=precondition)
 
 
 def preconditioned_minres(matvec: Callable[[tuple], tuple], rhs: tuple, precondition: Callable[[tuple], tuple], *,
                           tol: float = 1e-8, maxiter: int = 500) -> tuple[tuple, SolveInfo]:
     """Solve ``A x = rhs`` (``A`` symmetric, possibly indefinite) by MINRES preconditioned with an SPD ``M``.
 
-    ``precondition`` applies ``M^-1``. Paige and Saunders' MINRES run on the Lanczos recurrence of
-    ``M^-1 A`` in the ``M`` inner product (symmetric there), with Givens rotations; the
-    recurrence tracks the residual in the ``M^-1`` norm. When that estimate reaches ``tol`` the
-    Euclidean relative residual is computed (one product) and the iteration continues, with a
-    tighter target, until it is at most ``tol``. The reported residual is that Euclidean one;
-    ``iterations`` counts the Lanczos steps. ``hypergrad.linalg.minres`` with a ``precondition``
-    argument would make this redundant.
+    ``precondition`` applies ``M^-1``. The package's one MINRES,
+    :func:`~dgl_bilevel.numerics.linalg.minres` with its ``precondition`` argument, under the
+    name and defaults this module has always exported; the reported residual is the Euclidean
+    one and ``iterations`` counts the Lanczos steps.
     """
-    rhs = tuple(rhs)
-    scale = float(global_dot(rhs, rhs).sqrt()) or 1.0
-    x = tuple(torch.zeros_like(b) for b in rhs)
-    v = rhs
-    zv = precondition(v)
-    gamma = float(global_dot(zv, v)) ** 0.5
-    if gamma == 0.0:
-        return x, SolveInfo(0, 0.0, True)
-    eta, gamma0 = gamma, gamma
-    v_prev = tuple(torch.zeros_like(b) for b in rhs)
-    w_prev = w = tuple(torch.zeros_like(b) for b in rhs)
-    gamma_prev, c_prev, c, s_prev, s = 1.0, 1.0, 1.0, 0.0, 0.0
-    target, residual, iterations, fresh = tol, 1.0, 0, False
-    while iterations < maxiter:
-        fresh = False
-        zv = tuple(t / gamma for t in zv)
-        az = matvec(zv)
-        iterations += 1
-        delta = float(global_dot(az, zv))
-        v_next = tuple(a - (delta / gamma) * b - (gamma / gamma_prev) * p for a, b, p in zip(az, v, v_prev))
-        z_next = precondition(v_next)
-        gamma_next = max(float(global_dot(z_next, v_next)), 0.0) ** 0.5
-        a0 = c * delta - c_prev * s * gamma
-        a1 = (a0 * a0 + gamma_next * gamma_next) ** 0.5
-        a2 = s * delta + c_prev * c * gamma
-        a3 = s_prev * gamma
-        if a1 == 0.0:  # singular on the Krylov space
-            break
-        c_next, s_next = a0 / a1, gamma_next / a1
-        w_next = tuple((zi - a3 * wp - a2 * wi) / a1 for zi, wp, wi in zip(zv, w_prev, w))
-        x = tuple(xi + (c_next * eta) * wi for xi, wi in zip(x, w_next))
-        eta = -s_next * eta
-        if abs(eta) / gamma0 <= target or gamma_next == 0.0:
-            r = tuple(b - a for b, a in zip(rhs, matvec(x)))
-            residual, fresh = float(global_dot(r, r).sqrt()) / scale, True
-            if residual <= tol or gamma_next == 0.0:
-                break
-            target *= max(min(tol / residual, 0.5), 1e-3)
-        v_prev, v, zv = v, v_next, z_next
-        w_prev, w = w, w_next
-        gamma_prev, gamma = gamma, gamma_next
-        c_prev, c, s_prev, s = c, c_next, s, s_next
-    if not fresh:
-        r = tuple(b - a for b, a in zip(rhs, matvec(x)))
-        residual = float(global_dot(r, r).sqrt()) / scale
-    return x, SolveInfo(iterations, residual, residual <= tol)
+    return minres(matvec, rhs, tol=tol, maxiter=maxiter, precondition=precondition)
 
 
 class _Products:
