@@ -53,6 +53,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..errors import ConfigError
+from ..numerics.adam import adam_update
 from ..numerics.implicit_diff import ResidualWarner, SolveOptions, attach, residual_advice
 from ..numerics.linalg import SolveInfo, conjugate_gradient, minres
 
@@ -316,11 +317,13 @@ class _Program:
 
 
 def _adam(p: torch.Tensor, g: torch.Tensor, m, v, t: int, s: LevelSolver) -> tuple:
+    """One step of the package's Adam (:func:`~dgl_bilevel.numerics.adam.adam_update`) from moments
+    ``m``, ``v`` (None: zeros) at step ``t``; bias corrections in Python floats, no ``eps_root``."""
     b1, b2 = s.betas
-    m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
-    v = (1 - b2) * g * g if v is None else b2 * v + (1 - b2) * g * g
-    step = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + s.eps)
-    return p - s.lr * step, m, v
+    m = torch.zeros_like(g) if m is None else m
+    v = torch.zeros_like(g) if v is None else v
+    update, m, v, _ = adam_update(g, m, v, 1 - b1 ** t, 1 - b2 ** t, lr=s.lr, b1=b1, b2=b2, eps=s.eps)
+    return p + update, m, v
 
 
 def _backtrack(evaluate: Callable[[float], torch.Tensor], value: float, slope: float, tries: int = 40) -> float:
