@@ -54,7 +54,7 @@ from torch.utils import _pytree as pytree
 
 from ..errors import ConfigError
 from ..numerics.adam import adam_update
-from ..numerics.implicit_diff import ResidualWarner, SolveOptions, attach, residual_advice
+from ..numerics.implicit_diff import ResidualWarner, SolveOptions, attach, implicit_vjp, residual_advice
 from ..numerics.linalg import SolveInfo, conjugate_gradient, minres
 
 #: ``objective(x, y, z) -> scalar``: ``upper`` is F, ``lower`` is G.
@@ -618,16 +618,21 @@ class BilevelLayer(nn.Module):
             products = _Products(self.upper, self.lower, z_live, *solution, theta, self.backward_mode)
             ux, uy = cotangents
             rhs = (ux.detach(), uy.detach(), torch.zeros_like(solution[2]))
-            pre = self._block_preconditioner(program, *solution[:2]) if self.solve.solve == "minres" else None
-            if pre is not None and not self.solve.damping:
-                w, info = _saddle_solve(products.matvec, rhs, self.solve.tol, self.solve.maxiter, pre)
-            else:
-                w, info = self.solve.run(products.matvec, rhs)
+            # custom_root's root VJP (K w = u, then -(d/dtheta dL/du)^T w) on the layer's own products,
+            # not custom_root itself: the parameters of module objectives reach L through closures, not
+            # arguments; lam is part of the root but not an output; and backward="second_order" solves
+            # with an approximation of K that autograd's Jacobian of dL/du would not give.
+            options = self.solve
+            pre = self._block_preconditioner(program, *solution[:2]) if options.solve == "minres" else None
+            if pre is not None and not options.damping:
+                tol, maxiter = options.tol, options.maxiter
+                options = replace(options, solve=lambda matvec, b: _saddle_solve(matvec, b, tol, maxiter, pre))
+            grads, _, info = implicit_vjp(products.matvec, products.theta_vjp, rhs, options)
             self.last_backward = info
             if self.warn:
                 self._warner.check(info, self.solve.warn_residual,
                                    residual_advice(self.solve.solve, self.solve.maxiter, self.solve.damping))
-            return tuple(-g for g in products.theta_vjp(w))
+            return grads
 
         return attach((x, y), [leaves[i] for i in wrt] + params, pullback)
 
