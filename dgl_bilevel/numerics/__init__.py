@@ -1,11 +1,14 @@
 """The numerical kernels at the bottom of the package: matrix-free linear solvers
-(:mod:`.linalg`) and implicit differentiation of a root (:mod:`.implicit_diff`).
+(:mod:`.linalg`), implicit differentiation of a root (:mod:`.implicit_diff`) and Adam's update
+(:mod:`.adam`).
 
-They import nothing of dgl_bilevel but its errors and its torch-free registries, so every other
-subpackage -- hypergradients, energies, layers -- may build on them without import cycles.
+They import nothing of dgl_bilevel but its errors and its torch-free registries (tests/test_import_layers.py),
+so every other subpackage -- hypergradients, energies, layers, inner optimizers -- may build on them
+without import cycles.
 """
 from __future__ import annotations
 
+from .adam import adam_update
 from .implicit_diff import ImplicitSolveWarning, SolveOptions, custom_root, root_vjp, stationarity
 from .linalg import SolveInfo, conjugate_gradient, gmres, linear_solve, minres, neumann_series
 
@@ -21,4 +24,5 @@ __all__ = [
     "stationarity",
     "SolveOptions",
     "ImplicitSolveWarning",
+    "adam_update",
 ]
