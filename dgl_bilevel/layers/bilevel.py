@@ -347,11 +347,6 @@ def _differentiable(leaf: Any) -> bool:
     return isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and leaf.requires_grad
 
 
-def _saddle_solve(matvec, rhs: tuple, tol: float, maxiter: int, precondition=None) -> tuple:
-    """MINRES on the symmetric saddle-point system, preconditioned when ``precondition`` is given."""
-    return minres(matvec, rhs, tol=tol, maxiter=maxiter, precondition=precondition)
-
-
 def preconditioned_minres(matvec: Callable[[tuple], tuple], rhs: tuple, precondition: Callable[[tuple], tuple], *,
                           tol: float = 1e-8, maxiter: int = 500) -> tuple[tuple, SolveInfo]:
     """Solve ``A x = rhs`` (``A`` symmetric, possibly indefinite) by MINRES preconditioned with an SPD ``M``.
@@ -534,8 +529,8 @@ class BilevelLayer(nn.Module):
         s = self._levels[0]
         products = _Products(program.upper, program.lower, program.z, x, y, lam, [], "exact")
         rhs = (-g.detach(), torch.zeros_like(y), torch.zeros_like(lam))
-        (dx, dy, _), info = _saddle_solve(products.matvec, rhs, s.cg_tol, s.cg_maxiter,
-                                          self._block_preconditioner(program, x, y))
+        (dx, dy, _), info = minres(products.matvec, rhs, tol=s.cg_tol, maxiter=s.cg_maxiter,
+                                   precondition=self._block_preconditioner(program, x, y))
         program.count(info)
         slope = float((g * dx).sum())
         if not slope < 0:  # f not convex along dx: a gradient step
@@ -626,7 +621,8 @@ class BilevelLayer(nn.Module):
             pre = self._block_preconditioner(program, *solution[:2]) if options.solve == "minres" else None
             if pre is not None and not options.damping:
                 tol, maxiter = options.tol, options.maxiter
-                options = replace(options, solve=lambda matvec, b: _saddle_solve(matvec, b, tol, maxiter, pre))
+                options = replace(options, solve=lambda matvec, b: minres(matvec, b, tol=tol, maxiter=maxiter,
+                                                                          precondition=pre))
             grads, _, info = implicit_vjp(products.matvec, products.theta_vjp, rhs, options)
             self.last_backward = info
             if self.warn:
