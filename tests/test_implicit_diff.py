@@ -385,6 +385,22 @@ def test_minres_and_gmres_match_dense_solves_on_random_indefinite_systems():
             assert rel(x, torch.linalg.solve(a, rhs)) < 1e-9
 
 
+def test_preconditioned_minres_with_start_and_damping_matches_the_dense_solve():
+    a, _, _, _ = indefinite(n=16, seed=5)
+    scale = torch.logspace(-1, 1, 16, dtype=D)
+    a = scale[:, None] * a * scale[None, :]  # badly scaled: M = S^2 undoes the scaling
+    rhs = torch.randn(16, 2, generator=torch.Generator().manual_seed(2), dtype=D)
+    inverse = lambda r: (r[0] / scale[:, None] ** 2,)  # noqa: E731
+    for damping, start in [(0.0, None), (0.0, (torch.ones(16, 2, dtype=D),)), (0.3, None)]:
+        (x,), info = minres(lambda v: (a @ v[0],), (rhs,), x0=start, tol=1e-12, maxiter=400, damping=damping,
+                            precondition=inverse)
+        damped = a + damping * torch.eye(16, dtype=D)
+        assert info.converged and rel(x, torch.linalg.solve(damped, rhs)) < 1e-9
+        assert float((damped @ x - rhs).norm() / rhs.norm()) == pytest.approx(info.residual, rel=1e-6)
+    (x,), info = minres(lambda v: (a @ v[0],), (torch.zeros(16, 2, dtype=D),), precondition=inverse)
+    assert info.iterations == 0 and info.converged and not x.any()
+
+
 # ------------------------------------------------------------- (g) residual report, warning
 @pytest.mark.parametrize("solve", ["cg", "minres", "gmres", "neumann"])
 def test_reported_residual_is_the_true_residual(solve):

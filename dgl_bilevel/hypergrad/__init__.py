@@ -1,14 +1,23 @@
 """Hypergradient methods: how the inner solution is differentiated with respect to edge weights."""
 from __future__ import annotations
 
+import sys
+
 from ..inner.base import InnerProblem
+from ..numerics import implicit_diff, linalg
+from ..numerics.implicit_diff import ImplicitSolveWarning, SolveOptions, custom_root, root_vjp, stationarity
+from ..numerics.linalg import SolveInfo, conjugate_gradient, gmres, linear_solve, minres, neumann_series
 from ..registry import HYPERGRADIENTS
 from .adjoint import Adjoint
 from .base import HypergradMethod, Solution, optimize
 from .implicit import Implicit
-from .implicit_diff import ImplicitSolveWarning, SolveOptions, custom_root, root_vjp, stationarity
-from .linalg import SolveInfo, conjugate_gradient, gmres, linear_solve, minres, neumann_series
 from .unrolled import REVERSE_ENGINES, FirstOrder, Truncated, Unrolled
+
+# The solvers and implicit differentiation moved to the bottom package dgl_bilevel.numerics; their old
+# addresses (``dgl_bilevel.hypergrad.linalg``, ``dgl_bilevel.hypergrad.implicit_diff``) stay importable
+# as the very same module objects, so registrations, isinstance checks and warnings filters agree.
+sys.modules.setdefault(f"{__name__}.linalg", linalg)
+sys.modules.setdefault(f"{__name__}.implicit_diff", implicit_diff)
 
 HYPERGRADIENTS.register("unrolled", Unrolled, help="back-propagation through every inner step (exact for the trajectory)",
                         options={"reverse": "reverse_engine"})

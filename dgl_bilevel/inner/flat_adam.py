@@ -27,6 +27,7 @@ from typing import Optional
 import torch
 from torchopt import pytree
 
+from ..numerics.adam import adam_update
 from .types import Params
 
 
@@ -124,11 +125,8 @@ class FlatAdam:
         (m0,), (v0,), (count,) = moments.mu, moments.nu, moments.count
         count = count + 1
         c1, c2 = self.corrections(count)
-        m = m0.mul(s.b1).add_(grads, alpha=1 - s.b1)
-        v = v0.mul(s.b2).addcmul_(grads, grads, value=1 - s.b2)
-        root = v.div(c2).add_(s.eps_root).sqrt_()
-        denominator = root + s.eps
-        step = m.div(c1).div_(denominator).mul_(-s.lr)
+        step, m, v, root = adam_update(grads, m0, v0, c1, c2, lr=s.lr, b1=s.b1, b2=s.b2, eps=s.eps,
+                                       eps_root=s.eps_root)
         new = moments._replace(mu=type(moments.mu)([m]), nu=type(moments.nu)([v]),
                                count=type(moments.count)([count]))
         return step, (new, state[1]), root

@@ -53,8 +53,9 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..errors import ConfigError
-from ..hypergrad.implicit_diff import ResidualWarner, SolveOptions, attach, residual_advice
-from ..hypergrad.linalg import SolveInfo, conjugate_gradient, global_dot, minres
+from ..numerics.adam import adam_update
+from ..numerics.implicit_diff import ResidualWarner, SolveOptions, attach, implicit_vjp, residual_advice
+from ..numerics.linalg import SolveInfo, conjugate_gradient, minres
 
 #: ``objective(x, y, z) -> scalar``: ``upper`` is F, ``lower`` is G.
 Objective = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
@@ -316,11 +317,13 @@ class _Program:
 
 
 def _adam(p: torch.Tensor, g: torch.Tensor, m, v, t: int, s: LevelSolver) -> tuple:
+    """One step of the package's Adam (:func:`~dgl_bilevel.numerics.adam.adam_update`) from moments
+    ``m``, ``v`` (None: zeros) at step ``t``; bias corrections in Python floats, no ``eps_root``."""
     b1, b2 = s.betas
-    m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
-    v = (1 - b2) * g * g if v is None else b2 * v + (1 - b2) * g * g
-    step = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + s.eps)
-    return p - s.lr * step, m, v
+    m = torch.zeros_like(g) if m is None else m
+    v = torch.zeros_like(g) if v is None else v
+    update, m, v, _ = adam_update(g, m, v, 1 - b1 ** t, 1 - b2 ** t, lr=s.lr, b1=b1, b2=b2, eps=s.eps)
+    return p + update, m, v
 
 
 def _backtrack(evaluate: Callable[[float], torch.Tensor], value: float, slope: float, tries: int = 40) -> float:
@@ -344,71 +347,16 @@ def _differentiable(leaf: Any) -> bool:
     return isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and leaf.requires_grad
 
 
-def _saddle_solve(matvec, rhs: tuple, tol: float, maxiter: int, precondition=None) -> tuple:
-    """MINRES on the symmetric saddle-point system, preconditioned when ``precondition`` is given."""
-    if precondition is None:
-        return minres(matvec, rhs, tol=tol, maxiter=maxiter)
-    return preconditioned_minres(matvec, rhs, precondition, tol=tol, maxiter=maxiter)
-
-
 def preconditioned_minres(matvec: Callable[[tuple], tuple], rhs: tuple, precondition: Callable[[tuple], tuple], *,
                           tol: float = 1e-8, maxiter: int = 500) -> tuple[tuple, SolveInfo]:
     """Solve ``A x = rhs`` (``A`` symmetric, possibly indefinite) by MINRES preconditioned with an SPD ``M``.
 
-    ``precondition`` applies ``M^-1``. Paige and Saunders' MINRES run on the Lanczos recurrence of
-    ``M^-1 A`` in the ``M`` inner product (symmetric there), with Givens rotations; the
-    recurrence tracks the residual in the ``M^-1`` norm. When that estimate reaches ``tol`` the
-    Euclidean relative residual is computed (one product) and the iteration continues, with a
-    tighter target, until it is at most ``tol``. The reported residual is that Euclidean one;
-    ``iterations`` counts the Lanczos steps. ``hypergrad.linalg.minres`` with a ``precondition``
-    argument would make this redundant.
+    ``precondition`` applies ``M^-1``. The package's one MINRES,
+    :func:`~dgl_bilevel.numerics.linalg.minres` with its ``precondition`` argument, under the
+    name and defaults this module has always exported; the reported residual is the Euclidean
+    one and ``iterations`` counts the Lanczos steps.
     """
-    rhs = tuple(rhs)
-    scale = float(global_dot(rhs, rhs).sqrt()) or 1.0
-    x = tuple(torch.zeros_like(b) for b in rhs)
-    v = rhs
-    zv = precondition(v)
-    gamma = float(global_dot(zv, v)) ** 0.5
-    if gamma == 0.0:
-        return x, SolveInfo(0, 0.0, True)
-    eta, gamma0 = gamma, gamma
-    v_prev = tuple(torch.zeros_like(b) for b in rhs)
-    w_prev = w = tuple(torch.zeros_like(b) for b in rhs)
-    gamma_prev, c_prev, c, s_prev, s = 1.0, 1.0, 1.0, 0.0, 0.0
-    target, residual, iterations, fresh = tol, 1.0, 0, False
-    while iterations < maxiter:
-        fresh = False
-        zv = tuple(t / gamma for t in zv)
-        az = matvec(zv)
-        iterations += 1
-        delta = float(global_dot(az, zv))
-        v_next = tuple(a - (delta / gamma) * b - (gamma / gamma_prev) * p for a, b, p in zip(az, v, v_prev))
-        z_next = precondition(v_next)
-        gamma_next = max(float(global_dot(z_next, v_next)), 0.0) ** 0.5
-        a0 = c * delta - c_prev * s * gamma
-        a1 = (a0 * a0 + gamma_next * gamma_next) ** 0.5
-        a2 = s * delta + c_prev * c * gamma
-        a3 = s_prev * gamma
-        if a1 == 0.0:  # singular on the Krylov space
-            break
-        c_next, s_next = a0 / a1, gamma_next / a1
-        w_next = tuple((zi - a3 * wp - a2 * wi) / a1 for zi, wp, wi in zip(zv, w_prev, w))
-        x = tuple(xi + (c_next * eta) * wi for xi, wi in zip(x, w_next))
-        eta = -s_next * eta
-        if abs(eta) / gamma0 <= target or gamma_next == 0.0:
-            r = tuple(b - a for b, a in zip(rhs, matvec(x)))
-            residual, fresh = float(global_dot(r, r).sqrt()) / scale, True
-            if residual <= tol or gamma_next == 0.0:
-                break
-            target *= max(min(tol / residual, 0.5), 1e-3)
-        v_prev, v, zv = v, v_next, z_next
-        w_prev, w = w, w_next
-        gamma_prev, gamma = gamma, gamma_next
-        c_prev, c, s_prev, s = c, c_next, s, s_next
-    if not fresh:
-        r = tuple(b - a for b, a in zip(rhs, matvec(x)))
-        residual = float(global_dot(r, r).sqrt()) / scale
-    return x, SolveInfo(iterations, residual, residual <= tol)
+    return minres(matvec, rhs, tol=tol, maxiter=maxiter, precondition=precondition)
 
 
 class _Products:
@@ -581,8 +529,8 @@ class BilevelLayer(nn.Module):
         s = self._levels[0]
         products = _Products(program.upper, program.lower, program.z, x, y, lam, [], "exact")
         rhs = (-g.detach(), torch.zeros_like(y), torch.zeros_like(lam))
-        (dx, dy, _), info = _saddle_solve(products.matvec, rhs, s.cg_tol, s.cg_maxiter,
-                                          self._block_preconditioner(program, x, y))
+        (dx, dy, _), info = minres(products.matvec, rhs, tol=s.cg_tol, maxiter=s.cg_maxiter,
+                                   precondition=self._block_preconditioner(program, x, y))
         program.count(info)
         slope = float((g * dx).sum())
         if not slope < 0:  # f not convex along dx: a gradient step
@@ -665,16 +613,22 @@ class BilevelLayer(nn.Module):
             products = _Products(self.upper, self.lower, z_live, *solution, theta, self.backward_mode)
             ux, uy = cotangents
             rhs = (ux.detach(), uy.detach(), torch.zeros_like(solution[2]))
-            pre = self._block_preconditioner(program, *solution[:2]) if self.solve.solve == "minres" else None
-            if pre is not None and not self.solve.damping:
-                w, info = _saddle_solve(products.matvec, rhs, self.solve.tol, self.solve.maxiter, pre)
-            else:
-                w, info = self.solve.run(products.matvec, rhs)
+            # custom_root's root VJP (K w = u, then -(d/dtheta dL/du)^T w) on the layer's own products,
+            # not custom_root itself: the parameters of module objectives reach L through closures, not
+            # arguments; lam is part of the root but not an output; and backward="second_order" solves
+            # with an approximation of K that autograd's Jacobian of dL/du would not give.
+            options = self.solve
+            pre = self._block_preconditioner(program, *solution[:2]) if options.solve == "minres" else None
+            if pre is not None and not options.damping:
+                tol, maxiter = options.tol, options.maxiter
+                options = replace(options, solve=lambda matvec, b: minres(matvec, b, tol=tol, maxiter=maxiter,
+                                                                          precondition=pre))
+            grads, _, info = implicit_vjp(products.matvec, products.theta_vjp, rhs, options)
             self.last_backward = info
             if self.warn:
                 self._warner.check(info, self.solve.warn_residual,
                                    residual_advice(self.solve.solve, self.solve.maxiter, self.solve.damping))
-            return tuple(-g for g in products.theta_vjp(w))
+            return grads
 
         return attach((x, y), [leaves[i] for i in wrt] + params, pullback)
 

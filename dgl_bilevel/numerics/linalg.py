@@ -143,6 +143,7 @@ def minres(
     tol: float = 1e-6,
     maxiter: int = 100,
     damping: float = 0.0,
+    precondition: Optional[MatVec] = None,
 ) -> tuple[Vector, SolveInfo]:
     """Solve ``(A + damping I) x = rhs`` for symmetric, possibly indefinite ``A`` (MINRES, Paige &
     Saunders 1975).
@@ -152,6 +153,12 @@ def minres(
     changes sign (a GNN's Hessian after a finite number of Adam steps). Lanczos three-term
     recurrence with Givens rotations: memory of five vectors. The reported residual is the
     recurrence's, which equals the true one in exact arithmetic.
+
+    ``precondition`` applies ``M^-1`` for a symmetric positive definite ``M`` (e.g. :func:`jacobi`):
+    the recurrence then runs on ``M^-1 A`` in the ``M`` inner product and needs iterations in
+    proportion to the conditioning of ``M^-1 A`` rather than of ``A``. It tracks the residual in
+    the ``M^-1`` norm; the reported residual is the Euclidean one, recomputed from ``x`` (one
+    product each time the tracked residual reaches its target, not counted in ``iterations``).
     """
     rhs = tuple(rhs)
     b = _flat(rhs)  # one flat vector: each recurrence step is a handful of kernels, not one per tensor
@@ -160,6 +167,10 @@ def minres(
         out = _flat(matvec(_unflat(flat, rhs)))
         return out.add_(flat, alpha=damping) if damping else out
 
+    if precondition is not None:
+        x, info = _preconditioned_minres(apply, b, lambda flat: _flat(precondition(_unflat(flat, rhs))),
+                                         None if x0 is None else _flat(tuple(x0)).clone(), tol, maxiter)
+        return _unflat(x, rhs), info
     if x0 is None:
         x = torch.zeros_like(b)
         r = b
@@ -202,6 +213,69 @@ def minres(
         c_prev2, s_prev2, c_prev, s_prev = c_prev, s_prev, c, s
         beta = beta_next
     return _unflat(x, rhs), SolveInfo(iterations, residual, residual <= tol)
+
+
+def _preconditioned_minres(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
+                           inverse: Callable[[torch.Tensor], torch.Tensor], x: Optional[torch.Tensor],
+                           tol: float, maxiter: int) -> tuple[torch.Tensor, SolveInfo]:
+    """MINRES on flat vectors with ``inverse`` applying ``M^-1`` (see :func:`minres`).
+
+    The Lanczos vectors ``v`` are kept unnormalised next to ``z = M^-1 v``; ``gamma = sqrt(z.v)``
+    is their ``M^-1`` norm. When the tracked residual ``|eta| / gamma_0`` reaches its target, the
+    Euclidean residual is computed; above ``tol`` the iteration goes on with a target tightened
+    by the ratio of the two (a badly scaled ``M`` makes them differ).
+    """
+    scale = float(b.norm()) or 1.0
+
+    def euclidean(x: torch.Tensor) -> float:
+        return float((b - apply(x)).norm()) / scale
+
+    if x is None:
+        x, v = torch.zeros_like(b), b
+    else:
+        v = b - apply(x)
+    zv = inverse(v)
+    gamma = max(float(torch.dot(zv, v)), 0.0) ** 0.5
+    if gamma == 0.0:  # the start solves the system already
+        residual = euclidean(x)
+        return x, SolveInfo(0, residual, residual <= tol)
+    eta, gamma0 = gamma, gamma
+    v_prev = torch.zeros_like(b)
+    w_prev, w = torch.zeros_like(b), torch.zeros_like(b)
+    gamma_prev, c_prev, c, s_prev, s = 1.0, 1.0, 1.0, 0.0, 0.0
+    target, residual, iterations, fresh = tol, 1.0, 0, False
+    while iterations < maxiter:
+        fresh = False
+        zv = zv / gamma
+        az = apply(zv)
+        iterations += 1
+        delta = float(torch.dot(az, zv))
+        v_next = az.sub_(v, alpha=delta / gamma).sub_(v_prev, alpha=gamma / gamma_prev)
+        z_next = inverse(v_next)
+        gamma_next = max(float(torch.dot(z_next, v_next)), 0.0) ** 0.5
+        # rotations k-2 and k-1 applied to the new column of the tridiagonal matrix, then rotation k
+        a0 = c * delta - c_prev * s * gamma
+        a1 = (a0 * a0 + gamma_next * gamma_next) ** 0.5
+        a2 = s * delta + c_prev * c * gamma
+        a3 = s_prev * gamma
+        if a1 == 0.0:  # singular on the Krylov space
+            break
+        c_next, s_next = a0 / a1, gamma_next / a1
+        w_next = (zv - a3 * w_prev - a2 * w).div_(a1)
+        x = x.add(w_next, alpha=c_next * eta)
+        eta = -s_next * eta
+        if abs(eta) / gamma0 <= target or gamma_next == 0.0:
+            residual, fresh = euclidean(x), True
+            if residual <= tol or gamma_next == 0.0:
+                break
+            target *= max(min(tol / residual, 0.5), 1e-3)
+        v_prev, v, zv = v, v_next, z_next
+        w_prev, w = w, w_next
+        gamma_prev, gamma = gamma, gamma_next
+        c_prev, c, s_prev, s = c, c_next, s, s_next
+    if not fresh:
+        residual = euclidean(x)
+    return x, SolveInfo(iterations, residual, residual <= tol)
 
 
 def _flat(vec: Vector) -> torch.Tensor:
