@@ -25,7 +25,27 @@ MatVec = Callable[[Vector], Vector]
 
 @dataclass
 class SolveInfo:
-    """How a linear solve ended: iterations used and the final relative residual ``|r| / |b|``."""
+    """How a linear solve ended: iterations used and the final relative residual ``|r| / |b|``.
+
+    Every solver of this module returns one next to its solution, so a caller can check the
+    solve instead of trusting it (the hypergradients copy it into their ``info``).
+
+    Attributes:
+        iterations: matrix-vector products the solver counted (its iterations).
+        residual: the final relative residual ``|rhs - A x| / |rhs|`` (the largest over columns
+            with :func:`column_dot`).
+        converged: whether ``residual`` reached the requested tolerance.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import conjugate_gradient
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> _, info = conjugate_gradient(lambda v: (A @ v[0],), (torch.ones(2, dtype=torch.float64),), tol=1e-10)
+        >>> info.iterations, info.converged, info.residual < 1e-10
+        (2, True, True)
+        >>> sorted(info.as_dict())
+        ['converged', 'iterations', 'residual']
+    """
 
     iterations: int
     residual: float
@@ -63,6 +83,32 @@ def conjugate_gradient(
 
     Stops when every relative residual ``|r| / |rhs|`` (per column with ``column_dot``) is at
     most ``tol``, or after ``maxiter`` matrix-vector products. Zero right-hand sides give zero.
+
+    Args:
+        matvec: ``v -> A v`` on tuples of tensors shaped like ``rhs``.
+        rhs: the right-hand side, a tuple of tensors.
+        x0: the starting point (default zeros).
+        precondition: ``r -> M^-1 r`` for a symmetric positive definite ``M`` (e.g. :func:`jacobi`).
+        dot: the inner product: :func:`global_dot` (one system) or :func:`column_dot` (one
+            independent system per column of ``[N, C]`` tensors).
+        tol: the relative residual at which to stop.
+        maxiter: matrix-vector products at most.
+
+    Returns:
+        ``(x, info)``: the solution, a tuple shaped like ``rhs``, and its :class:`SolveInfo`.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics.linalg import conjugate_gradient, column_dot
+        >>> A = torch.tensor([[4.0, 1, 0, 0], [1, 3, 1, 0], [0, 1, 2, 1], [0, 0, 1, 3]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2, 3, 4], dtype=torch.float64)
+        >>> (x,), info = conjugate_gradient(lambda v: (A @ v[0],), (b,), tol=1e-10)
+        >>> bool(torch.allclose(x, torch.linalg.solve(A, b))), info.converged
+        (True, True)
+        >>> B = torch.stack([b, 2 * b], dim=1)  # two right-hand sides, each solved on its own
+        >>> (X,), info = conjugate_gradient(lambda v: (A @ v[0],), (B,), dot=column_dot, tol=1e-10)
+        >>> tuple(X.shape), bool(torch.allclose(X, torch.linalg.solve(A, B)))
+        ((4, 2), True)
     """
     rhs = tuple(rhs)
     b_norm = dot(rhs, rhs).sqrt()
@@ -109,6 +155,31 @@ def neumann_series(
 
     Cheaper per iteration than CG (no inner products needed), but slower to converge; the
     residual reported costs one extra ``matvec``.
+
+    Args:
+        matvec: ``v -> A v`` on tuples of tensors shaped like ``rhs``.
+        rhs: the right-hand side, a tuple of tensors.
+        step: the series' step; it diverges where ``|1 - step * eig(A)| >= 1``.
+        maxiter: terms of the series at most.
+        tol: stop once a term is at most ``tol`` times the sum (relative); 0 runs all
+            ``maxiter`` terms and reports ``converged=False``.
+        dot: the inner product the stopping rule and the residual use (:func:`global_dot` or
+            :func:`column_dot`).
+
+    Returns:
+        ``(x, info)``: the truncated series, a tuple shaped like ``rhs``, and its :class:`SolveInfo`.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import neumann_series
+        >>> A = torch.tensor([[4.0, 1, 0, 0], [1, 3, 1, 0], [0, 1, 2, 1], [0, 0, 1, 3]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2, 3, 4], dtype=torch.float64)
+        >>> (x,), info = neumann_series(lambda v: (A @ v[0],), (b,), step=0.3, maxiter=200, tol=1e-10)
+        >>> bool(torch.allclose(x, torch.linalg.solve(A, b))), info.converged  # eig(A) in (0.9, 4.8)
+        (True, True)
+        >>> _, info = neumann_series(lambda v: (A @ v[0],), (b,), step=0.3, maxiter=5)
+        >>> info.iterations, round(info.residual, 3)  # five terms only: an approximation
+        (5, 0.004)
     """
     term = tuple(step * b for b in rhs)
     x = term
@@ -159,6 +230,32 @@ def minres(
     proportion to the conditioning of ``M^-1 A`` rather than of ``A``. It tracks the residual in
     the ``M^-1`` norm; the reported residual is the Euclidean one, recomputed from ``x`` (one
     product each time the tracked residual reaches its target, not counted in ``iterations``).
+
+    Args:
+        matvec: ``v -> A v`` for symmetric ``A``, on tuples of tensors shaped like ``rhs``.
+        rhs: the right-hand side, a tuple of tensors (solved as one flat vector).
+        x0: the starting point (default zeros).
+        tol: the relative residual at which to stop.
+        maxiter: Lanczos steps (matrix-vector products) at most.
+        damping: added to ``A``'s diagonal.
+        precondition: ``r -> M^-1 r`` for a symmetric positive definite ``M``.
+
+    Returns:
+        ``(x, info)``: the solution, a tuple shaped like ``rhs``, and its :class:`SolveInfo`.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import minres
+        >>> S = torch.tensor([[2.0, 1, 0, 0], [1, -1, 1, 0], [0, 1, 3, 1], [0, 0, 1, -2]], dtype=torch.float64)
+        >>> bool((torch.linalg.eigvalsh(S) < 0).any())  # indefinite
+        True
+        >>> b = torch.tensor([1.0, 2, 3, 4], dtype=torch.float64)
+        >>> (x,), info = minres(lambda v: (S @ v[0],), (b,), tol=1e-10)
+        >>> bool(torch.allclose(x, torch.linalg.solve(S, b))), info.converged
+        (True, True)
+        >>> (x,), _ = minres(lambda v: (S @ v[0],), (b,), tol=1e-10, damping=0.5)
+        >>> bool(torch.allclose(x, torch.linalg.solve(S + 0.5 * torch.eye(4, dtype=torch.float64), b)))
+        True
     """
     rhs = tuple(rhs)
     b = _flat(rhs)  # one flat vector: each recurrence step is a handful of kernels, not one per tensor
@@ -304,6 +401,29 @@ def gmres(
     Minimises the residual over a Krylov space built by Arnoldi (modified Gram-Schmidt),
     restarted every ``restart`` products to bound memory at ``restart + 1`` vectors. The
     residual reported is recomputed from ``x`` at the end (one extra product, not counted).
+
+    Args:
+        matvec: ``v -> A v`` on tuples of tensors shaped like ``rhs``.
+        rhs: the right-hand side, a tuple of tensors (solved as one flat vector).
+        x0: the starting point (default zeros).
+        tol: the relative residual at which to stop.
+        maxiter: matrix-vector products at most, over all restarts.
+        restart: Krylov vectors kept before a restart.
+
+    Returns:
+        ``(x, info)``: the solution, a tuple shaped like ``rhs``, and its :class:`SolveInfo`.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import gmres
+        >>> N = torch.tensor([[3.0, 1, 0, 0], [-1, 3, 1, 0], [0, -1, 3, 1], [1, 0, -1, 3]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2, 3, 4], dtype=torch.float64)
+        >>> (x,), info = gmres(lambda v: (N @ v[0],), (b,), tol=1e-10)  # N is not symmetric
+        >>> bool(torch.allclose(x, torch.linalg.solve(N, b))), info.converged
+        (True, True)
+        >>> (x,), info = gmres(lambda v: (N @ v[0],), (b,), tol=1e-10, restart=2)  # less memory, more products
+        >>> bool(torch.allclose(x, torch.linalg.solve(N, b))), info.iterations > 4
+        (True, True)
     """
     rhs = tuple(rhs)
     b = _flat(rhs)
@@ -417,6 +537,45 @@ def linear_solve(
     ``gmres`` nothing; ``neumann`` needs ``|1 - neumann_step * eig| < 1``. A callable receives
     the damped ``matvec`` and ``rhs`` (and none of the options). The reported residual is that
     of the damped system.
+
+    Args:
+        matvec: ``v -> A v`` (undamped) on tuples of tensors shaped like ``rhs``.
+        rhs: the right-hand side, a tuple of tensors.
+        solve: ``"cg"``, ``"minres"``, ``"gmres"``, ``"neumann"`` or a callable
+            ``(matvec, rhs) -> (x, SolveInfo)``.
+        tol: the relative residual at which to stop.
+        maxiter: matrix-vector products at most.
+        damping: added to ``A``'s diagonal.
+        x0: the starting point (default zeros; the Neumann series ignores it).
+        neumann_step: the Neumann series' step.
+        restart: GMRES's restart length.
+
+    Returns:
+        ``(x, info)``: the solution, a tuple shaped like ``rhs``, and its :class:`SolveInfo`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``solve`` is neither a registered name nor a callable.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import linear_solve
+        >>> A = torch.tensor([[4.0, 1, 0, 0], [1, 3, 1, 0], [0, 1, 2, 1], [0, 0, 1, 3]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2, 3, 4], dtype=torch.float64)
+        >>> exact = torch.linalg.solve(A + torch.eye(4, dtype=torch.float64), b)  # damping 1
+        >>> for name in ("cg", "minres", "gmres", "neumann"):
+        ...     (x,), info = linear_solve(lambda v: (A @ v[0],), (b,), name, tol=1e-10, maxiter=300,
+        ...                               damping=1.0, neumann_step=0.2)
+        ...     print(name, bool(torch.allclose(x, exact)), info.converged)
+        cg True True
+        minres True True
+        gmres True True
+        neumann True True
+        >>> from dgl_bilevel.errors import ConfigError
+        >>> try:
+        ...     linear_solve(lambda v: (A @ v[0],), (b,), "lu")
+        ... except ConfigError as error:
+        ...     print(str(error).split(";")[0])
+        unknown linear solver 'lu'
     """
     rhs = tuple(rhs)
     if callable(solve):
