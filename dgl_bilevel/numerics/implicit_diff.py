@@ -44,7 +44,29 @@ OptimalityFn = Callable[..., Any]
 
 
 class ImplicitSolveWarning(RuntimeWarning):
-    """A linear solve of implicit differentiation ended far from converged."""
+    """A linear solve of implicit differentiation ended far from converged.
+
+    Raised as a warning (not an error) by :func:`custom_root`'s backward and the implicit
+    hypergradients when the solve's relative residual exceeds ``warn_residual``, once per
+    decorated function or object; the message says what to change (more iterations, damping,
+    another solver). Filter it with :mod:`warnings` like any ``RuntimeWarning``.
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> from dgl_bilevel.numerics import ImplicitSolveWarning, custom_root, stationarity
+        >>> A = torch.tensor([[3.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+        >>> objective = lambda x, theta: 0.5 * x @ A @ x - theta @ x
+        >>> @custom_root(stationarity(objective), maxiter=1)  # one CG step cannot solve a 2x2 system
+        ... def argmin(x0, theta):
+        ...     return torch.linalg.solve(A, theta)
+        >>> theta = torch.tensor([1.0, -1.0], dtype=torch.float64, requires_grad=True)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = torch.autograd.grad(argmin(None, theta).sum(), theta)
+        >>> [w.category.__name__ for w in caught], argmin.last_info.converged
+        (['ImplicitSolveWarning'], False)
+    """
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,26 @@ class SolveOptions:
         neumann_step: the Neumann series' step (``|1 - step * eig| < 1`` needed).
         restart: GMRES restart length.
         warn_residual: a solve ending above this relative residual warns (once per owner).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown solver name, ``maxiter < 1``, ``tol < 0``,
+            ``damping < 0``, ``neumann_step <= 0``, ``restart < 1`` or ``warn_residual <= 0``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import SolveOptions
+        >>> S = torch.tensor([[2.0, 1, 0, 0], [1, -1, 1, 0], [0, 1, 3, 1], [0, 0, 1, -2]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2, 3, 4], dtype=torch.float64)
+        >>> options = SolveOptions(solve="minres", tol=1e-10, damping=0.5)  # S is indefinite: not CG
+        >>> (v,), info = options.run(lambda v: (S @ v[0],), (b,))
+        >>> bool(torch.allclose(v, torch.linalg.solve(S + 0.5 * torch.eye(4, dtype=torch.float64), b))), info.converged
+        (True, True)
+        >>> from dgl_bilevel.errors import ConfigError
+        >>> try:
+        ...     SolveOptions(maxiter=0)
+        ... except ConfigError as error:
+        ...     print(str(error).split(",")[0])
+        implicit differentiation needs maxiter >= 1
     """
 
     solve: "str | Solver" = "cg"
@@ -147,6 +189,24 @@ def stationarity(objective: Callable[..., torch.Tensor]) -> OptimalityFn:
 
     Built with ``create_graph=True`` so that its products are double-backward passes
     (``J`` is the Hessian, symmetric: ``cg`` or ``minres`` apply).
+
+    Args:
+        objective: ``objective(x, *args, **kwargs) -> scalar``, minimised in ``x`` (a tensor or a
+            tuple of tensors).
+
+    Returns:
+        ``F(x, *args, **kwargs)``, the gradient in ``x``, shaped like ``x`` (zeros where the
+        objective does not depend on a tensor). ``x`` must require grad, as it does when
+        :func:`custom_root` and :func:`root_vjp` call ``F``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import stationarity
+        >>> F = stationarity(lambda x, a: 0.5 * a * (x ** 2).sum() - x.sum())  # minimised at x = 1 / a
+        >>> F(torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor(3.0)).tolist()  # a x - 1
+        [2.0, 5.0]
+        >>> F(torch.full((2,), 0.5, requires_grad=True), torch.tensor(2.0)).tolist()  # zero at the minimiser
+        [0.0, 0.0]
     """
 
     def optimality(x: Any, *args: Any, **kwargs: Any) -> Any:
@@ -245,6 +305,32 @@ def root_vjp(
     (``None`` for leaves that are not floating-point tensors) and the linear solve's
     :class:`SolveInfo`. ``options``: those of :class:`SolveOptions` (``tol`` default 1e-6,
     ``maxiter`` 100, ``damping`` 0, ...); ``x0`` starts the solver.
+
+    Args:
+        optimality_fn: ``F(x, *args)``, zero at the root; same structure and shapes as ``x``.
+        solution: the root ``x*`` (a tensor or a tuple of tensors).
+        args: ``F``'s other arguments, ``theta``; a pytree of tensors and other values.
+        cotangent: ``u``, the gradient of a loss with respect to ``x*``, shaped like ``solution``.
+        solve: the linear solver of ``J^T v = u`` (see :class:`SolveOptions`).
+        x0: the linear solver's starting point, shaped like ``solution``.
+        **options: the other fields of :class:`SolveOptions`.
+
+    Returns:
+        ``(grads, info)``: ``u^T dx*/dargs`` in the structure of ``args``, and the linear solve's
+        :class:`SolveInfo`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown option or solver, or an ``optimality_fn``
+            whose output is not shaped like ``solution``.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import root_vjp
+        >>> a = torch.tensor(4.0, dtype=torch.float64)
+        >>> root = a.sqrt()  # the root of x^2 - a, whose derivative is 1 / (2 sqrt(a)) = 0.25
+        >>> (grad,), info = root_vjp(lambda x, a: x ** 2 - a, root, (a,), torch.tensor(1.0, dtype=torch.float64))
+        >>> grad.item(), info.converged
+        (0.25, True)
     """
     opts = _options(solve, options)
     args = tuple(args)
@@ -345,6 +431,37 @@ def custom_root(
     solution. The decorated object's ``last_info`` holds the latest solve's :class:`SolveInfo`;
     a solve ending above ``warn_residual`` warns once per decorated function. Non-tensor
     arguments (graphs, flags) pass through untouched. Not for methods: decorate a function.
+
+    Args:
+        optimality_fn: ``F(x, *args, **kwargs)``, zero at the solver's output (e.g.
+            :func:`stationarity` of an objective); same structure and shapes as ``x``.
+        solve: the linear solver of ``J^T v = u``: ``"cg"`` needs ``J`` symmetric positive
+            definite; use ``"gmres"`` for a fixed point ``x - T(x)``.
+        **solver_options: the other fields of :class:`SolveOptions`, and ``warm_start``.
+
+    Returns:
+        A decorator turning ``solver(init, *args, **kwargs)`` into a
+        :class:`RootSolver` with the same call.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown option or solver, or invalid option values.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.numerics import custom_root
+        >>> @custom_root(lambda x, a: x - torch.cos(a * x), solve="gmres", tol=1e-12)
+        ... def fixed_point(x, a):  # x = cos(a x) by iteration; autograd never sees the loop
+        ...     for _ in range(200):
+        ...         x = torch.cos(a * x)
+        ...     return x
+        >>> a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+        >>> x = fixed_point(torch.tensor(0.0, dtype=torch.float64), a)
+        >>> round(x.item(), 6)
+        0.739085
+        >>> (dx_da,) = torch.autograd.grad(x, a)
+        >>> s = torch.sin(x.detach())  # implicit function theorem: dx/da = -x sin(a x) / (1 + a sin(a x))
+        >>> bool(torch.isclose(dx_da, -x.detach() * s / (1 + s))), fixed_point.last_info.converged
+        (True, True)
     """
     options = _options(solve, solver_options)
     warm_start = bool(solver_options.get("warm_start", False))
