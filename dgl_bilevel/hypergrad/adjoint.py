@@ -39,6 +39,40 @@ class Adjoint(HypergradMethod):
     (``forward_residual``, ``forward_iterations``, ``forward_converged`` at once,
     ``adjoint_*`` after the backward pass); a solve ending above relative residual 1e-2
     warns once per instance.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``tol <= 0`` or ``maxiter < 1``; from :meth:`check` (at
+            the first solve): an inner problem that is not quadratic (``is_quadratic``).
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6, dtype=torch.float64), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> problem = dbl.LaplacianRegularization(loss="mse").bind(data, graph)
+        >>> targets = torch.nn.functional.one_hot(data.labels[data.v_out], 2).double()
+        >>> def outer_loss(weights, method=None):
+        ...     method = method or Adjoint(tol=1e-12)
+        ...     start = problem.starting_params(torch.Generator().manual_seed(0))
+        ...     solution = method.solve(problem, weights, start)
+        ...     return ((problem.predict(solution.params, weights)[data.v_out] - targets) ** 2).sum(), solution
+        >>> weights = torch.ones(graph.num_edges(), dtype=torch.float64, requires_grad=True)
+        >>> loss, solution = outer_loss(weights)
+        >>> (hypergradient,) = torch.autograd.grad(loss, weights)
+        >>> solution.info["forward_converged"], solution.info["adjoint_converged"]
+        (True, True)
+        >>> step = torch.zeros_like(weights)
+        >>> step[0] = 1e-6  # a central finite difference along the first edge agrees
+        >>> difference = (outer_loss(weights.detach() + step)[0] - outer_loss(weights.detach() - step)[0]) / 2e-6
+        >>> round(hypergradient[0].item(), 6), round(difference.item(), 6)
+        (-0.043053, -0.043053)
+        >>> from dgl_bilevel.errors import ConfigError
+        >>> try:  # the cross-entropy loss makes the inner problem non-quadratic
+        ...     Adjoint().check(dbl.LaplacianRegularization(loss="ce").bind(data, graph))
+        ... except ConfigError as error:
+        ...     print(str(error).split(";")[0])
+        the adjoint method needs a quadratic inner problem
     """
 
     name = "adjoint"

@@ -79,6 +79,35 @@ class Implicit(HypergradMethod):
     Every solve's final residual and iteration count are in the returned solution's ``info``
     (``implicit_residual``, ``implicit_iterations``, ``implicit_converged``) once the outer
     loss has been back-propagated, and in :attr:`last_solve`.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown ``solver`` or invalid solve options; from
+            :meth:`check` (at the first solve): an inner problem that draws new graphs at every
+            inner step (``stochastic_objective``), which has no fixed point to differentiate.
+
+    Example:
+        >>> import dgl, torch
+        >>> import dgl_bilevel as dbl
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])))
+        >>> data = dbl.BilevelData(graph, torch.eye(6, dtype=torch.float64), torch.tensor([0, 0, 0, 1, 1, 1]),
+        ...                        v_in=[0, 5], v_out=[1, 4], val=[2], test=[3])
+        >>> problem = dbl.LaplacianRegularization(loss="mse").bind(data, graph)
+        >>> targets = torch.nn.functional.one_hot(data.labels[data.v_out], 2).double()
+        >>> def hypergradient(method):
+        ...     weights = torch.ones(graph.num_edges(), dtype=torch.float64, requires_grad=True)
+        ...     start = problem.starting_params(torch.Generator().manual_seed(0))
+        ...     solution = method.solve(problem, weights, start)
+        ...     loss = ((problem.predict(solution.params, weights)[data.v_out] - targets) ** 2).sum()
+        ...     return torch.autograd.grad(loss, weights)[0], solution.info
+        >>> implicit = Implicit(solver="cg", tol=1e-12)
+        >>> grad, info = hypergradient(implicit)
+        >>> info["implicit_converged"], implicit.damping_for(problem)  # no damping for a convex problem
+        (True, 0.0)
+        >>> exact, _ = hypergradient(dbl.Adjoint(tol=1e-12))  # the exact solve of this quadratic problem
+        >>> bool(torch.allclose(grad, exact, atol=1e-8))
+        True
+        >>> Implicit().describe()  # the defaults; the damping is chosen per problem
+        {'hypergrad': 'implicit', 'solver': 'minres', 'maxiter': 200, 'tol': 0.01, 'damping': 'auto'}
     """
 
     name = "implicit"
