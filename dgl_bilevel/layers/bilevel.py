@@ -71,7 +71,26 @@ BACKWARDS = ("exact", "second_order", "unrolled")
 
 
 class BilevelSolveWarning(RuntimeWarning):
-    """The forward solve of a bilevel layer stopped before reaching its stationarity tolerance."""
+    """The forward solve of a bilevel layer stopped before reaching its stationarity tolerance.
+
+    A warning, shown once per layer (``warn=False`` silences it): the outputs and their
+    gradients are then inexact. :attr:`BilevelLayer.last_forward` says how far from stationarity
+    the solve stopped.
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> from dgl_bilevel.layers import BilevelLayer, BilevelSolveWarning, LevelSolver
+        >>> layer = BilevelLayer(lambda x, y, z: ((y - z) ** 2).sum() + (x ** 2).sum(),
+        ...                      lambda x, y, z: ((y - x) ** 2).sum() + 0.1 * (y ** 2).sum(),
+        ...                      upper_solver=LevelSolver("gradient", max_steps=3),  # too few steps
+        ...                      x_init=torch.zeros(3, dtype=torch.float64), y_init=torch.zeros(3, dtype=torch.float64))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     x, y = layer(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+        >>> [w.category.__name__ for w in caught], layer.last_forward.converged
+        (['BilevelSolveWarning'], False)
+    """
 
 
 @dataclass(frozen=True)
@@ -92,8 +111,37 @@ class LevelSolver:
             (stalled at rounding level) and reports itself unconverged; ``None``: 10 updates
             for Newton (each of its steps must improve), 500 for gradient and Adam (which may
             oscillate for a while).
+        lr: the step of ``"gradient"`` and ``"adam"``; Newton's fallback step along ``-gradient``.
+        betas, eps: Adam's moment decay rates and denominator offset.
         cg_tol, cg_maxiter: the Newton systems' relative residual (``None``: 1e-10 in float64,
             1e-5 in float32) and iteration cap.
+        patience: updates without improvement of the gradient norm before the loop stops
+            (``None``: 10 for Newton, 500 otherwise).
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: an unknown ``method`` or an option out of range.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.layers import BilevelLayer, LevelSolver
+        >>> lower = LevelSolver("gradient", lr=0.4)  # G_yy = 2.2 I below: each step shrinks the error 8-fold
+        >>> lower.for_dtype(torch.float64).tol, lower.for_dtype(torch.float32).tol  # tol=None follows the precision
+        (1e-08, 0.0001)
+        >>> layer = BilevelLayer(lambda x, y, z: ((y - z) ** 2).sum() + (x ** 2).sum(),
+        ...                      lambda x, y, z: ((y - x) ** 2).sum() + 0.1 * (y ** 2).sum(),
+        ...                      upper_solver=LevelSolver("gradient", lr=0.27), lower_solver=lower,  # f'' = 3.65
+        ...                      x_init=torch.zeros(3, dtype=torch.float64), y_init=torch.zeros(3, dtype=torch.float64))
+        >>> x, y = layer(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+        >>> layer.last_forward.converged, layer.last_forward.upper_steps < 10, layer.last_forward.lower_steps > 0
+        (True, True, True)
+        >>> bool(torch.allclose(x, torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) * 1.1 / 2.21))
+        True
+        >>> from dgl_bilevel.errors import ConfigError
+        >>> try:
+        ...     LevelSolver("lbfgs")
+        ... except ConfigError as error:
+        ...     print(str(error).split(";")[0])
+        unknown level solver 'lbfgs'
     """
 
     method: str = "gradient"
@@ -152,6 +200,24 @@ class ForwardReport:
     ``df/dx``. ``lower_steps`` sums the lower loop's updates over every lower solve;
     ``linear_solves`` and ``products`` count the forward's Krylov solves (Newton steps and
     adjoints) and their matrix-vector products, the unit the backward's cost compares to.
+    ``upper_steps`` counts the upper loop's updates, ``upper_value`` is ``F`` at the returned
+    point and ``converged`` says whether both gradients reached their solvers' ``tol``.
+    :attr:`BilevelLayer.last_forward` holds the latest one.
+
+    Example:
+        >>> import torch
+        >>> from dgl_bilevel.layers import BilevelLayer
+        >>> layer = BilevelLayer(lambda x, y, z: ((y - z) ** 2).sum() + (x ** 2).sum(),
+        ...                      lambda x, y, z: ((y - x) ** 2).sum() + 0.1 * (y ** 2).sum(), upper_solver="newton",
+        ...                      x_init=torch.zeros(3, dtype=torch.float64), y_init=torch.zeros(3, dtype=torch.float64))
+        >>> x, y = layer(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+        >>> report = layer.last_forward
+        >>> report.converged, report.upper_gradient < 1e-8, report.lower_gradient < 1e-8
+        (True, True, True)
+        >>> round(report.upper_value, 4)  # closed form: |z|^2 (1.21^2 + 1.1^2) / 2.21^2
+        2.8744
+        >>> sorted(report.as_dict()["adjoint"])
+        ['converged', 'iterations', 'residual']
     """
 
     upper_steps: int
@@ -424,12 +490,27 @@ class BilevelLayer(nn.Module):
     ``last_forward`` (:class:`ForwardReport`) and ``last_backward`` (:class:`SolveInfo`) hold
     the latest solves.
 
-    Example::
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: ``upper`` or ``lower`` not callable, an unknown
+            ``backward`` or solver, ``solve="cg"`` (the backward system is indefinite), or a
+            combination ``backward="unrolled"`` cannot go through; from :meth:`forward`: no
+            starting points, or objectives that do not return a scalar.
 
-        layer = BilevelLayer(lambda x, y, z: ((y - z) ** 2).sum() + (x ** 2).sum(),
-                             lambda x, y, z: ((y - x) ** 2).sum() + 0.1 * (y ** 2).sum(),
-                             x_init=torch.zeros(3), y_init=torch.zeros(3))
-        x, y = layer(z)          # z: shape (3,), requires grad
+    Example:
+        Here ``y*(x) = x / 1.1`` and ``x*(z) = 1.1 z / 2.21``, so ``dx*/dz = 1.1 / 2.21 I``:
+
+        >>> import torch
+        >>> from dgl_bilevel.layers import BilevelLayer
+        >>> layer = BilevelLayer(lambda x, y, z: ((y - z) ** 2).sum() + (x ** 2).sum(),
+        ...                      lambda x, y, z: ((y - x) ** 2).sum() + 0.1 * (y ** 2).sum(), upper_solver="newton",
+        ...                      x_init=torch.zeros(3, dtype=torch.float64), y_init=torch.zeros(3, dtype=torch.float64))
+        >>> z = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+        >>> x, y = layer(z)
+        >>> bool(torch.allclose(x, 1.1 * z / 2.21)), bool(torch.allclose(y, z / 2.21))
+        (True, True)
+        >>> (grad,) = torch.autograd.grad(x.sum(), z)  # the implicit backward (MINRES on the saddle point)
+        >>> [round(g, 6) for g in grad.tolist()], layer.last_backward.converged
+        ([0.497738, 0.497738, 0.497738], True)
     """
 
     def __init__(self, upper: Objective, lower: Objective, *,
