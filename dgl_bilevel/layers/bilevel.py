@@ -107,7 +107,7 @@ class LevelSolver:
             ``None`` (default): 1e-8 in float64, 1e-4 in float32 (what its rounding allows on
             problems of unit scale), 1e-2 in lower precisions.
         max_steps: updates at most (the level's gradient is evaluated once more at the end).
-            A loop whose gradient norm has not improved for ``patience`` updates stops early
+        patience: a loop whose gradient norm has not improved for ``patience`` updates stops early
             (stalled at rounding level) and reports itself unconverged; ``None``: 10 updates
             for Newton (each of its steps must improve), 500 for gradient and Adam (which may
             oscillate for a while).
@@ -115,8 +115,6 @@ class LevelSolver:
         betas, eps: Adam's moment decay rates and denominator offset.
         cg_tol, cg_maxiter: the Newton systems' relative residual (``None``: 1e-10 in float64,
             1e-5 in float32) and iteration cap.
-        patience: updates without improvement of the gradient norm before the loop stops
-            (``None``: 10 for Newton, 500 otherwise).
 
     Raises:
         ~dgl_bilevel.errors.ConfigError: an unknown ``method`` or an option out of range.
