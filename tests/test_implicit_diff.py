@@ -463,3 +463,15 @@ def test_configuration_errors():
     theta = q.theta.clone().requires_grad_(True)
     with pytest.raises(ConfigError, match="shaped like the solution"):
         torch.autograd.grad(solver(None, theta).sum(), theta)
+
+
+def test_stationarity_evaluates_at_a_constant_point():
+    """F(x) = d objective / dx at a plain tensor, the same as at one that requires grad."""
+    from dgl_bilevel.numerics.implicit_diff import stationarity
+
+    F = stationarity(lambda x, a: ((x - a) ** 2).sum() + (x ** 3).sum())
+    x, a = torch.tensor([1.0, -2.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
+    expected = 2 * (x - a) + 3 * x ** 2
+    assert torch.allclose(F(x, a), expected, rtol=1e-15, atol=0)
+    assert torch.allclose(F(x.clone().requires_grad_(True), a), expected, rtol=1e-15, atol=0)
+    assert not x.requires_grad

@@ -196,8 +196,9 @@ def stationarity(objective: Callable[..., torch.Tensor]) -> OptimalityFn:
 
     Returns:
         ``F(x, *args, **kwargs)``, the gradient in ``x``, shaped like ``x`` (zeros where the
-        objective does not depend on a tensor). ``x`` must require grad, as it does when
-        :func:`custom_root` and :func:`root_vjp` call ``F``.
+        objective does not depend on a tensor). A constant ``x`` (no tensor requiring grad) is
+        differentiated through a copy; where ``x`` requires grad (:func:`custom_root` and
+        :func:`root_vjp` call ``F`` so) ``F`` stays on its graph.
 
     Example:
         >>> import torch
@@ -211,6 +212,9 @@ def stationarity(objective: Callable[..., torch.Tensor]) -> OptimalityFn:
 
     def optimality(x: Any, *args: Any, **kwargs: Any) -> Any:
         variables = _as_tuple(x)
+        if not any(v.requires_grad for v in variables):  # a constant point: differentiate a copy of it
+            variables = tuple(v.detach().requires_grad_(True) for v in variables)
+            x = _restructure(variables, x)
         with torch.enable_grad():
             value = objective(x, *args, **kwargs)
             grads = torch.autograd.grad(value, variables, create_graph=True, allow_unused=True)
