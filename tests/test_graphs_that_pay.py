@@ -225,6 +225,34 @@ def test_the_returned_graph_trains_dgl_layers(tmp_path):
     for r in rows:  # the run's own gate picks, per seed, between the two graphs the user's model saw
         assert r["run_gate_choices"] == [choice]
         assert r["run_gated"] == (r["observed"] if choice == "observed" else r["learned"])
+    from dgl_bilevel.experiment import handed_over_graph
+
+    handed, which = handed_over_graph(run, 0)
+    assert which == ("observed" if choice == "observed" else "learned")
+    reference = load_dataset("cheaters", None, 0).graph if which == "observed" else \
+        dgl.edge_subgraph(graph, (graph.edata["w"] > 0.5).nonzero().squeeze(1), relabel_nodes=False)
+    assert all(torch.equal(a, b) for a, b in zip(handed.edges(), reference.edges()))
+    assert handed.edata["w"].shape == (handed.num_edges(),)
+    record = json.loads((run / "seed_0.json").read_text())
+    for gate, expected in (("learned_v_in", "learned"), ("observed", "observed")):  # both branches, whatever ran
+        record["result"]["refit_gate"] = gate
+        (run / "seed_0.json").write_text(json.dumps(record))
+        handed, which = handed_over_graph(run, 0)
+        assert which == expected
+        if expected == "learned":
+            assert torch.equal(handed.edata["w"], graph.edata["w"][graph.edata["w"] > 0.5])
+        else:
+            assert handed.num_edges() == load_dataset("cheaters", None, 0).graph.num_edges()
+
+
+def test_a_run_without_refit_hands_over_nothing(tmp_path):
+    from dgl_bilevel.experiment import handed_over_graph
+
+    _, _, run = _run(tmp_path, name="norefit")
+    with pytest.raises(ConfigError, match="--refit"):
+        handed_over_graph(run, 0)
+    with pytest.raises(ConfigError, match="no finished seed 7"):
+        handed_over_graph(run, 7)
 
 
 def test_inner_dropout_makes_a_random_objective_that_only_unrolling_differentiates(data_root):

@@ -1,0 +1,84 @@
+"""The graph a finished run hands to a user's own model: the learned one where the validation test
+chose it, else the observed graph -- so taking it never costs the user's model accuracy on data
+where the learned graph did not win."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from .._dgl import dgl
+from ..config import ExperimentConfig, load_yaml
+from ..errors import ConfigError
+from .seed_files import run_data
+
+#: ``refit_gate`` values that hand over the learned graph (refit on it, or the bilevel model itself).
+LEARNED_CHOICES = ("learned", "learned_v_in")
+
+
+def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str] = None) -> tuple["dgl.DGLGraph", str]:
+    """The graph a ``--refit`` run recommends for ``seed``, and which one it is.
+
+    ``--refit`` ends each seed with a paired test on the validation half (``refit_gate`` in
+    ``seed_<s>.json``, :func:`~dgl_bilevel.validation_gate`): the library's inner model, retrained on
+    every label, on the observed graph against the same model on the learned graph. Where a learned
+    candidate won, this returns the learned graph as :attr:`~dgl_bilevel.outer.result.FitResult.graph`
+    does (edge probabilities: the edges above 1/2, weighted by their probability); where none did, the
+    data set's observed graph with its weights. Either way the weights are in ``edata["w"]``.
+
+    Args:
+        run_dir: a run folder holding ``config.yaml``, ``seed_<s>.json`` and ``graph_seed<s>.bin``.
+        seed: the seed whose graph to take.
+        data_root: where the data set's files are, if not where the run found them.
+
+    Returns:
+        ``(graph, choice)`` with ``choice`` ``"learned"`` or ``"observed"``.
+
+    Raises:
+        ~dgl_bilevel.errors.ConfigError: the run made no refit (no choice was tested), or its files
+            for ``seed`` are missing.
+
+    Example:
+        >>> import os, shutil, tempfile
+        >>> import dgl, torch
+        >>> from dgl_bilevel.experiment import run_experiment
+        >>> folder = tempfile.mkdtemp()
+        >>> graph = dgl.to_bidirected(dgl.graph(([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])))
+        >>> graph.ndata["feat"] = torch.eye(8)
+        >>> graph.ndata["label"] = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> for split, nodes in {"train": [0, 7], "val": [1, 2, 5, 6], "test": [3, 4]}.items():
+        ...     graph.ndata[f"{split}_mask"] = torch.isin(torch.arange(8), torch.tensor(nodes))
+        >>> path = os.path.join(folder, "path.bin")
+        >>> dgl.save_graphs(path, [graph])
+        >>> config = ExperimentConfig(dataset=path, inner="laplacian", laplacian_loss="mse", seeds=1,
+        ...                           outer_steps=2, refit=True, out=folder, name="run", progress=False)
+        >>> _ = run_experiment(config, echo=lambda *line: None)
+        >>> handed, choice = handed_over_graph(os.path.join(folder, "run"), seed=0)
+        >>> choice, handed.num_edges() == graph.num_edges()  # 4 validation nodes: no learned graph wins
+        ('observed', True)
+        >>> shutil.rmtree(folder)
+    """
+    run = Path(run_dir)
+    record_path, config_path = run / f"seed_{seed}.json", run / "config.yaml"
+    for path in (record_path, config_path):
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: {run} holds no finished seed {seed}")
+    choice = json.loads(record_path.read_text())["result"].get("refit_gate")
+    if choice is None:
+        raise ConfigError(f"{record_path} records no refit_gate: rerun with --refit, whose validation test "
+                          "decides between the learned and the observed graph")
+    options = load_yaml(config_path)
+    if choice in LEARNED_CHOICES:
+        graph_path = run / f"graph_seed{seed}.bin"
+        if not graph_path.is_file():
+            raise ConfigError(f"{graph_path} is missing (the run was made with save_graph off)")
+        (graph,), _ = dgl.load_graphs(str(graph_path))
+        if options.get("structure") == "bernoulli":  # as FitResult.graph reads edge probabilities
+            graph = dgl.edge_subgraph(graph, (graph.edata["w"] > 0.5).nonzero().squeeze(1), relabel_nodes=False)
+        return graph, "learned"
+    if data_root is not None:
+        options["data_root"] = data_root
+    data = run_data(ExperimentConfig(**options).resolved(), seed)
+    graph = dgl.graph(data.graph.edges(), num_nodes=data.num_nodes)
+    graph.edata["w"] = data.observed_weights().detach().clone()
+    return graph, "observed"
