@@ -81,6 +81,9 @@ class HypergradMethod:
     """
 
     name = "base"
+    #: True for a method that starts each solve from the previous outer iteration's (per-run state:
+    #: such runs neither stack nor run in lockstep).
+    warm_start: bool = False
     _previous: object = None  # warm-start state of methods that keep one
 
     def solve(self, problem: InnerProblem, edge_weight: torch.Tensor, params: Params, monitor: Optional[Monitor] = None) -> Solution:

@@ -57,15 +57,15 @@ def why_not_lockstep(loops: Sequence[OuterLoop]) -> Optional[str]:
         >>> why_not_lockstep([loop(splits[0], 0), loop(splits[1], 1, lam=2.0)])
         "the seeds' inner settings differ"
         >>> why_not_lockstep([loop(split, seed, hypergrad="adjoint") for seed, split in enumerate(splits)])
-        'a warm-started implicit solve keeps per-run state between outer iterations'
+        'a warm-started solve (implicit or adjoint) keeps per-run state between outer iterations'
     """
     if len(loops) < 1:
         return "no loops"
     first = loops[0]
     if any(loop.method.describe() != first.method.describe() for loop in loops):
         return "the loops' hypergradient methods differ"
-    if getattr(first.method, "warm_start", False):
-        return "a warm-started implicit solve keeps per-run state between outer iterations"
+    if first.method.warm_start:
+        return "a warm-started solve (implicit or adjoint) keeps per-run state between outer iterations"
     return why_not_stackable([loop.inner for loop in loops])
 
 
