@@ -37,7 +37,9 @@ from torch import nn  # noqa: E402
 from dgl_bilevel._dgl import dgl  # noqa: E402
 from dgl_bilevel.config import load_yaml  # noqa: E402
 from dgl_bilevel.data import load_dataset  # noqa: E402
+from dgl_bilevel.experiment.handover import LEARNED_CHOICES  # noqa: E402
 from dgl_bilevel.outer.gate import validation_gate  # noqa: E402
+from dgl_bilevel.outer.result import most_likely_graph  # noqa: E402
 
 
 class TwoLayer(nn.Module):
@@ -132,7 +134,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
                 data = data.with_outer_loss_on_validation()
             (graph,), _ = dgl.load_graphs(str(path))
             if args.reading == "graph" and config.get("structure") == "bernoulli":  # result.graph: the most likely graph
-                graph = dgl.edge_subgraph(graph, (graph.edata["w"] > 0.5).nonzero().squeeze(1), relabel_nodes=False)
+                graph = most_likely_graph(graph)
             train_idx = data.v_in if args.train == "v_in" else torch.cat([data.v_in, data.v_out]).unique()
             learned_test, learned_out = train(kind, graph, graph.edata["w"], data, train_idx, seed, args.epochs)
             observed_test, observed_out = train(kind, data.graph, data.observed_weights(), data, train_idx, seed,
@@ -146,7 +148,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
             run_choice = run_gate_choice(run, seed)
             if run_choice is not None:
                 run_choices.append(run_choice)
-                run_gated.append(observed_test if run_choice == "observed" else learned_test)
+                run_gated.append(learned_test if run_choice in LEARNED_CHOICES else observed_test)
         diff = [a - b for a, b in zip(learned, observed)]
         se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
         gated_diff = [a - b for a, b in zip(gated, observed)]
@@ -168,7 +170,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
               f"the validation gate {fmt(gated)} (learned in {choices.count('learned')} of {len(diff)} seeds)",
               flush=True)
         if "run_gated" in row:
-            kept = sum(c != "observed" for c in run_choices)
+            kept = sum(c in LEARNED_CHOICES for c in run_choices)
             print(f"{'':10s} graph chosen by the run's own gate (refit_gate): {fmt(run_gated)}, difference "
                   f"{100 * row['run_gated_difference_mean']:+.1f} (se {100 * row['run_gated_difference_se']:.1f}); "
                   f"learned in {kept} of {len(run_choices)} seeds", flush=True)

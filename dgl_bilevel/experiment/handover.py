@@ -10,6 +10,7 @@ from typing import Optional
 from .._dgl import dgl
 from ..config import ExperimentConfig, load_yaml
 from ..errors import ConfigError
+from ..outer.result import most_likely_graph
 from .seed_files import run_data
 
 #: ``refit_gate`` values that hand over the learned graph (refit on it, or the bilevel model itself).
@@ -74,7 +75,7 @@ def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str]
             raise ConfigError(f"{graph_path} is missing (the run was made with save_graph off)")
         (graph,), _ = dgl.load_graphs(str(graph_path))
         if options.get("structure") == "bernoulli":  # as FitResult.graph reads edge probabilities
-            graph = dgl.edge_subgraph(graph, (graph.edata["w"] > 0.5).nonzero().squeeze(1), relabel_nodes=False)
+            graph = most_likely_graph(graph)
         return graph, "learned"
     if data_root is not None:
         options["data_root"] = data_root

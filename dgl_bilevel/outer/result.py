@@ -10,6 +10,18 @@ from ..splits import SPLITS
 from ..errors import NonFiniteHypergradientError
 
 
+#: Edge probabilities above this make the most likely graph (``FitResult.graph``).
+MOST_LIKELY = 0.5
+
+
+def most_likely_graph(graph: "dgl.DGLGraph", key: str = "w") -> "dgl.DGLGraph":
+    """The edges of a saved graph of edge probabilities (``edata[key]``) that exceed 1/2, node ids
+    kept: what :attr:`FitResult.graph` returns, read back from a run's ``graph_seed<s>.bin``."""
+    from .._dgl import dgl
+
+    return dgl.edge_subgraph(graph, (graph.edata[key] > MOST_LIKELY).nonzero().squeeze(1), relabel_nodes=False)
+
+
 @dataclass
 class FitResult:
     """Outcome of :func:`~dgl_bilevel.fit`: the best graph by validation score, with history.
@@ -63,7 +75,7 @@ class FitResult:
         For edge weights, every support edge with its learned weight. For edge probabilities, the most
         likely graph: the edges whose probability exceeds 1/2, each weighted by its probability -- the
         full expected graph (every candidate, tiny probabilities included) is :meth:`to_graph`'s."""
-        return self.to_graph(threshold=0.5 if self.probabilistic else None)
+        return self.to_graph(threshold=MOST_LIKELY if self.probabilistic else None)
 
     def to_graph(self, node_data: "bool | tuple" = True, threshold: Optional[float] = None):
         """The support with the best weights; ``threshold`` keeps only edges whose weight exceeds it;
