@@ -401,3 +401,14 @@ def test_evaluator_agrees_with_pykeen_on_the_same_model():
     assert ours["mrr"] == pytest.approx(result.get_metric("both.realistic.inverse_harmonic_mean_rank"), abs=1e-6)
     for k in (1, 3, 10):
         assert ours[f"hits@{k}"] == pytest.approx(result.get_metric(f"both.realistic.hits_at_{k}"), abs=1e-6)
+
+
+def test_a_seeded_model_leaves_the_global_generator_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = kg.KGEModel("rotate", 5, 2, 4, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is not reset
+    second = kg.KGEModel("rotate", 5, 2, 4, seed=0)
+    assert torch.equal(first.entity, second.entity)
+    assert all(torch.equal(a, b) for a, b in zip(first.interaction.parameters(), second.interaction.parameters()))
+    assert not torch.equal(first.entity, kg.KGEModel("rotate", 5, 2, 4, seed=1).entity)

@@ -71,7 +71,7 @@ class KGEModel(nn.Module):
         steps, step_size, precondition: the descent (:class:`~.energy_steps.RelationalDescent`).
         lam, lam_neg: the weights of the attractive and repulsive edge terms (``>= 0``).
         negative_ratio: corruptions per training triple in the repulsive graph.
-        seed: seeds torch's global generator for the initial tables (and the negative graph).
+        seed: seeds the initial tables (and the negative graph); the global generator is left as it was.
 
     Raises:
         ~dgl_bilevel.errors.ConfigError: an interaction whose sizes disagree, ``steps > 0`` without ``graph_triples``,
@@ -98,20 +98,21 @@ class KGEModel(nn.Module):
                  lam: float = 0.01, lam_neg: float = 0.0, negative_ratio: int = 1, precondition: bool = True,
                  seed: int | None = None) -> None:
         super().__init__()
-        if seed is not None:
-            torch.manual_seed(seed)
-        if isinstance(interaction, str):
-            interaction = make_interaction(interaction, num_relations, dim)
-        if interaction.dim != dim or interaction.num_relations != num_relations:
-            raise ConfigError(f"interaction has dim {interaction.dim} and {interaction.num_relations} relations; "
-                              f"the model {dim} and {num_relations}")
         if steps > 0 and graph_triples is None:
             raise ConfigError("steps > 0 needs graph_triples (the training triples the energy is built on)")
         if lam < 0 or lam_neg < 0:
             raise ConfigError(f"lam and lam_neg must be >= 0, got {lam}, {lam_neg}")
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):  # a seed must not reset the caller's RNG
+            if seed is not None:
+                torch.manual_seed(seed)
+            if isinstance(interaction, str):
+                interaction = make_interaction(interaction, num_relations, dim)
+            entity = torch.randn(num_entities, dim) / dim ** 0.5
+        if interaction.dim != dim or interaction.num_relations != num_relations:
+            raise ConfigError(f"interaction has dim {interaction.dim} and {interaction.num_relations} relations; "
+                              f"the model {dim} and {num_relations}")
         self.num_entities, self.num_relations, self.dim = num_entities, num_relations, dim
         self.interaction = interaction
-        entity = torch.randn(num_entities, dim) / dim ** 0.5
         if interaction.normalize_entities:
             entity = entity / entity.norm(dim=-1, keepdim=True)
         self.entity = nn.Parameter(entity)
