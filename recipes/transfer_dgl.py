@@ -16,7 +16,10 @@ mean difference and its standard error, and the graph a user would keep by
 graph unless the learned one wins a paired test on validation). Where the run was made with
 ``--refit``, also the graph the run's own gate chose (``refit_gate`` in ``seed_<s>.json``: the
 learned graph where the library's inner model, refit on every label, won the paired validation test
-on it, else the observed graph) -- evidence from a stronger test, taken before the user's model runs.
+on it, else the observed graph) -- evidence from a stronger test, taken before the user's model runs --
+and that choice confirmed by the user's model (:func:`dgl_bilevel.experiment.confirmed_choice`: the
+learned graph only where the run chose it and the user's model's best validation accuracy on it is
+not lower than on the observed graph), what ``handed_over_graph(..., confirm=...)`` hands over.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from torch import nn  # noqa: E402
 from dgl_bilevel._dgl import dgl  # noqa: E402
 from dgl_bilevel.config import load_yaml  # noqa: E402
 from dgl_bilevel.data import load_dataset  # noqa: E402
-from dgl_bilevel.experiment.handover import LEARNED_CHOICES  # noqa: E402
+from dgl_bilevel.experiment.handover import LEARNED_CHOICES, confirmed_choice  # noqa: E402
 from dgl_bilevel.outer.gate import validation_gate  # noqa: E402
 from dgl_bilevel.outer.result import most_likely_graph  # noqa: E402
 
@@ -78,7 +81,8 @@ def prepared(graph, weights: torch.Tensor):
 
 
 def train(kind: str, graph, weights, data, train_idx: torch.Tensor, seed: int, epochs: int = 200):
-    """Test accuracy at the epoch with the best validation accuracy, and the outputs of that epoch."""
+    """Test accuracy at the epoch with the best validation accuracy, the outputs of that epoch and that
+    validation accuracy."""
     torch.manual_seed(seed)
     g, w = prepared(graph, weights)
     x = data.features.float()
@@ -98,7 +102,7 @@ def train(kind: str, graph, weights, data, train_idx: torch.Tensor, seed: int, e
         val = float((pred[data.val] == data.labels[data.val]).float().mean())
         if val > best_val:
             best_val, best_test, best_out = val, float((pred[data.test] == data.labels[data.test]).float().mean()), out
-    return best_test, best_out
+    return best_test, best_out, best_val
 
 
 def run_gate_choice(run: Path, seed: int) -> Optional[str]:
@@ -127,6 +131,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
     rows = []
     for kind in args.models:
         learned, observed, gated, choices, run_gated, run_choices = [], [], [], [], [], []
+        learned_vals, observed_vals, confirmed, confirmed_choices = [], [], [], []
         for path in sorted(run.glob("graph_seed*.bin"), key=lambda q: int(q.stem.removeprefix("graph_seed"))):
             seed = int(path.stem.removeprefix("graph_seed"))
             data = load_dataset(config["dataset"], args.data_root or config.get("data_root"), seed)
@@ -136,9 +141,12 @@ def main(argv: Optional[list] = None) -> list[dict]:
             if args.reading == "graph" and config.get("structure") == "bernoulli":  # result.graph: the most likely graph
                 graph = most_likely_graph(graph)
             train_idx = data.v_in if args.train == "v_in" else torch.cat([data.v_in, data.v_out]).unique()
-            learned_test, learned_out = train(kind, graph, graph.edata["w"], data, train_idx, seed, args.epochs)
-            observed_test, observed_out = train(kind, data.graph, data.observed_weights(), data, train_idx, seed,
-                                                args.epochs)
+            learned_test, learned_out, learned_val = train(kind, graph, graph.edata["w"], data, train_idx, seed,
+                                                           args.epochs)
+            observed_test, observed_out, observed_val = train(kind, data.graph, data.observed_weights(), data,
+                                                              train_idx, seed, args.epochs)
+            learned_vals.append(learned_val)
+            observed_vals.append(observed_val)
             decision = validation_gate({"observed": observed_out, "learned": learned_out}, "observed", data.labels,
                                        data.val, data.metric, seed=seed)
             learned.append(learned_test)
@@ -149,11 +157,14 @@ def main(argv: Optional[list] = None) -> list[dict]:
             if run_choice is not None:
                 run_choices.append(run_choice)
                 run_gated.append(learned_test if run_choice in LEARNED_CHOICES else observed_test)
+                confirmed_choices.append(confirmed_choice(run_choice, learned_val, observed_val))
+                confirmed.append(learned_test if confirmed_choices[-1] == "learned" else observed_test)
         diff = [a - b for a, b in zip(learned, observed)]
         se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
         gated_diff = [a - b for a, b in zip(gated, observed)]
         row = {"model": kind, "train": args.train, "reading": args.reading, "seeds": len(diff), "learned": learned,
                "observed": observed, "gated": gated, "gate_choices": choices,
+               "learned_val": learned_vals, "observed_val": observed_vals,
                "difference_mean": statistics.fmean(diff), "difference_se": se,
                "gated_difference_mean": statistics.fmean(gated_diff)}
         if len(run_gated) == len(diff):
@@ -162,6 +173,11 @@ def main(argv: Optional[list] = None) -> list[dict]:
                        run_gated_difference_mean=statistics.fmean(run_diff),
                        run_gated_difference_se=statistics.stdev(run_diff) / math.sqrt(len(run_diff))
                        if len(run_diff) > 1 else float("nan"))
+            confirmed_diff = [a - b for a, b in zip(confirmed, observed)]
+            row.update(confirmed=confirmed, confirmed_choices=confirmed_choices,
+                       confirmed_difference_mean=statistics.fmean(confirmed_diff),
+                       confirmed_difference_se=statistics.stdev(confirmed_diff) / math.sqrt(len(confirmed_diff))
+                       if len(confirmed_diff) > 1 else float("nan"))
         rows.append(row)
         fmt = lambda v: f"{100 * statistics.fmean(v):.1f} ± {100 * statistics.stdev(v):.1f}" if len(v) > 1 else \
             f"{100 * v[0]:.1f}"  # noqa: E731
@@ -174,6 +190,10 @@ def main(argv: Optional[list] = None) -> list[dict]:
             print(f"{'':10s} graph chosen by the run's own gate (refit_gate): {fmt(run_gated)}, difference "
                   f"{100 * row['run_gated_difference_mean']:+.1f} (se {100 * row['run_gated_difference_se']:.1f}); "
                   f"learned in {kept} of {len(run_choices)} seeds", flush=True)
+            print(f"{'':10s} the run's choice confirmed by the user's validation accuracy: {fmt(confirmed)}, "
+                  f"difference {100 * row['confirmed_difference_mean']:+.1f} "
+                  f"(se {100 * row['confirmed_difference_se']:.1f}); learned in "
+                  f"{confirmed_choices.count('learned')} of {len(confirmed_choices)} seeds", flush=True)
     (run / f"transfer_{args.train}_{args.reading}.json").write_text(json.dumps(rows, indent=1))
     return rows
 

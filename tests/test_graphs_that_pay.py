@@ -225,6 +225,9 @@ def test_the_returned_graph_trains_dgl_layers(tmp_path):
     for r in rows:  # the run's own gate picks, per seed, between the two graphs the user's model saw
         assert r["run_gate_choices"] == [choice]
         assert r["run_gated"] == (r["observed"] if choice == "observed" else r["learned"])
+        confirmed = choice != "observed" and r["learned_val"][0] >= r["observed_val"][0]
+        assert r["confirmed_choices"] == ["learned" if confirmed else "observed"]
+        assert r["confirmed"] == (r["learned"] if confirmed else r["observed"])
     from dgl_bilevel.experiment import handed_over_graph
 
     handed, which = handed_over_graph(run, 0)
@@ -243,6 +246,38 @@ def test_the_returned_graph_trains_dgl_layers(tmp_path):
             assert torch.equal(handed.edata["w"], graph.edata["w"][graph.edata["w"] > 0.5])
         else:
             assert handed.num_edges() == load_dataset("cheaters", None, 0).graph.num_edges()
+    # the user's model confirms: the learned graph only where it scores no lower on validation with it
+    learned_edges = int((graph.edata["w"] > 0.5).sum())
+    observed_edges = load_dataset("cheaters", None, 0).graph.num_edges()
+    assert learned_edges != observed_edges  # so the two graphs can be told apart below
+    seen = []
+
+    def prefers(edges):  # a user's validation score that favours the graph with ``edges`` edges
+        return lambda g: seen.append(g.num_edges()) or float(g.num_edges() == edges)
+
+    record["result"]["refit_gate"] = "learned"
+    (run / "seed_0.json").write_text(json.dumps(record))
+    assert handed_over_graph(run, 0, confirm=prefers(learned_edges))[1] == "learned"
+    handed, which = handed_over_graph(run, 0, confirm=prefers(observed_edges))
+    assert which == "observed" and handed.num_edges() == observed_edges
+    assert sorted(seen) == sorted([learned_edges, observed_edges] * 2)  # both graphs scored each time
+    assert handed_over_graph(run, 0, confirm=lambda g: 0.5)[1] == "learned"  # a tie keeps the run's choice
+    record["result"]["refit_gate"] = "observed"
+    (run / "seed_0.json").write_text(json.dumps(record))
+    seen.clear()
+    assert handed_over_graph(run, 0, confirm=prefers(learned_edges))[1] == "observed"
+    assert seen == []  # where the run kept the observed graph, the user's model is not asked
+
+
+def test_confirmed_choice_needs_both_tests_to_agree():
+    from dgl_bilevel.experiment import confirmed_choice
+
+    assert confirmed_choice("learned") == confirmed_choice("learned_v_in") == "learned"
+    assert confirmed_choice("observed") == confirmed_choice("observed", 1.0, 0.0) == "observed"
+    assert confirmed_choice("learned", 0.81, 0.80) == confirmed_choice("learned", 0.80, 0.80) == "learned"
+    assert confirmed_choice("learned", 0.79, 0.80) == "observed"
+    with pytest.raises(ConfigError, match="both validation scores"):
+        confirmed_choice("learned", 0.8)
 
 
 def test_a_run_without_refit_hands_over_nothing(tmp_path):

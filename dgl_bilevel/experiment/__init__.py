@@ -7,7 +7,7 @@ seed gets its own split, edge initialisation and inner initialisations; results 
 ``<out>/<run name>/``.
 """
 from ..config import PRESETS, ExperimentConfig, check_device, preset
-from .handover import handed_over_graph
+from .handover import confirmed_choice, handed_over_graph
 from .build import build_hypergrad, build_inner, build_loop, build_regularizer, build_structure, build_support
 from .leaderboard import run_leaderboard
 from ..methods import MethodPreset
@@ -17,5 +17,5 @@ from .scarcity import ScarcitySnapshot, run_scarcity, scarcity_snapshot
 __all__ = [
     "ExperimentConfig", "PRESETS", "preset", "check_device", "MethodPreset", "build_inner", "build_hypergrad",
     "build_structure", "build_support", "build_regularizer", "build_loop", "run_data", "training_view", "run_seed", "run_experiment", "run_experiments",
-    "run_leaderboard", "versions", "handed_over_graph", "ScarcitySnapshot", "scarcity_snapshot", "run_scarcity",
+    "run_leaderboard", "versions", "handed_over_graph", "confirmed_choice", "ScarcitySnapshot", "scarcity_snapshot", "run_scarcity",
 ]

@@ -1,11 +1,12 @@
 """The graph a finished run hands to a user's own model: the learned one where the validation test
 chose it, else the observed graph -- so taking it never costs the user's model accuracy on data
-where the learned graph did not win."""
+where the learned graph did not win. Optionally the user's model confirms the choice on
+validation, since the run's test judged the library's inner model, not theirs."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .._dgl import dgl
 from ..config import ExperimentConfig, load_yaml
@@ -17,7 +18,33 @@ from .seed_files import run_data
 LEARNED_CHOICES = ("learned", "learned_v_in")
 
 
-def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str] = None) -> tuple["dgl.DGLGraph", str]:
+def confirmed_choice(run_choice: str, learned_score: Optional[float] = None,
+                     observed_score: Optional[float] = None) -> str:
+    """``"learned"`` where the run's gate chose a learned graph (``run_choice``, a ``refit_gate`` value)
+    and the user's model, if it was scored, does no worse with it on validation; else ``"observed"``.
+
+    Two tests must agree before a user's pipeline changes graph: the run's paired test, which judged
+    the library's inner model, and the user's own model's validation score (higher is better), which
+    may prefer the observed graph where its architecture already copes with the noise. A tie keeps
+    the run's choice.
+
+    Example:
+        >>> confirmed_choice("learned"), confirmed_choice("observed", 0.9, 0.8)
+        ('learned', 'observed')
+        >>> confirmed_choice("learned_v_in", 0.80, 0.80), confirmed_choice("learned", 0.79, 0.80)
+        ('learned', 'observed')
+    """
+    if run_choice not in LEARNED_CHOICES:
+        return "observed"
+    if (learned_score is None) != (observed_score is None):
+        raise ConfigError("confirm the handover with both validation scores (learned and observed graph) or none")
+    if learned_score is not None and learned_score < observed_score:
+        return "observed"
+    return "learned"
+
+
+def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str] = None,
+                      confirm: Optional[Callable[["dgl.DGLGraph"], float]] = None) -> tuple["dgl.DGLGraph", str]:
     """The graph a ``--refit`` run recommends for ``seed``, and which one it is.
 
     ``--refit`` ends each seed with a paired test on the validation half (``refit_gate`` in
@@ -27,10 +54,18 @@ def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str]
     does (edge probabilities: the edges above 1/2, weighted by their probability); where none did, the
     data set's observed graph with its weights. Either way the weights are in ``edata["w"]``.
 
+    The run's test judged the library's inner model; a user's architecture may disagree (a
+    ``SAGEConv``, with its separate self path, gains less from removing noisy edges). Pass
+    ``confirm`` -- the user's model trained on a graph and scored on validation, higher is better --
+    and the learned graph is handed over only where that score is not lower than on the observed
+    graph as well (:func:`confirmed_choice`). ``confirm`` runs only where the run chose a learned graph.
+
     Args:
         run_dir: a run folder holding ``config.yaml``, ``seed_<s>.json`` and ``graph_seed<s>.bin``.
         seed: the seed whose graph to take.
         data_root: where the data set's files are, if not where the run found them.
+        confirm: optional ``graph -> validation score`` of the user's model; never called with test labels
+            by this function, so it must not use them either.
 
     Returns:
         ``(graph, choice)`` with ``choice`` ``"learned"`` or ``"observed"``.
@@ -57,6 +92,8 @@ def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str]
         >>> handed, choice = handed_over_graph(os.path.join(folder, "run"), seed=0)
         >>> choice, handed.num_edges() == graph.num_edges()  # 4 validation nodes: no learned graph wins
         ('observed', True)
+        >>> handed_over_graph(os.path.join(folder, "run"), seed=0, confirm=lambda g: 1.0)[1]
+        'observed'
         >>> shutil.rmtree(folder)
     """
     run = Path(run_dir)
@@ -69,17 +106,27 @@ def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str]
         raise ConfigError(f"{record_path} records no refit_gate: rerun with --refit, whose validation test "
                           "decides between the learned and the observed graph")
     options = load_yaml(config_path)
-    if choice in LEARNED_CHOICES:
-        graph_path = run / f"graph_seed{seed}.bin"
-        if not graph_path.is_file():
-            raise ConfigError(f"{graph_path} is missing (the run was made with save_graph off)")
-        (graph,), _ = dgl.load_graphs(str(graph_path))
-        if options.get("structure") == "bernoulli":  # as FitResult.graph reads edge probabilities
-            graph = most_likely_graph(graph)
-        return graph, "learned"
     if data_root is not None:
         options["data_root"] = data_root
+    if choice not in LEARNED_CHOICES:
+        return _observed_graph(options, seed), "observed"
+    graph_path = run / f"graph_seed{seed}.bin"
+    if not graph_path.is_file():
+        raise ConfigError(f"{graph_path} is missing (the run was made with save_graph off)")
+    (learned,), _ = dgl.load_graphs(str(graph_path))
+    if options.get("structure") == "bernoulli":  # as FitResult.graph reads edge probabilities
+        learned = most_likely_graph(learned)
+    if confirm is None:
+        return learned, "learned"
+    observed = _observed_graph(options, seed)
+    if confirmed_choice(choice, float(confirm(learned)), float(confirm(observed))) == "learned":
+        return learned, "learned"
+    return observed, "observed"
+
+
+def _observed_graph(options: dict, seed: int) -> "dgl.DGLGraph":
+    """The run's data set's observed graph for ``seed``, its weights in ``edata["w"]``."""
     data = run_data(ExperimentConfig(**options).resolved(), seed)
     graph = dgl.graph(data.graph.edges(), num_nodes=data.num_nodes)
     graph.edata["w"] = data.observed_weights().detach().clone()
-    return graph, "observed"
+    return graph
