@@ -108,9 +108,24 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                     help_text += f"; default: {field.default}"
             kwargs["help"] = help_text.replace("%", "%%")
             group.add_argument(cli_flag(field), **kwargs)
+            if kind is bool:  # the opposite flag, to switch off what a --config file switched on (and back)
+                group.add_argument(opposite_flag(cli_flag(field)), dest=field.name, default=argparse.SUPPRESS,
+                                   action="store_true" if kwargs["action"] == "store_false" else "store_false",
+                                   help=argparse.SUPPRESS)
     parser.add_argument("--config", default=None, metavar="FILE.yaml",
                         help="YAML file of options (nested by section as written next to every run's results, or "
-                             "flat); explicit flags override it")
+                             "flat); explicit flags override it, and every yes/no flag has an opposite "
+                             "(--refit / --no-refit, --no-progress / --progress) to override the file's choice")
+
+
+def opposite_flag(flag: str) -> str:
+    """``--no-x`` for ``--x`` and ``--x`` for ``--no-x``: the flag that sets a yes/no option the other way.
+
+    Example:
+        >>> opposite_flag("--refit"), opposite_flag("--no-progress")
+        ('--no-refit', '--progress')
+    """
+    return "--" + flag[len("--no-"):] if flag.startswith("--no-") else "--no-" + flag[2:]
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:

@@ -79,8 +79,8 @@ class Row:
 
     def config(self, base: dict, dataset: str, seeds: int, out: str, data_root: Optional[str],
                progress: bool) -> ExperimentConfig:
-        # rows add the shared term only where they name it, whatever the base configuration ships
-        values = {**base, "theta_shared": "none", **dict(self.options), "dataset": dataset, "protocol": self.protocol, "seeds": seeds,
+        # rows add the shared term and the refit only where they name them, whatever the base configuration ships
+        values = {**base, "theta_shared": "none", "refit": False, **dict(self.options), "dataset": dataset, "protocol": self.protocol, "seeds": seeds,
                   "seed_start": 0, "out": out, "name": f"{dataset}-{self.protocol}-{self.key}",
                   "data_root": data_root, "progress": progress, "resume": True}
         if self.stop_from is not None:

@@ -119,3 +119,16 @@ def test_inner_optimizer_sgd_takes_plain_gradient_steps(inner_name):
         assert torch.allclose(after, before - 0.1 * grad, atol=1e-6)
     with pytest.raises(Exception, match="--inner-optimizer"):
         ExperimentConfig(inner_optimizer="lbfgs").resolved()
+
+
+def test_every_yes_no_flag_has_an_opposite_that_overrides_the_config_file(tmp_path):
+    from dgl_bilevel.cli import build_parser, config_from_args
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: cheaters\nrefit: true\nprogress: false\n")
+    parse = lambda *flags: config_from_args(build_parser("run").parse_args(["run", "--config", str(cfg), *flags]))  # noqa: E731
+    config = parse()
+    assert config.refit is True and config.progress is False  # the file's choices
+    config = parse("--no-refit", "--progress")
+    assert config.refit is False and config.progress is True  # switched back from the command line
+    assert parse("--refit", "--no-progress").refit is True
