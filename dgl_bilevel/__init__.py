@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "Adjoint": "hypergrad",
     "custom_root": "hypergrad",
     "fit": "outer",
+    "fit_loop": "outer",
+    "OuterLoop": "outer",
     "solve_on_graph": "outer",
     "evaluate": "outer",
     "validation_gate": "outer",
