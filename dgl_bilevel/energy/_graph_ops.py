@@ -55,8 +55,8 @@ class _FixedAdjacency(torch.autograd.Function):
 
     :func:`dgl_bilevel.ops.weighted_sum` keeps its input for the edge-weight gradient; here nothing
     of ``y`` is kept, so ``K`` unfolded steps with fixed weights hold no ``[N, C]`` tensor per
-    step for the backward pass (measured on the arxiv shape: 836 -> 454 MB for 10 steps, 64
-    columns). The backward is the transposed product, itself differentiable: any order in ``y``.
+    step for the backward pass (docs/benchmarks.md has the energy model's memory on the
+    arxiv shape). The backward is the transposed product, itself differentiable: any order in ``y``.
     """
 
     @staticmethod
@@ -84,8 +84,8 @@ def squared_edge_distances(graph: "dgl.DGLGraph", z: torch.Tensor) -> torch.Tens
     """``||z_s - z_t||^2`` per edge ``s -> t``, as ``|z_s|^2 + |z_t|^2 - 2 <z_s, z_t>`` (clamped at 0).
 
     The inner products run on :mod:`dgl_bilevel.ops`' per-edge kernel (SDDMM on large graphs):
-    no ``[E, C]`` tensor is formed (17x faster than gathering ``z_s - z_t`` on a 233k-edge graph
-    with 64 columns, and ``E x C`` less memory per unrolled step). Differentiable to any order.
+    no ``[E, C]`` tensor is formed (``E x C`` less memory per unrolled step than gathering
+    ``z_s - z_t``). Differentiable to any order.
     """
     topo = topology(graph)
     flat = z.reshape(z.shape[0], -1)

@@ -253,8 +253,7 @@ class BoundEnergy:
 
         For quadratic ``kappa`` and ``rho`` the step is affine, ``A * Y + B + C * op(Y)``,
         with ``A, B, C`` computed once and the normalisation folded into the edge weights: two
-        elementwise passes and one sparse product per step instead of about ten passes (measured
-        2-3x faster forward + backward on Cora).
+        elementwise passes and one sparse product per step instead of about ten.
         """
         e = self.energy
         form = self.graph_term.affine_form() if (e.fidelity.is_quadratic and e.penalty.is_quadratic) else None
