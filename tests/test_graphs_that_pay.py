@@ -246,6 +246,8 @@ def test_the_returned_graph_trains_dgl_layers(tmp_path):
             assert torch.equal(handed.edata["w"], graph.edata["w"][graph.edata["w"] > 0.5])
         else:
             assert handed.num_edges() == load_dataset("cheaters", None, 0).graph.num_edges()
+        assert sorted(handed.ndata) == sorted(graph.ndata)  # either graph: the seed's labels and split masks
+        assert all(torch.equal(handed.ndata[key], graph.ndata[key]) for key in graph.ndata)
     # the user's model confirms: the learned graph only where it scores no lower on validation with it
     learned_edges = int((graph.edata["w"] > 0.5).sum())
     observed_edges = load_dataset("cheaters", None, 0).graph.num_edges()

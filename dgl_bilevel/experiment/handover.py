@@ -11,8 +11,9 @@ from typing import Callable, Optional
 from .._dgl import dgl
 from ..config import ExperimentConfig, load_yaml
 from ..errors import ConfigError
+from ..outer.loop import node_data
 from ..outer.result import most_likely_graph
-from .seed_files import run_data
+from .seed_files import SAVED_NODE_DATA, run_data
 
 #: ``refit_gate`` values that hand over the learned graph (refit on it, or the bilevel model itself).
 LEARNED_CHOICES = ("learned", "learned_v_in")
@@ -52,7 +53,9 @@ def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str]
     every label, on the observed graph against the same model on the learned graph. Where a learned
     candidate won, this returns the learned graph as :attr:`~dgl_bilevel.outer.result.FitResult.graph`
     does (edge probabilities: the edges above 1/2, weighted by their probability); where none did, the
-    data set's observed graph with its weights. Either way the weights are in ``edata["w"]``.
+    data set's observed graph with its weights. Either way the weights are in ``edata["w"]`` and the
+    seed's labels and split masks in ``ndata`` (``label``, ``v_in_mask``, ``v_out_mask``, ``val_mask``,
+    ``test_mask``; not the features, which are the data set's).
 
     The run's test judged the library's inner model; a user's architecture may disagree (a
     ``SAGEConv``, with its separate self path, gains less from removing noisy edges). Pass
@@ -92,6 +95,8 @@ def handed_over_graph(run_dir: "str | Path", seed: int, data_root: Optional[str]
         >>> handed, choice = handed_over_graph(os.path.join(folder, "run"), seed=0)
         >>> choice, handed.num_edges() == graph.num_edges()  # 4 validation nodes: no learned graph wins
         ('observed', True)
+        >>> sorted(handed.ndata)
+        ['label', 'test_mask', 'v_in_mask', 'v_out_mask', 'val_mask']
         >>> handed_over_graph(os.path.join(folder, "run"), seed=0, confirm=lambda g: 1.0)[1]
         'observed'
         >>> shutil.rmtree(folder)
@@ -129,4 +134,7 @@ def _observed_graph(options: dict, seed: int) -> "dgl.DGLGraph":
     data = run_data(ExperimentConfig(**options).resolved(), seed)
     graph = dgl.graph(data.graph.edges(), num_nodes=data.num_nodes)
     graph.edata["w"] = data.observed_weights().detach().clone()
+    for key, value in node_data(data).items():  # what the saved learned graph carries: labels and split masks
+        if key in SAVED_NODE_DATA:
+            graph.ndata[key] = value
     return graph

@@ -19,6 +19,10 @@ from ..errors import ConfigError
 from ..outer import FitResult
 from ..results import write_json
 
+#: the node data a saved graph (``graph_seed<s>.bin``) carries: labels and split masks, not the features
+#: (they are the data set's, and would make every saved graph as large as the data set).
+SAVED_NODE_DATA = ("label",) + tuple(f"{split}_mask" for split in SPLITS)
+
 
 def training_view(data: BilevelData, training_set: str) -> BilevelData:
     """``data`` as a method's declared training set needs it (:data:`~dgl_bilevel.methods.TRAINING_SETS`):
@@ -119,8 +123,7 @@ def write_learned_seed(config: ExperimentConfig, seed: int, run_dir: Path, resul
                        **extra) -> dict:
     """Write a learned graph's seed files (``seed_<s>.json``, ``graph_seed<s>.bin``); returns its record."""
     if config.save_graph:
-        keep = ("label",) + tuple(f"{s}_mask" for s in SPLITS)  # not the features: they are the data set's
-        dgl.save_graphs(str(run_dir / f"graph_seed{seed}.bin"), [result.to_graph(node_data=keep)])
+        dgl.save_graphs(str(run_dir / f"graph_seed{seed}.bin"), [result.to_graph(node_data=SAVED_NODE_DATA)])
     return write_seed(config, seed, run_dir, {**result.summary(), **extra}, result.config, result.history, seconds)
 
 
