@@ -363,3 +363,38 @@ def test_memorised_validation_under_the_lds_protocol_is_reported():
     with pytest.warns(ValidationMemorisedWarning, match="--outer-steps \\(now 60\\)"):
         assert warn_if_validation_memorised(lds, 1.0, 60)
     assert not warn_if_validation_memorised(lds, 0.95, 60)
+
+
+def test_the_shipped_best_configuration_survives_isolated_featureless_nodes(tmp_path):
+    """CiteSeer has 15 isolated nodes with all-zero features (DGL adds them): the cosine k-NN, the
+    shared cosine term, the energy inner problem and the refit of cora-best.yaml must stay finite there."""
+    from pathlib import Path
+
+    from dgl_bilevel.config import load_yaml
+
+    generator = torch.Generator().manual_seed(0)
+    n, classes = 40, 2
+    labels = torch.arange(n) % classes
+    features = torch.nn.functional.one_hot(labels, classes).float() + 0.3 * torch.rand(n, 6, generator=generator)[:, :classes]
+    features = torch.cat([features, torch.rand(n, 4, generator=generator)], 1)
+    isolated = torch.tensor([37, 38, 39])
+    features[isolated] = 0.0
+    src = torch.arange(0, 36)
+    graph = dgl.to_bidirected(dgl.graph((src, (src + 2) % 36), num_nodes=n))  # same-class ring; 36-39 isolated
+    graph.ndata["feat"], graph.ndata["label"] = features, labels
+    splits = {"train": list(range(0, 10)) + [37], "val": list(range(10, 24)) + [38], "test": list(range(24, 36)) + [39]}
+    for split, nodes in splits.items():
+        graph.ndata[f"{split}_mask"] = torch.isin(torch.arange(n), torch.tensor(nodes))
+    path = tmp_path / "isolated.bin"
+    dgl.save_graphs(str(path), [graph])
+    shipped = load_yaml(Path(__file__).resolve().parents[1] / "recipes" / "configs" / "cora-best.yaml")
+    config = ExperimentConfig(**{**shipped, "dataset": str(path), "knn_k": 3, "outer_steps": 2,
+                                 "eval_samples": 2, "seeds": 1, "out": str(tmp_path),
+                                 "name": "isolated", "progress": False})
+    assert config.theta_shared == "cosine" and config.refit and config.knn_metric == "cosine"
+    run_experiment(config, echo=lambda *_: None)
+    record = json.loads((tmp_path / "isolated" / "seed_0.json").read_text())["result"]
+    for key in ("test_acc", "val_acc", "refit_test_acc", "refit_gated_test_acc", "expected_test_acc"):
+        assert 0.0 <= record[key] <= 1.0, key
+    (saved,), _ = dgl.load_graphs(str(tmp_path / "isolated" / "graph_seed0.bin"))
+    assert torch.isfinite(saved.edata["w"]).all() and float(saved.edata["w"].min()) >= 0.0
