@@ -77,13 +77,13 @@ def reference(tmp_path_factory) -> dict:
 
 
 class KillWorkerOnce:
-    """Kills the process running seed 1 at outer iteration 2, the first time only."""
+    """Kills the process running seed 1 at outer iteration ``at``, the first time only."""
 
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
+    def __init__(self, marker: str, at: int = 2) -> None:
+        self.marker, self.at = marker, at
 
     def __call__(self, state) -> None:
-        if state.iteration == 2 and state.data.extras.get("seed") == 1 and not os.path.exists(self.marker):
+        if state.iteration == self.at and state.data.extras.get("seed") == 1 and not os.path.exists(self.marker):
             Path(self.marker).write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -157,6 +157,51 @@ def test_a_killed_worker_s_seed_resumes_from_its_checkpoint(executor, tmp_path, 
     assert _histories(tmp_path / "faulty") == reference  # and nothing was lost or done twice
     record = json.loads((tmp_path / "faulty" / "cheaters-gnn-bo" / "seed_1.json").read_text())
     assert [r["iteration"] for r in record["history"]] == [0, 1, 2, 3]
+
+
+class BarRecorder:
+    """Stands in for the executors' progress bar: what it showed at its highest and at the end."""
+
+    shown: list = []
+
+    def __init__(self, tasks, progress, description) -> None:
+        self.total, self._n, self.peak = total_iterations(tasks), 0, 0
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    @n.setter
+    def n(self, value: int) -> None:
+        self._n, self.peak = value, max(self.peak, value)
+
+    def update(self, step: int) -> None:
+        self.n = self._n + step
+
+    def write(self, line: str) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        BarRecorder.shown.append((self.peak, self._n, self.total))
+
+
+@pytest.mark.parametrize("executor", WITH_WORKERS, indirect=True)
+def test_the_bar_counts_a_restarted_seed_s_iterations_once(executor, tmp_path, monkeypatch):
+    """Seed 1 is killed after reporting iteration 2 and resumes from its checkpoint of iteration 1:
+    iteration 2 runs twice but the bar counts it once, never passes its total and ends there."""
+    from dgl_bilevel.experiment.executors import processes, ray_tasks
+
+    monkeypatch.setattr(processes, "progress_bar", BarRecorder)
+    monkeypatch.setattr(ray_tasks, "progress_bar", BarRecorder)
+    BarRecorder.shown = []
+    marker = tmp_path / "killed"
+    run_experiment(_config(executor, tmp_path / "run", checkpoint_every=2), echo=lambda line: None,
+                   callbacks=[KillWorkerOnce(str(marker), at=3)])
+    assert marker.is_file()
+    assert BarRecorder.shown == [(8, 8, 8)]  # (highest, final, total): 2 seeds x 4 iterations
 
 
 def _running(pid: int) -> bool:

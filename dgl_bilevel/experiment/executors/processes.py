@@ -37,7 +37,8 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ...errors import ConfigError, RunInterrupted
-from .base import MAX_RETRIES, Executor, RunOne, progress_bar, quiet
+from ...outer.callbacks import Callback
+from .base import MAX_RETRIES, Executor, RunOne, progress_bar, quiet, total_iterations
 
 if TYPE_CHECKING:
     from ..stacked import SeedTask
@@ -83,13 +84,18 @@ def _send(channel, message: tuple) -> None:
         pass
 
 
-class _PipeProgress:
-    """A fit callback that reports each finished outer iteration of a seed to the parent."""
+class _PipeProgress(Callback):
+    """A fit callback that reports a seed's outer iterations to the parent: those a resumed seed
+    already has when it starts, then each one it finishes."""
 
     def __init__(self, channel) -> None:
         self.channel = channel
 
-    def __call__(self, state) -> None:
+    def on_fit_start(self, loop) -> None:
+        if loop.state.next_iteration:
+            _send(self.channel, ("progress", loop.state.next_iteration))
+
+    def on_iteration(self, state) -> None:
         _send(self.channel, ("progress", 1))
 
 
@@ -106,6 +112,7 @@ class _Worker:
     interrupted: Optional[tuple] = None  # (checkpoint, iteration) once it reported Ctrl-C
     failed: bool = False
     unreadable: bool = False  # a message arrived cut short: nothing more is read from this process
+    counted: int = 0  # outer iterations this worker's current process put on the bar
 
     @property
     def name(self) -> str:
@@ -128,8 +135,9 @@ class ProcessExecutor(Executor):
     """Seeds dealt round-robin to ``workers`` spawned processes, each stacking its share.
 
     ``stacking="on"`` is not enforced inside a worker (a share that does not stack runs seed by
-    seed): only the sequential executor refuses, as ``--workers`` runs always have. A restarted
-    worker's redone iterations count again on the bar.
+    seed): only the sequential executor refuses, as ``--workers`` runs always have. The bar counts
+    each seed's iterations once: a restarted worker's count starts again from its checkpoints, and
+    a worker that finishes fills in its share (seeds already finished or stopped early).
 
     Example:
         >>> from dgl_bilevel.experiment.executors import ProcessExecutor
@@ -165,10 +173,13 @@ class ProcessExecutor(Executor):
                     for kind, *payload in worker.receive():
                         if kind == "progress":
                             bar.update(payload[0])
+                            worker.counted += payload[0]
                         elif kind == "echo":
                             (bar.write if progress else echo)(payload[0])
                         elif kind == "done":
                             worker.records = payload[0]
+                            bar.update(total_iterations(worker.tasks) - worker.counted)
+                            worker.counted = total_iterations(worker.tasks)
                         elif kind == "interrupted":  # a worker got Ctrl-C alone: stop the run as a single process would
                             worker.interrupted = tuple(payload)
                             raise KeyboardInterrupt
@@ -177,6 +188,8 @@ class ProcessExecutor(Executor):
                             raise RuntimeError(f"worker {worker.index} failed:\n{payload[0]}")
                     if worker.records is None and not alive:
                         _restart_or_raise(context, worker, start_args, echo)
+                        bar.update(-worker.counted)  # the new process reports its seeds from their checkpoints
+                        worker.counted = 0
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
             _stop(workers, already_interrupted=interrupted)

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from ...errors import ConfigError
-from .base import MAX_RETRIES, Executor, RunOne, progress_bar, quiet
+from ...outer.callbacks import Callback
+from .base import MAX_RETRIES, Executor, RunOne, progress_bar, quiet, total_iterations
 
 if TYPE_CHECKING:
     from ..stacked import SeedTask
@@ -55,33 +56,46 @@ def ray_session(address: Optional[str], local_cpus: Optional[int] = None) -> Ite
 
 
 class ProgressCounter:
-    """Counts outer iterations done by every task (a Ray actor)."""
+    """How many outer iterations each task has done (a Ray actor): a retried task's redone
+    iterations overwrite its count instead of adding to it.
+
+    Example:
+        >>> counter = ProgressCounter()
+        >>> counter.set(0, 3), counter.set(1, 2), counter.set(0, 2)  # task 0 retried from iteration 2
+        (None, None, None)
+        >>> counter.value()
+        4
+    """
 
     def __init__(self) -> None:
-        self.count = 0
+        self.done: dict[int, int] = {}
 
-    def add(self, n: int = 1) -> None:
-        self.count += n
+    def set(self, task: int, iterations: int) -> None:
+        self.done[task] = iterations
 
     def value(self) -> int:
-        return self.count
+        return sum(self.done.values())
 
 
-class _CountIterations:
-    """A fit callback that forwards each finished outer iteration to the progress counter."""
+class _CountIterations(Callback):
+    """A fit callback that tells the progress counter how far its task is: where a resumed or
+    retried seed starts, then after each outer iteration."""
 
-    def __init__(self, counter: Any) -> None:
-        self.counter = counter
+    def __init__(self, counter: Any, task: int) -> None:
+        self.counter, self.task = counter, task
 
-    def __call__(self, state) -> None:
-        self.counter.add.remote(1)
+    def on_fit_start(self, loop) -> None:
+        self.counter.set.remote(self.task, loop.state.next_iteration)
+
+    def on_iteration(self, state) -> None:
+        self.counter.set.remote(self.task, state.iteration + 1)
 
 
 class RayExecutor(Executor):
     """Every seed as a Ray task with ``cpus_per_task`` CPUs, on a cluster at ``address`` or on this machine.
 
     ``stacking`` and ``echo`` are not used: a task holds one seed, and its lines stay in Ray's logs.
-    A worker's redone iterations (after a retry) count again on the bar.
+    The bar counts each seed's iterations once, a retried task's from its checkpoint.
 
     Example:
         >>> from dgl_bilevel.experiment.executors import RayExecutor
@@ -102,8 +116,8 @@ class RayExecutor(Executor):
             counter = ray.remote(ProgressCounter).remote()
             remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=MAX_RETRIES,
                                 retry_exceptions=False)(_in_worker)
-            hooks = [*callbacks, _CountIterations(counter)]
-            pending = {remote.remote(run_one, quiet(task), self.cpus_per_task, hooks): index
+            pending = {remote.remote(run_one, quiet(task), self.cpus_per_task,
+                                     [*callbacks, _CountIterations(counter, index)]): index
                        for index, task in enumerate(tasks)}
             results: dict[int, dict] = {}
             bar = progress_bar(tasks, progress, description)
@@ -111,7 +125,10 @@ class RayExecutor(Executor):
                 while pending:
                     done, _ = ray.wait(list(pending), timeout=1.0)
                     for ref in done:
-                        results[pending.pop(ref)] = ray.get(ref)
+                        index = pending.pop(ref)
+                        results[index] = ray.get(ref)
+                        # a finished task counts whole (a seed read back finished, or stopped early)
+                        ray.get(counter.set.remote(index, total_iterations([tasks[index]])))
                     bar.n = ray.get(counter.value.remote())
                     bar.refresh()
             finally:
