@@ -219,6 +219,14 @@ def test_the_returned_graph_trains_dgl_layers(tmp_path):
     (graph,), _ = dgl.load_graphs(str(run / "graph_seed0.bin"))
     assert "observed" in graph.edata and float(graph.edata["w"].min()) == 0.0  # untouched candidates stay at 0
     rows = transfer.main([str(run), "--epochs", "3", "--models", "graphconv", "sage", "gat"])
+    figure_spec = importlib.util.spec_from_file_location(
+        "transfer_figure", Path(__file__).resolve().parents[1] / "recipes" / "transfer_figure.py")
+    figure = importlib.util.module_from_spec(figure_spec)
+    figure_spec.loader.exec_module(figure)
+    drawn = figure.main([str(run), "--out", str(tmp_path / "transfer.png")])  # from the rows just written
+    assert drawn.stat().st_size > 10_000 and figure.noise_level(Path("x/cora-noise60-paper-b")) == 60
+    with pytest.raises(SystemExit, match="transfer_dgl.py"):
+        figure.main([str(tmp_path), "--out", str(tmp_path / "none.png")])
     assert [r["model"] for r in rows] == ["graphconv", "sage", "gat"]
     assert all(0.0 <= acc <= 1.0 for r in rows for acc in r["learned"] + r["observed"])
     choice = json.loads((run / "seed_0.json").read_text())["result"]["refit_gate"]
