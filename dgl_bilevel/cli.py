@@ -185,19 +185,22 @@ def config_from_args(args: argparse.Namespace):
         values.update(from_file)
     values.update(given)
     config = ExperimentConfig(**flatten(values, "command line"))
-    _check_inner_options(config, given, {k: v for k, v in from_file.items() if k not in given}, args.config, lines)
+    _check_inner_options(config, given, {k: v for k, v in from_file.items() if k not in given}, args.config, lines,
+                         file_dataset=from_file.get("dataset"))
     if config.unroll_checkpoint is False:  # a DeprecationWarning too, which Python hides from a command's user
         print("dgl-bilevel: warning: --no-unroll-checkpoint (unroll_checkpoint: false) is deprecated: it is "
               "--reverse-engine autograd", file=sys.stderr)
     return config
 
 
-def _check_inner_options(config: Any, given: dict, from_file: dict, path: Optional[str], lines: dict) -> None:
+def _check_inner_options(config: Any, given: dict, from_file: dict, path: Optional[str], lines: dict,
+                         file_dataset: Optional[str] = None) -> None:
     """Refuse flags the run's inner problem does not read (``--model gcn --inner laplacian``); warn
     about such options in a ``--config`` file only where they differ from what the run uses anyway.
 
     A file is only warned about: a written ``config.yaml`` lists every option, including those of
-    the other inner problems, and must rerun as it is. ``inner_problem.config_options`` declares
+    the other inner problems, and must rerun as it is. "Anyway" is judged on the file's own data set
+    (``file_dataset``), whose presets filled the file, even when ``--dataset`` runs it elsewhere. ``inner_problem.config_options`` declares
     what each inner problem reads (:func:`dgl_bilevel.config.unread_options`).
     """
     from .config import ExperimentConfig, cli_flag, unread_options
@@ -223,7 +226,14 @@ def _check_inner_options(config: Any, given: dict, from_file: dict, path: Option
     if not ignored:
         return
     defaults = {name: fields[name].default for name in ignored if fields[name].default is not dataclasses.MISSING}
+    # what the file's own data set would have used anyway: a file run with --dataset NAME (a written
+    # config.yaml, a shipped configuration) holds its data set's preset values, not NAME's
     anyway = dataclasses.replace(config, **defaults).resolved()
+    if file_dataset is not None and file_dataset != config.dataset:
+        try:
+            anyway = dataclasses.replace(config, dataset=file_dataset, **defaults).resolved()
+        except ConfigError:  # the file's data set is unknown here: judge by the run's
+            pass
     for name, readers in ignored.items():
         if from_file[name] != getattr(anyway, name):
             where = f"{path}, line {lines[name]}" if name in lines else str(path)

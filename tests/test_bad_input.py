@@ -209,12 +209,19 @@ def test_a_config_file_warns_about_options_its_inner_problem_ignores_where_they_
     assert "'model'" not in err and "'layers'" not in err  # the defaults: nothing to say
     _, err = _config(["run", "--config", str(path), "--inner", "gnn"], capsys)  # a flag over the file: hidden is read
     assert "'hidden'" not in err and "'lp_alpha' (0.5) has no effect: the gnn inner problem" in err
+    path.write_text("dataset: cheaters\ninner: energy\nmodel: gcn\n")  # not the file's data set's preset value
+    for dataset in ("cheaters", "cornell"):  # ... whichever data set the file then runs on
+        _, err = _config(["run", "--config", str(path), "--dataset", dataset], capsys)
+        assert f"{path}, line 3: option 'model' ('gcn') has no effect: the energy inner problem" in err
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "recipes" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_list_every_option_and_draw_no_warning(path, capsys):
     config, err = _config(["run", "--config", str(path)], capsys)
     assert err == "" and config.inner in ("gnn", "laplacian", "energy")
+    for other in ("cornell", "cora-noise40", "cheaters"):  # --config ... --dataset NAME, as a user tries it elsewhere
+        config, err = _config(["run", "--config", str(path), "--dataset", other], capsys)
+        assert err == "" and config.dataset == other
 
 
 def test_flags_the_inner_problem_ignores_are_refused_and_a_method_preset_is_not_overridden(capsys):
