@@ -244,13 +244,18 @@ def _check_inner_options(config: Any, given: dict, from_file: dict, path: Option
 def _file_values(from_file: dict, given: dict, path: str) -> dict:
     """A config file's options under the command line's: a ``--method`` other than the file's drops
     the file's expansion of its own method (a written ``config.yaml`` records ``regularizer: none``
-    for ``bo``; kept, it would silently turn ``--method bo+reg`` back into ``bo``)."""
-    from .methods import preset_fields
+    for ``bo``; kept, it would silently turn ``--method bo+reg`` back into ``bo``), with the options of
+    the file's structure (the shared term), and, for a method that learns no graph, the file's options
+    of a learned graph (refit, cross-fitting)."""
+    from .methods import LEARNED_GRAPH_OPTIONS, METHODS, STRUCTURE_OPTIONS, preset_fields
 
     method = given.get("method")
     if method is None or method == from_file.get("method"):
         return from_file
-    dropped = sorted(k for k in preset_fields() if k in from_file and k not in given)
+    follow = set(preset_fields()) | set(STRUCTURE_OPTIONS)
+    if method in METHODS and not METHODS[method].learns_graph:
+        follow |= set(LEARNED_GRAPH_OPTIONS)
+    dropped = sorted(k for k in follow if k in from_file and k not in given)
     if dropped:
         print(f"--method {method} replaces {from_file.get('method', 'the default method')} of {path}: "
               f"{', '.join(dropped)} follow {method} (pass them as flags to set them)", file=sys.stderr)

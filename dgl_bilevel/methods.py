@@ -83,3 +83,10 @@ def preset_fields() -> frozenset:
     """The fields a method name expands into (``structure``, ``support``, ``regularizer``): a
     configuration that names another method must not keep the old method's values of these."""
     return frozenset(key for _, method in METHODS.items() for key in method.fields)
+
+
+#: options that only mean something for a learned graph: a method that learns none drops a file's values
+#: of these (``--config cora-best.yaml --method a_obs+v_out`` is the shipped run's honest baseline).
+LEARNED_GRAPH_OPTIONS = ("refit", "cross_fit")
+#: options of one structure: they follow a method's ``structure`` when another method replaces a file's.
+STRUCTURE_OPTIONS = ("theta_shared",)

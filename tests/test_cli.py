@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -68,7 +69,7 @@ def test_method_flag_over_a_written_config_follows_the_new_method(tmp_path, caps
         return json.loads((tmp_path / name / "summary.json").read_text())["config"]
 
     assert resolved("reg", "--method", "bo+reg")["regularizer"] == "log_degree"
-    assert "regularizer, structure, support follow bo+reg" in capsys.readouterr().err
+    assert "regularizer, structure, support, theta_shared follow bo+reg" in capsys.readouterr().err
     assert resolved("power", "--method", "bo+power")["support"] == "power"
     assert resolved("reg-off", "--method", "bo+reg", "--regularizer", "none")["regularizer"] == "none"
     assert resolved("same", "--method", "bo")["regularizer"] == "none"
@@ -132,3 +133,21 @@ def test_every_yes_no_flag_has_an_opposite_that_overrides_the_config_file(tmp_pa
     config = parse("--no-refit", "--progress")
     assert config.refit is False and config.progress is True  # switched back from the command line
     assert parse("--refit", "--no-progress").refit is True
+
+
+def test_the_shipped_best_run_s_honest_baselines_follow_from_its_file(capsys):
+    """``--config cora-best.yaml --method a_obs+v_out`` (or a_obs) is the shipped run's baseline: the file's
+    learned-graph options (refit, the shared term) go with its method instead of refusing the run."""
+    from dgl_bilevel.cli import build_parser, config_from_args
+
+    shipped = str(Path(__file__).resolve().parents[1] / "recipes" / "configs" / "cora-best.yaml")
+    for method in ("a_obs+v_out", "a_obs"):
+        config = config_from_args(build_parser("run").parse_args(["run", "--config", shipped, "--method", method]))
+        assert config.method == method and not config.refit and config.theta_shared == "none"
+        assert "refit, regularizer, structure, support, theta_shared follow" in capsys.readouterr().err
+    config = config_from_args(build_parser("run").parse_args(["run", "--config", shipped, "--method", "bo+reg"]))
+    assert config.refit and config.resolved().structure == "edges"  # a method that learns a graph keeps the refit ...
+    assert config.theta_shared == "none"  # ... and the shared term follows the structure
+    config = config_from_args(build_parser("run").parse_args(["run", "--config", shipped, "--method", "bo+reg",
+                                                              "--structure", "bernoulli", "--theta-shared", "cosine"]))
+    assert config.theta_shared == "cosine" and config.structure == "bernoulli"  # flags still win
