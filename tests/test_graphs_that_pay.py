@@ -2,6 +2,7 @@
 the pieces that compare a learned graph with the labels it consumes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -406,3 +407,22 @@ def test_the_shipped_best_configuration_survives_isolated_featureless_nodes(tmp_
         assert 0.0 <= record[key] <= 1.0, key
     (saved,), _ = dgl.load_graphs(str(tmp_path / "isolated" / "graph_seed0.bin"))
     assert torch.isfinite(saved.edata["w"]).all() and float(saved.edata["w"].min()) >= 0.0
+
+
+def test_a_refit_run_says_what_it_hands_over(tmp_path):
+    """The printed summary of a ``--refit`` run names the refit's, the observed graph's and the handed-over
+    test scores, and how often the learned graph was kept -- the numbers of its seed records."""
+    lines = []
+    config = ExperimentConfig(dataset="cheaters", inner="gnn", model="gcn", hidden=8, inner_steps=20, outer_steps=3,
+                              seeds=2, out=str(tmp_path), progress=False, refit=True, name="said")
+    run_experiment(config, echo=lambda *parts: lines.append(" ".join(map(str, parts))))
+    records = [json.loads((tmp_path / "said" / f"seed_{s}.json").read_text())["result"] for s in (0, 1)]
+    mean = lambda key: f"{100 * sum(r[key] for r in records) / 2:.1f} ± "  # noqa: E731
+    said = next(line for line in lines if line.startswith("refit on V_in ∪ V_out, test acc %"))
+    assert f"learned graph {mean('refit_test_acc')}" in said and f"observed graph {mean('refit_observed_test_acc')}" in said
+    handed = next(line for line in lines if line.startswith("handed over"))
+    kept = sum(r["refit_gate"] != "observed" for r in records)
+    assert f": {mean('refit_gated_test_acc')}" in handed and handed.endswith(f"the learned graph in {kept} of 2 seeds")
+    lines.clear()
+    run_experiment(dataclasses.replace(config, refit=False, name="silent"), echo=lambda *p: lines.append(" ".join(p)))
+    assert not any(line.startswith(("refit on", "handed over")) for line in lines)

@@ -22,7 +22,7 @@ from ..outer import FitResult, fit_loop, solve_on_graph
 from ..outer.loggers import seed_loggers
 from ..outer.fit_check import warn_if_at_chance, warn_if_validation_memorised
 from ..outer.loop import node_data
-from ..results import aggregate, results_table, write_json
+from ..results import aggregate, refit_lines, results_table, write_json
 from .build import build_hypergrad, build_inner, build_loop
 from .crossfit import cross_fit
 from .refit import after_fit, all_label_candidates, fresh_sampler, gated
@@ -243,6 +243,8 @@ def summarize_run(prepared: PreparedRun, echo=print) -> dict:
     echo(results_table(per_seed, metric, title=f"{config.run_name}: best-validation graph per seed", trained=trained))
     if config.training_set != "v_in":
         echo(f"trained on {config.training_set}: the V_out score is a training score, not a held-out one")
+    for line in refit_lines(per_seed, metric):
+        echo(line)
     echo(f"results written to {run_dir.resolve()}")
     return summary
 
