@@ -200,8 +200,9 @@ def _check_inner_options(config: Any, given: dict, from_file: dict, path: Option
 
     A file is only warned about: a written ``config.yaml`` lists every option, including those of
     the other inner problems, and must rerun as it is. "Anyway" is judged on the file's own data set
-    (``file_dataset``), whose presets filled the file, even when ``--dataset`` runs it elsewhere. ``inner_problem.config_options`` declares
-    what each inner problem reads (:func:`dgl_bilevel.config.unread_options`).
+    (``file_dataset``), whose presets filled the file, even when ``--dataset`` runs it elsewhere.
+    ``inner_problem.config_options`` declares what each inner problem reads
+    (:func:`dgl_bilevel.config.unread_options`).
     """
     from .config import ExperimentConfig, cli_flag, unread_options
     from .methods import METHODS

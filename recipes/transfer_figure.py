@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
-import statistics
 from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"graphconv": "GraphConv", "sage": "SAGEConv", "gat": "GATConv"}
-#: the three graphs a user may take, each as (column of transfer_dgl.py's rows, label, line style)
-READINGS = (("learned", "returned graph (result.graph)", ":"),
-            ("run_gated", "handed over by the run", "--"),
-            ("confirmed", "confirmed by the user's model", "-"))
+#: the three graphs a user may take, each as (prefix of transfer_dgl.py's ``<prefix>_mean`` / ``_se``
+#: differences to the observed graph, label, line style)
+READINGS = (("difference", "returned graph (result.graph)", ":"),
+            ("run_gated_difference", "handed over by the run", "--"),
+            ("confirmed_difference", "confirmed by the user's model", "-"))
 
 
 def noise_level(run: Path) -> int:
@@ -36,10 +35,10 @@ def noise_level(run: Path) -> int:
     return int(found.group(1)) if found else 0
 
 
-def differences(row: dict, column: str) -> tuple[float, float]:
-    """Mean and standard error, in points, of ``row[column] - row["observed"]`` over seeds."""
-    diff = [100 * (a - b) for a, b in zip(row[column], row["observed"])]
-    return statistics.fmean(diff), statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
+def differences(row: dict, prefix: str) -> tuple[float, float]:
+    """The mean difference to the observed graph and its standard error over seeds, in points, as
+    ``recipes/transfer_dgl.py`` recorded them (``<prefix>_mean``, ``<prefix>_se``)."""
+    return 100 * row[f"{prefix}_mean"], 100 * row[f"{prefix}_se"]
 
 
 def main(argv: Optional[list] = None) -> Path:
@@ -53,7 +52,7 @@ def main(argv: Optional[list] = None) -> Path:
         if not path.is_file():
             raise SystemExit(f"{path} is missing: run recipes/transfer_dgl.py {run} --train v_in+v_out first")
         for row in json.loads(path.read_text()):
-            if "confirmed" not in row:
+            if "confirmed_difference_mean" not in row:
                 raise SystemExit(f"{path} predates the confirmed column (or the run made no --refit): rerun "
                                  "recipes/transfer_dgl.py on it")
             rows[(row["model"], noise_level(run))] = row

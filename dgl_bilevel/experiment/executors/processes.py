@@ -178,8 +178,9 @@ class ProcessExecutor(Executor):
                             (bar.write if progress else echo)(payload[0])
                         elif kind == "done":
                             worker.records = payload[0]
-                            bar.update(total_iterations(worker.tasks) - worker.counted)
-                            worker.counted = total_iterations(worker.tasks)
+                            share = total_iterations(worker.tasks)  # seeds read back finished or stopped early too
+                            bar.update(share - worker.counted)
+                            worker.counted = share
                         elif kind == "interrupted":  # a worker got Ctrl-C alone: stop the run as a single process would
                             worker.interrupted = tuple(payload)
                             raise KeyboardInterrupt
